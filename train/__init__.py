@@ -1,0 +1,1 @@
+"""Contrastive CLIP trainer (`python -m train`)."""

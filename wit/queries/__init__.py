@@ -1,0 +1,1 @@
+"""`wit build-queries`: the query list from Wikipedia, page views and WordNet."""

@@ -1,0 +1,306 @@
+"""`wit build-queries`: dump chunks counted in parallel, summed, ranked, written atomically.
+
+Work in progress lives in `OUT/.work/` (one set of files per finished chunk, plus
+`job.json` naming the inputs it belongs to); a killed run started again skips the
+finished chunks. The outputs are written at the end, `stats.json` last; then the work
+directory is removed. On bad input nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import multiprocessing
+import os
+import shutil
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from itertools import chain
+from typing import Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from wit import __version__
+from wit.atomic import read_json, write_json, write_parquet
+from wit.errors import WitError
+from wit.queries.assemble import Candidates, assemble, queries_table
+from wit.queries.chunks import ChunkStats, chunk_files, count_chunk, load_done
+from wit.queries.dumps import Chunk, DumpFile, iter_sequential_chunks, open_dump, plan_stream_chunks
+from wit.queries.merge import bigram_pmi, sum_counts
+from wit.queries.pageviews import PageViews, expand_globs, read_pageviews
+from wit.queries.wordnet import DATA_FILES, WordNetLemmas, read_wordnet
+
+log = logging.getLogger("wit.build_queries")
+
+WORK_DIR = ".work"
+OUTPUT_FILES = ("queries.parquet", "metadata.json", "stats.json")
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Inputs and thresholds of one `wit build-queries` run (MetaCLIP's defaults)."""
+
+    wiki_dumps: tuple[str, ...]
+    out: str
+    pageviews: tuple[str, ...] = ()
+    wordnet: str | None = None
+    size: int = 500_000
+    min_count: int = 100
+    min_pmi: float = 30.0
+    min_bigram_count: int = 2
+    min_views: int = 70
+    workers: int = os.cpu_count() or 1
+    lowercase: bool = False
+    chunk_mb: float = 4.0
+
+    def __post_init__(self) -> None:
+        if not self.wiki_dumps:
+            raise WitError("--wiki-dump: at least one Wikipedia dump is required")
+        for name in ("size", "workers", "min_bigram_count"):
+            if getattr(self, name) < 1:
+                raise WitError(f"--{name.replace('_', '-')}: must be at least 1")
+        for name in ("min_count", "min_views"):
+            if getattr(self, name) < 0:
+                raise WitError(f"--{name.replace('_', '-')}: must not be negative")
+        if self.chunk_mb <= 0:
+            raise WitError("--chunk-mb: must be positive")
+
+    @property
+    def chunk_bytes(self) -> int:
+        return int(self.chunk_mb * (1 << 20))
+
+
+def build_queries(config: BuildConfig) -> dict:
+    """Run the whole stage; return the stats also written to `OUT/stats.json`."""
+    started = time.time()
+    created_out = not os.path.exists(config.out)
+    work_dir = os.path.join(config.out, WORK_DIR)
+    try:
+        dumps = [open_dump(path) for path in config.wiki_dumps]
+        wordnet = read_wordnet(config.wordnet) if config.wordnet else None
+        views = read_pageviews(expand_globs(list(config.pageviews)))
+        os.makedirs(config.out, exist_ok=True)
+        _prepare_work_dir(work_dir, dumps, config)
+        pages, chunk_ids = _count_all(dumps, work_dir, config)
+        stats = _finish(config, dumps, wordnet, views, pages, chunk_ids, work_dir, started)
+    except WitError:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        if created_out and os.path.isdir(config.out) and not os.listdir(config.out):
+            os.rmdir(config.out)
+        raise
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return stats
+
+
+def _prepare_work_dir(work_dir: str, dumps: list[DumpFile], config: BuildConfig) -> None:
+    """Keep finished chunks only if they were made from the same inputs the same way."""
+    job = {
+        "version": __version__,
+        "dumps": [[d.path, d.size, d.mtime_ns] for d in dumps],
+        "lowercase": config.lowercase,
+        "chunk_bytes": config.chunk_bytes,
+    }
+    job_file = os.path.join(work_dir, "job.json")
+    if os.path.exists(job_file) and read_json(job_file) != job:
+        log.warning("%s: left by a run on other inputs or settings; starting afresh", work_dir)
+        shutil.rmtree(work_dir)
+    if os.path.exists(job_file):
+        log.info("resuming from %s", work_dir)
+    os.makedirs(work_dir, exist_ok=True)
+    write_json(job_file, job)
+
+
+def _plan(dumps: list[DumpFile], chunk_bytes: int) -> Iterator[Chunk]:
+    return chain.from_iterable(
+        plan_stream_chunks(d, i, chunk_bytes // 4) if d.multistream
+        else iter_sequential_chunks(d, i, chunk_bytes)
+        for i, d in enumerate(dumps)
+    )
+
+
+class _InlineExecutor:
+    """Runs each task at once in this process (--workers 1): the pool's interface."""
+
+    def submit(self, fn, *args) -> Future:
+        future: Future = Future()
+        future.set_result(fn(*args))
+        return future
+
+    def __enter__(self) -> "_InlineExecutor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def _count_all(dumps: list[DumpFile], work_dir: str, config: BuildConfig) -> tuple[ChunkStats, list[str]]:
+    """Count every chunk not already done, at most two per worker in flight."""
+    total = ChunkStats()
+    chunk_ids: list[str] = []
+    started = time.time()
+    bar = tqdm(total=sum(d.size for d in dumps), unit="B", unit_scale=True, desc="dump",
+               mininterval=1.0, dynamic_ncols=True)
+
+    def record(stats: ChunkStats) -> None:
+        nonlocal total
+        total += stats
+        elapsed = max(time.time() - started, 1e-9)
+        bar.update(stats.input_bytes)
+        bar.set_postfix_str(
+            f"{total.pages / elapsed:,.0f} pages/s, {total.wikitext_bytes / elapsed / 1e6:.1f} MB/s wikitext",
+            refresh=False,
+        )
+
+    executor = (
+        _InlineExecutor() if config.workers == 1
+        else ProcessPoolExecutor(config.workers, mp_context=multiprocessing.get_context("spawn"))
+    )
+    pending: set[Future] = set()
+    try:
+        with executor:
+            for chunk in _plan(dumps, config.chunk_bytes):
+                chunk_ids.append(chunk.chunk_id)
+                done = load_done(work_dir, chunk.chunk_id)
+                if done is not None:
+                    record(done)
+                    continue
+                while len(pending) >= 2 * config.workers:
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        record(future.result())
+                pending.add(executor.submit(count_chunk, chunk, work_dir, config.lowercase))
+            for future in _as_finished(pending):
+                record(future.result())
+    except BaseException:
+        for future in pending:
+            future.cancel()
+        raise
+    finally:
+        bar.close()
+    log.info("read %d pages (%d articles) in %d chunks", total.pages, total.articles, len(chunk_ids))
+    return total, chunk_ids
+
+
+def _as_finished(pending: set[Future]) -> Iterator[Future]:
+    while pending:
+        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+        yield from finished
+
+
+def _finish(
+    config: BuildConfig, dumps: list[DumpFile], wordnet: WordNetLemmas | None, views: PageViews,
+    pages: ChunkStats, chunk_ids: list[str], work_dir: str, started: float,
+) -> dict:
+    """Sum the chunks, rank every source, write the outputs."""
+    files = [chunk_files(work_dir, c) for c in chunk_ids]
+    unigrams = sum_counts((f["unigrams"] for f in files), ["word"])
+    total_tokens = int(pc.sum(unigrams.column("count")).as_py() or 0)
+    bigrams = bigram_pmi((f["bigrams"] for f in files), unigrams, total_tokens,
+                         config.min_bigram_count, config.min_pmi)
+    titles = _ranked_titles(views, _article_titles(f["titles"] for f in files), config)
+    lemmas = wordnet.lemmas if wordnet else []
+    candidates = Candidates(
+        unigrams=_ranked_unigrams(unigrams, config.min_count),
+        bigrams=_ranked_bigrams(bigrams),
+        titles=titles,
+        wordnet=lemmas,
+        counts=_known_counts(unigrams, bigrams, [t for t, _ in titles] + lemmas),
+    )
+    queries, per_source = assemble(candidates, config.size)
+    write_parquet(os.path.join(config.out, "queries.parquet"), queries_table(queries))
+    write_json(os.path.join(config.out, "metadata.json"), [q.query for q in queries])
+    stats = {
+        "tool": "wit build-queries",
+        "version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "inputs": {
+            "wiki_dumps": [_describe_dump(d) for d in dumps],
+            "pageviews": [_describe_file(p) for p in views.files],
+            "wordnet": _describe_wordnet(wordnet),
+        },
+        "thresholds": {
+            "size": config.size, "min_count": config.min_count, "min_pmi": config.min_pmi,
+            "min_bigram_count": config.min_bigram_count, "min_views": config.min_views,
+            "lowercase": config.lowercase,
+        },
+        "pages": asdict(pages),
+        "tokens": total_tokens,
+        "vocabulary": unigrams.num_rows,
+        "pageview_lines": views.lines,
+        "pageview_malformed_lines": views.malformed_lines,
+        "wordnet_synsets": wordnet.synsets if wordnet else 0,
+        "wordnet_distinct_lemmas": len(set(lemmas)),
+        "sources": per_source,
+        "queries": len(queries),
+        "chunks": len(chunk_ids),
+        "workers": config.workers,
+        "seconds": round(time.time() - started, 3),
+    }
+    write_json(os.path.join(config.out, "stats.json"), stats)
+    return stats
+
+
+def _ranked_unigrams(unigrams: pa.Table, min_count: int) -> list[tuple[str, int]]:
+    kept = unigrams.filter(pc.greater_equal(unigrams.column("count"), min_count))
+    kept = kept.sort_by([("count", "descending"), ("word", "ascending")])
+    return list(zip(kept.column("word").to_pylist(), kept.column("count").to_pylist()))
+
+
+def _ranked_bigrams(bigrams: pa.Table) -> list[tuple[str, int, float]]:
+    ranked = bigrams.sort_by([("pmi", "descending"), ("count", "descending"),
+                              ("first", "ascending"), ("second", "ascending")])
+    columns = [ranked.column(c).to_pylist() for c in ("first", "second", "count", "pmi")]
+    return [(f"{a} {b}", n, p) for a, b, n, p in zip(*columns)]
+
+
+def _article_titles(title_files: Iterable[str]) -> set[str]:
+    titles: set[str] = set()
+    for path in title_files:
+        titles.update(pq.read_table(path).column("title").to_pylist())
+    return titles
+
+
+def _ranked_titles(views: PageViews, articles: set[str], config: BuildConfig) -> list[tuple[str, int]]:
+    """The dump's article titles with at least `min_views` views, most viewed first."""
+    ranked: dict[str, int] = {}
+    for title, n in views.views.items():
+        if title in articles:
+            key = title.lower() if config.lowercase else title
+            ranked[key] = ranked.get(key, 0) + n  # lower-casing may merge titles
+    kept = [(t, n) for t, n in ranked.items() if n >= config.min_views]
+    return sorted(kept, key=lambda item: (-item[1], item[0]))
+
+
+def _known_counts(unigrams: pa.Table, bigrams: pa.Table, texts: list[str]) -> dict[str, int]:
+    """Wikipedia counts of the given one- or two-word entries, where they were counted."""
+    words = pa.array(sorted({t for t in texts if " " not in t}), pa.string())
+    found = unigrams.filter(pc.is_in(unigrams.column("word"), value_set=words))
+    counts = dict(zip(found.column("word").to_pylist(), found.column("count").to_pylist()))
+    for first, second, n in zip(*(bigrams.column(c).to_pylist() for c in ("first", "second", "count"))):
+        counts[f"{first} {second}"] = n
+    return counts
+
+
+def _describe_file(path: str) -> dict:
+    with open(path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    return {"path": os.path.abspath(path), "bytes": os.path.getsize(path), "sha256": digest}
+
+
+def _describe_dump(dump: DumpFile) -> dict:
+    kind = "bz2-multistream" if dump.multistream else "bz2" if dump.compressed else "xml"
+    return {**_describe_file(dump.path), "format": kind, "bz2_streams": len(dump.stream_offsets)}
+
+
+def _describe_wordnet(wordnet: WordNetLemmas | None) -> dict | None:
+    if wordnet is None:
+        return None
+    if os.path.isdir(wordnet.source):
+        return {"path": os.path.abspath(wordnet.source),
+                "files": [_describe_file(os.path.join(wordnet.source, n)) for n in DATA_FILES]}
+    return {"path": os.path.abspath(wordnet.source), "files": [_describe_file(wordnet.source)]}

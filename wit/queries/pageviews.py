@@ -1,0 +1,73 @@
+"""Wikimedia page-view dumps (`pageviews-YYYYMMDD-HHMMSS.gz`): English Wikipedia views per title.
+
+Each line is `domain_code page_title count_views total_response_size`. Only `en`
+(desktop) and `en.m` (mobile) lines count; `en.d` and the like are other projects.
+Titles get spaces for underscores, and titles with a colon (other namespaces) are dropped.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+
+from wit.errors import WitError
+
+ENGLISH_WIKIPEDIA = (b"en", b"en.m")
+
+
+@dataclass
+class PageViews:
+    views: Counter[str] = field(default_factory=Counter)
+    lines: int = 0
+    malformed_lines: int = 0
+    files: list[str] = field(default_factory=list)
+
+
+def expand_globs(patterns: list[str]) -> list[str]:
+    """Files matching each pattern, sorted; a pattern matching nothing is an error."""
+    files: list[str] = []
+    for pattern in patterns:
+        matched = sorted(glob.glob(pattern))
+        if not matched:
+            raise WitError(f"{pattern}: no page-view file matches")
+        files.extend(matched)
+    return files
+
+
+def read_pageviews(files: list[str]) -> PageViews:
+    """Sum English Wikipedia views per title over `files` (gzip or plain text)."""
+    result = PageViews(files=list(files))
+    for path in files:
+        try:
+            with _open(path) as f:
+                for line in f:
+                    _add_line(line, result)
+        except (OSError, EOFError, zlib.error) as e:
+            raise WitError(f"{path}: cannot read page-view file ({e})") from None
+    return result
+
+
+def _open(path: str):
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if gzipped else open(path, "rb")
+
+
+def _add_line(line: bytes, result: PageViews) -> None:
+    result.lines += 1
+    fields = line.split()
+    if len(fields) != 4 or not fields[2].isdigit() or not fields[3].isdigit():
+        result.malformed_lines += 1
+        return
+    if fields[0] not in ENGLISH_WIKIPEDIA:
+        return
+    try:
+        title = fields[1].decode("utf-8").replace("_", " ")
+    except UnicodeDecodeError:
+        result.malformed_lines += 1
+        return
+    if ":" not in title:
+        result.views[title] += int(fields[2])
