@@ -30,8 +30,8 @@ from wit.atomic import read_json, write_json, write_parquet
 from wit.errors import WitError
 from wit.queries.assemble import Candidates, assemble, queries_table
 from wit.queries.chunks import ChunkStats, chunk_files, count_chunk, load_done
-from wit.queries.dumps import Chunk, DumpFile, iter_sequential_chunks, open_dump, plan_stream_chunks
-from wit.queries.merge import bigram_pmi, sum_counts
+from wit.queries.dumps import DumpFile, open_dump, plan_chunks
+from wit.queries.merge import bigram_counts, qualifying_bigrams, sum_counts
 from wit.queries.pageviews import PageViews, expand_globs, read_pageviews
 from wit.queries.wordnet import DATA_FILES, WordNetLemmas, read_wordnet
 
@@ -86,8 +86,8 @@ def build_queries(config: BuildConfig) -> dict:
         views = read_pageviews(expand_globs(list(config.pageviews)))
         os.makedirs(config.out, exist_ok=True)
         _prepare_work_dir(work_dir, dumps, config)
-        pages, chunk_ids = _count_all(dumps, work_dir, config)
-        stats = _finish(config, dumps, wordnet, views, pages, chunk_ids, work_dir, started)
+        pages, chunk_ids, resumed = _count_all(dumps, work_dir, config)
+        stats = _finish(config, dumps, wordnet, views, pages, chunk_ids, resumed, work_dir, started)
     except WitError:
         shutil.rmtree(work_dir, ignore_errors=True)
         if created_out and os.path.isdir(config.out) and not os.listdir(config.out):
@@ -115,14 +115,6 @@ def _prepare_work_dir(work_dir: str, dumps: list[DumpFile], config: BuildConfig)
     write_json(job_file, job)
 
 
-def _plan(dumps: list[DumpFile], chunk_bytes: int) -> Iterator[Chunk]:
-    return chain.from_iterable(
-        plan_stream_chunks(d, i, chunk_bytes // 4) if d.multistream
-        else iter_sequential_chunks(d, i, chunk_bytes)
-        for i, d in enumerate(dumps)
-    )
-
-
 class _InlineExecutor:
     """Runs each task at once in this process (--workers 1): the pool's interface."""
 
@@ -138,10 +130,12 @@ class _InlineExecutor:
         pass
 
 
-def _count_all(dumps: list[DumpFile], work_dir: str, config: BuildConfig) -> tuple[ChunkStats, list[str]]:
-    """Count every chunk not already done, at most two per worker in flight."""
+def _count_all(dumps: list[DumpFile], work_dir: str, config: BuildConfig) -> tuple[ChunkStats, list[str], int]:
+    """Count every chunk not already done, at most two per worker in flight; return the
+    page counts, every chunk's id and how many chunks an earlier run had finished."""
     total = ChunkStats()
     chunk_ids: list[str] = []
+    resumed = 0
     started = time.time()
     bar = tqdm(total=sum(d.size for d in dumps), unit="B", unit_scale=True, desc="dump",
                mininterval=1.0, dynamic_ncols=True)
@@ -163,11 +157,13 @@ def _count_all(dumps: list[DumpFile], work_dir: str, config: BuildConfig) -> tup
     pending: set[Future] = set()
     try:
         with executor:
-            for chunk in _plan(dumps, config.chunk_bytes):
+            all_chunks = (plan_chunks(d, i, config.chunk_bytes) for i, d in enumerate(dumps))
+            for chunk in chain.from_iterable(all_chunks):
                 chunk_ids.append(chunk.chunk_id)
                 done = load_done(work_dir, chunk.chunk_id)
                 if done is not None:
                     record(done)
+                    resumed += 1
                     continue
                 while len(pending) >= 2 * config.workers:
                     finished, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -182,8 +178,9 @@ def _count_all(dumps: list[DumpFile], work_dir: str, config: BuildConfig) -> tup
         raise
     finally:
         bar.close()
-    log.info("read %d pages (%d articles) in %d chunks", total.pages, total.articles, len(chunk_ids))
-    return total, chunk_ids
+    log.info("read %d pages (%d articles) in %d chunks (%d done before)",
+             total.pages, total.articles, len(chunk_ids), resumed)
+    return total, chunk_ids, resumed
 
 
 def _as_finished(pending: set[Future]) -> Iterator[Future]:
@@ -194,22 +191,24 @@ def _as_finished(pending: set[Future]) -> Iterator[Future]:
 
 def _finish(
     config: BuildConfig, dumps: list[DumpFile], wordnet: WordNetLemmas | None, views: PageViews,
-    pages: ChunkStats, chunk_ids: list[str], work_dir: str, started: float,
+    pages: ChunkStats, chunk_ids: list[str], resumed: int, work_dir: str, started: float,
 ) -> dict:
     """Sum the chunks, rank every source, write the outputs."""
     files = [chunk_files(work_dir, c) for c in chunk_ids]
     unigrams = sum_counts((f["unigrams"] for f in files), ["word"])
     total_tokens = int(pc.sum(unigrams.column("count")).as_py() or 0)
-    bigrams = bigram_pmi((f["bigrams"] for f in files), unigrams, total_tokens,
-                         config.min_bigram_count, config.min_pmi)
     titles = _ranked_titles(views, _article_titles(f["titles"] for f in files), config)
     lemmas = wordnet.lemmas if wordnet else []
+    others = [t for t, _ in titles] + lemmas
+    bigrams = bigram_counts((f["bigrams"] for f in files), unigrams, total_tokens,
+                            config.min_bigram_count, config.min_pmi,
+                            phrases=(t for t in others if t.count(" ") == 1))
     candidates = Candidates(
         unigrams=_ranked_unigrams(unigrams, config.min_count),
-        bigrams=_ranked_bigrams(bigrams),
+        bigrams=_ranked_bigrams(qualifying_bigrams(bigrams, config.min_bigram_count, config.min_pmi)),
         titles=titles,
         wordnet=lemmas,
-        counts=_known_counts(unigrams, bigrams, [t for t, _ in titles] + lemmas),
+        counts=_known_counts(unigrams, bigrams, others),
     )
     queries, per_source = assemble(candidates, config.size)
     write_parquet(os.path.join(config.out, "queries.parquet"), queries_table(queries))
@@ -238,6 +237,7 @@ def _finish(
         "sources": per_source,
         "queries": len(queries),
         "chunks": len(chunk_ids),
+        "chunks_resumed": resumed,
         "workers": config.workers,
         "seconds": round(time.time() - started, 3),
     }
@@ -277,7 +277,8 @@ def _ranked_titles(views: PageViews, articles: set[str], config: BuildConfig) ->
 
 
 def _known_counts(unigrams: pa.Table, bigrams: pa.Table, texts: list[str]) -> dict[str, int]:
-    """Wikipedia counts of the given one- or two-word entries, where they were counted."""
+    """Wikipedia counts of the given one- or two-word entries (`bigrams` holds the
+    two-word ones that occur)."""
     words = pa.array(sorted({t for t in texts if " " not in t}), pa.string())
     found = unigrams.filter(pc.is_in(unigrams.column("word"), value_set=words))
     counts = dict(zip(found.column("word").to_pylist(), found.column("count").to_pylist()))

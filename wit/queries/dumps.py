@@ -28,6 +28,7 @@ _STREAM_HEADER = b"BZh"
 _BLOCK_MAGIC = b"1AY&SY"  # 0x314159265359, the first block of a stream follows its header
 _READ_BLOCK = 1 << 20
 _SNIFF_BYTES = 1 << 16
+BZ2_RATIO = 4  # about how many bytes of XML one byte of bz2 holds
 
 
 @dataclass(frozen=True)
@@ -104,11 +105,18 @@ def _stream_offsets(path: str) -> tuple[int, ...]:
     return tuple(offsets)
 
 
-def plan_stream_chunks(dump: DumpFile, file_index: int, chunk_bytes: int) -> list[Chunk]:
-    """Group a multistream file's streams into chunks of about `chunk_bytes` compressed."""
+def plan_chunks(dump: DumpFile, file_index: int, chunk_bytes: int) -> Iterator[Chunk]:
+    """The chunks of one dump, of about `chunk_bytes` of XML each, in file order."""
+    if dump.multistream:
+        return iter(_stream_chunks(dump, file_index, chunk_bytes // BZ2_RATIO))
+    return _sequential_chunks(dump, file_index, chunk_bytes)
+
+
+def _stream_chunks(dump: DumpFile, file_index: int, compressed_bytes: int) -> list[Chunk]:
+    """Group a multistream file's streams into chunks of about `compressed_bytes`."""
     bounds = [dump.stream_offsets[0]]
     for offset in dump.stream_offsets[1:]:
-        if offset - bounds[-1] >= chunk_bytes:
+        if offset - bounds[-1] >= compressed_bytes:
             bounds.append(offset)
     bounds.append(dump.size)
     return [
@@ -117,9 +125,9 @@ def plan_stream_chunks(dump: DumpFile, file_index: int, chunk_bytes: int) -> lis
     ]
 
 
-def iter_sequential_chunks(dump: DumpFile, file_index: int, chunk_bytes: int) -> Iterator[Chunk]:
-    """Read a plain or single-stream file in order, yielding blocks of whole pages of
-    about `chunk_bytes` XML each; `start`/`end` are positions in the file on disk."""
+def _sequential_chunks(dump: DumpFile, file_index: int, chunk_bytes: int) -> Iterator[Chunk]:
+    """Read a plain or single-stream file in order, cutting after the first page end past
+    every `chunk_bytes` of XML; `start`/`end` are positions in the file on disk."""
     buffer = bytearray()
     index = 0
     consumed = 0
@@ -129,17 +137,19 @@ def iter_sequential_chunks(dump: DumpFile, file_index: int, chunk_bytes: int) ->
             while True:
                 block = stream.read(_READ_BLOCK)
                 buffer += block
-                if len(buffer) >= chunk_bytes or not block:
-                    cut = len(buffer) if not block else buffer.rfind(PAGE_CLOSE) + len(PAGE_CLOSE)
-                    if cut >= len(PAGE_CLOSE):
-                        position = raw.tell()
-                        yield Chunk(chunk_id(file_index, index), dump.path, consumed, position,
-                                    data=bytes(buffer[:cut]), last=not block)
-                        del buffer[:cut]
-                        index += 1
-                        consumed = position
-                if not block:
-                    return
+                while True:
+                    end = buffer.find(PAGE_CLOSE, max(chunk_bytes - len(PAGE_CLOSE), 0)) if block else len(buffer)
+                    if end < 0:
+                        break
+                    cut = end + len(PAGE_CLOSE) if block else end
+                    position = raw.tell()
+                    yield Chunk(chunk_id(file_index, index), dump.path, consumed, position,
+                                data=bytes(buffer[:cut]), last=not block)
+                    del buffer[:cut]
+                    index += 1
+                    consumed = position
+                    if not block:
+                        return
     except (OSError, EOFError, ValueError) as e:
         raise WitError(f"{dump.path}: corrupt or truncated bz2 data ({e})") from None
 

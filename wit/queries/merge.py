@@ -44,35 +44,46 @@ def _aggregate(tables: list[pa.Table], keys: list[str]) -> pa.Table:
     return summed.select(keys + ["count_sum"]).rename_columns(keys + ["count"])
 
 
-def bigram_pmi(
-    paths: Iterable[str], unigrams: pa.Table, total_tokens: int, min_count: int, min_pmi: float
+def bigram_counts(
+    paths: Iterable[str], unigrams: pa.Table, total_tokens: int, min_count: int, min_pmi: float,
+    phrases: Iterable[str] = (),
 ) -> pa.Table:
-    """Bigrams seen at least `min_count` times with PMI >= `min_pmi`, where
-    PMI = log2(c(x y) * N / (c(x) * c(y))) and N = `total_tokens` (NLTK's definition).
-    Columns: first, second, count, pmi, first_count, second_count."""
+    """Summed counts and PMI of every bigram that may reach `min_pmi` (by the bound above)
+    and of every bigram spelling one of `phrases` (two-word titles and lemmas, whose
+    counts are wanted). PMI = log2(c(x y) * N / (c(x) * c(y))), N = `total_tokens`
+    (NLTK's definition). Columns: first, second, count, pmi."""
     max_word_count = total_tokens / 2.0**min_pmi if total_tokens else 0
     counts = unigrams.column("count")
     eligible = unigrams.filter(
         pc.and_(pc.greater_equal(counts, min_count), pc.less_equal(counts, max_word_count))
     ).column("word")
+    wanted = pa.array(sorted(set(phrases)), pa.string())
 
-    def both_eligible(table: pa.Table) -> pa.ChunkedArray:
-        return pc.and_(
-            pc.is_in(table.column("first"), value_set=eligible),
-            pc.is_in(table.column("second"), value_set=eligible),
-        )
+    def keep(table: pa.Table) -> pa.ChunkedArray:
+        first, second = table.column("first"), table.column("second")
+        may_qualify = pc.and_(pc.is_in(first, value_set=eligible), pc.is_in(second, value_set=eligible))
+        if not len(wanted):
+            return may_qualify
+        phrase = pc.binary_join_element_wise(first, second, " ")
+        return pc.or_(may_qualify, pc.is_in(phrase, value_set=wanted))
 
-    pairs = sum_counts(paths, ["first", "second"], keep=both_eligible)
-    pairs = pairs.filter(pc.greater_equal(pairs.column("count"), min_count))
+    pairs = sum_counts(paths, ["first", "second"], keep=keep)
     word_counts = unigrams.rename_columns(["word", "word_count"])
     for side in ("first", "second"):
         pairs = pairs.join(word_counts, keys=side, right_keys="word").rename_columns(
             [*pairs.column_names, f"{side}_count"]
         )
-    log = lambda column: pc.log2(pc.cast(pairs.column(column), pa.float64()))  # noqa: E731
     pmi = pc.subtract(
-        pc.add(log("count"), math.log2(total_tokens) if total_tokens else 0.0),
-        pc.add(log("first_count"), log("second_count")),
+        pc.add(_log2(pairs, "count"), math.log2(total_tokens) if total_tokens else 0.0),
+        pc.add(_log2(pairs, "first_count"), _log2(pairs, "second_count")),
     )
-    pairs = pairs.append_column("pmi", pmi)
-    return pairs.filter(pc.greater_equal(pairs.column("pmi"), min_pmi))
+    return pairs.select(["first", "second", "count"]).append_column("pmi", pmi)
+
+
+def qualifying_bigrams(bigrams: pa.Table, min_count: int, min_pmi: float) -> pa.Table:
+    return bigrams.filter(pc.and_(pc.greater_equal(bigrams.column("count"), min_count),
+                                  pc.greater_equal(bigrams.column("pmi"), min_pmi)))
+
+
+def _log2(table: pa.Table, column: str) -> pa.ChunkedArray:
+    return pc.log2(pc.cast(table.column(column), pa.float64()))

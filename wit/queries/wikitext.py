@@ -22,6 +22,7 @@ _DROPPED_ELEMENTS = (
 _DROPPED = re.compile(
     r"<(%s)\b[^>]*?(?<!/)>.*?</\1\s*>" % "|".join(_DROPPED_ELEMENTS), re.S | re.I
 )
+_PARAMETER = re.compile(r"\{\{\{[^{}]*\}\}\}")  # {{{name|default}}}: template parameters
 _TEMPLATE_BRACES = re.compile(r"\{\{|\}\}")
 _TABLE_MARKS = re.compile(r"^[ \t]*(\{\||\|\})", re.M)
 _INNER_LINK = re.compile(r"\[\[([^\[\]]*)\]\]")
@@ -42,6 +43,8 @@ def wikitext_to_text(wikitext: str) -> str:
     """Return the prose of a page's wikitext, one paragraph or list item per line."""
     text = _COMMENT.sub("", wikitext)
     text = _DROPPED.sub("", text)
+    if "{{{" in text:
+        text = _PARAMETER.sub("", text)
     text = _drop_balanced(text, _TEMPLATE_BRACES, "{{")
     text = _drop_balanced(text, _TABLE_MARKS, "{|")
     text = _replace_links(text)

@@ -1,0 +1,238 @@
+"""`wit build-queries` end to end on synthetic dumps: exact counts, PMI, titles, order,
+size cap, parallel/serial equality, kill and resume, and every bad-input error."""
+
+import gzip
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.wit.wikidump import WikiPage, write_dump
+from wit.queries.build import BuildConfig, build_queries
+
+REPO = Path(__file__).resolve().parents[2]
+
+PAGES = [
+    WikiPage("Alpha", "Alpha beta gamma. Alpha beta delta.{{cite|template words}}<ref>ref words</ref>"),
+    WikiPage("Beta", "[[Alpha]] beta gamma, zeta eta theta.\n[[File:X.jpg|thumb|caption words]]"),
+    WikiPage("Gamma", "#REDIRECT [[Alpha]]", redirect="Alpha"),
+    WikiPage("Talk:Alpha", "alpha talk words", ns=1),
+]
+# Hand count: Alpha 3, beta 3, gamma 2, delta 1, zeta 1, eta 1, theta 1 -> N = 12.
+# Bigrams: Alpha beta 3, beta gamma 2, beta delta 1, zeta eta 1, eta theta 1.
+N = 12
+
+
+def small_wordnet(directory: Path) -> Path:
+    directory.mkdir()
+    lemmas = {"data.noun": ["omega", "beta", "physical_entity"], "data.verb": ["delta"],
+              "data.adj": ["Alpha(a)"], "data.adv": ["zeta"]}
+    for name, words in lemmas.items():
+        lines = [f"{i:08d} 03 n 01 {w} 0 000 | gloss\n" for i, w in enumerate(words)]
+        (directory / name).write_text("  1 licence header\n" + "".join(lines))
+    return directory
+
+
+def pageviews(path: Path) -> Path:
+    lines = ["en Alpha 50 0", "en.m Alpha 30 0", "en Beta 69 0", "en Nonexistent 500 0",
+             "en Gamma 100 0", "en Talk:Alpha 900 0", "garbage", "en Beta x 0"]
+    path.write_bytes(gzip.compress("\n".join(lines).encode()))
+    return path
+
+
+def read_queries(out) -> list[dict]:
+    return pq.read_table(Path(out) / "queries.parquet").to_pylist()
+
+
+def test_hand_computed_list(tmp_path):
+    dump = write_dump(tmp_path / "dump.xml", PAGES)
+    stats = build_queries(BuildConfig(
+        wiki_dumps=(str(dump),), out=str(tmp_path / "q"), pageviews=(str(pageviews(tmp_path / "pv.gz")),),
+        wordnet=str(small_wordnet(tmp_path / "wn")), min_count=2, min_pmi=1.0, min_bigram_count=2,
+        min_views=70, workers=1, size=7,
+    ))
+    pmi = math.log2(3 * N / (3 * 3))  # = log2(2 * N / (3 * 2)) = 2
+    assert [(q["query"], q["sources"], q["count"], q["pmi"], q["views"]) for q in read_queries(tmp_path / "q")] == [
+        ("Alpha", ["unigram", "title"], 3, None, 80),
+        ("beta", ["unigram", "wordnet"], 3, None, 0),
+        ("gamma", ["unigram"], 2, None, 0),
+        ("Alpha beta", ["bigram"], 3, pytest.approx(pmi), 0),
+        ("beta gamma", ["bigram"], 2, pytest.approx(pmi), 0),
+        ("delta", ["wordnet"], 1, None, 0),  # WordNet ranked by Wikipedia count, then
+        ("zeta", ["wordnet"], 1, None, 0),  # file order (verb before adverb); size=7 cuts the rest
+    ]
+    assert [q["query_id"] for q in read_queries(tmp_path / "q")] == list(range(7))
+    metadata = json.loads((tmp_path / "q" / "metadata.json").read_text())
+    assert metadata == [q["query"] for q in read_queries(tmp_path / "q")]
+    assert stats["tokens"] == N and stats["vocabulary"] == 7
+    assert stats["pages"] == {"pages": 4, "articles": 2, "redirects": 1, "other_namespaces": 1,
+                              "wikitext_bytes": stats["pages"]["wikitext_bytes"], "input_bytes": dump.stat().st_size}
+    assert stats["pageview_malformed_lines"] == 2
+    assert stats["sources"]["title"] == {"qualified": 1, "listed": 1, "first_listed_by": 0}
+    assert stats["sources"]["wordnet"]["qualified"] == 6 and stats["queries"] == 7
+    assert json.loads((tmp_path / "q" / "stats.json").read_text()) == stats
+    assert sorted(os.listdir(tmp_path / "q")) == ["metadata.json", "queries.parquet", "stats.json"]
+
+
+def test_pmi_threshold_and_min_bigram_count(tmp_path):
+    dump = write_dump(tmp_path / "dump.xml", PAGES)
+    build_queries(BuildConfig(wiki_dumps=(str(dump),), out=str(tmp_path / "q"), min_count=100,
+                              min_pmi=3.0, min_bigram_count=1, workers=1))
+    rows = [(q["query"], q["count"], q["pmi"]) for q in read_queries(tmp_path / "q")]
+    # beta delta: log2(1*12/(3*1)) = 2 < 3; the two exclusive pairs: log2(12) = 3.585
+    assert rows == [("eta theta", 1, pytest.approx(math.log2(N))), ("zeta eta", 1, pytest.approx(math.log2(N)))]
+
+
+def test_lowercase(tmp_path):
+    dump = write_dump(tmp_path / "dump.xml", [WikiPage("Dog", "The dog. the Dog. THE DOG")])
+    build_queries(BuildConfig(wiki_dumps=(str(dump),), out=str(tmp_path / "q"), min_count=3,
+                              min_pmi=100, lowercase=True, workers=1))
+    assert [(q["query"], q["count"]) for q in read_queries(tmp_path / "q")] == [("dog", 3), ("the", 3)]
+
+
+WORDS = [f"w{i}" for i in range(60)] + ["Cat", "dog", "New", "York"]
+
+
+def random_corpus(seed: int, pages: int) -> tuple[list[WikiPage], Counter, Counter]:
+    """Pages of words and punctuation, with reference counts made the obvious way."""
+    rng = random.Random(seed)
+    out, unigrams, bigrams = [], Counter(), Counter()
+    for p in range(pages):
+        sentences = []
+        for _ in range(rng.randint(1, 8)):
+            words = [rng.choice(WORDS[: rng.randint(4, len(WORDS))]) for _ in range(rng.randint(1, 9))]
+            unigrams.update(words)
+            bigrams.update(zip(words, words[1:]))
+            sentences.append(" ".join(words) + rng.choice([".", ",", "!", ";", "?"]))
+        markup = rng.choice(["", " {{cite|w1 w2}}", "<ref>w3 w4</ref>", " [[File:a.png|thumb|w5]]"])
+        out.append(WikiPage(f"Title {p}", "\n".join(sentences) + markup))
+    return out, unigrams, bigrams
+
+
+@pytest.mark.parametrize("layout", ["xml", "bz2", "multistream"])
+def test_counts_equal_reference_whatever_the_layout_chunking_and_workers(tmp_path, layout):
+    pages, unigrams, bigrams = random_corpus(1, 300)
+    dump = write_dump(tmp_path / "dump", pages, layout, per_stream=7)
+    total = sum(unigrams.values())
+    tables = []
+    for workers, chunk_mb in [(1, 1.0), (2, 0.002)]:
+        out = tmp_path / f"q{workers}"
+        stats = build_queries(BuildConfig(wiki_dumps=(str(dump),), out=str(out), min_count=1,
+                                          min_pmi=-100, min_bigram_count=1, workers=workers, chunk_mb=chunk_mb))
+        assert stats["tokens"] == total
+        rows = read_queries(out)
+        assert {q["query"]: q["count"] for q in rows if "unigram" in q["sources"]} == dict(unigrams)
+        got_bigrams = {q["query"]: (q["count"], q["pmi"]) for q in rows if "bigram" in q["sources"]}
+        assert got_bigrams == {
+            f"{a} {b}": (n, pytest.approx(math.log2(n * total / (unigrams[a] * unigrams[b]))))
+            for (a, b), n in bigrams.items()
+        }
+        tables.append((out / "queries.parquet").read_bytes())
+    assert stats["chunks"] > 10
+    assert tables[0] == tables[1]
+
+
+def wit(*args, timeout=120):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "wit", "build-queries", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_kill_and_resume_gives_the_same_outputs(tmp_path):
+    pages, _, _ = random_corpus(2, 3000)
+    dump = write_dump(tmp_path / "dump.xml.bz2", pages, "bz2")
+    common = ["--wiki-dump", dump, "--min-count", "1", "--min-pmi", "0", "--workers", "1", "--chunk-mb", "0.002"]
+    assert wit(*common, "--out", tmp_path / "straight").returncode == 0
+
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "wit", "build-queries", *map(str, common), "--out", str(out)],
+                            stderr=subprocess.DEVNULL, env=env)
+    work = out / ".work"
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list(work.glob("*.json"))) < 30:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = len(list(work.glob("*.json"))) - 1  # job.json
+    assert finished >= 29 and not (out / "queries.parquet").exists()
+
+    result = wit(*common, "--out", out)
+    assert result.returncode == 0, result.stderr
+    stats = json.loads((out / "stats.json").read_text())
+    assert finished <= stats["chunks_resumed"] < stats["chunks"]
+    for name in ("queries.parquet", "metadata.json"):
+        assert (out / name).read_bytes() == (tmp_path / "straight" / name).read_bytes()
+    assert not work.exists()
+
+
+def test_work_left_by_other_settings_is_discarded(tmp_path):
+    pages, _, _ = random_corpus(3, 200)
+    dump = write_dump(tmp_path / "dump.xml", pages)
+    out = tmp_path / "q"
+    (out / ".work").mkdir(parents=True)
+    (out / ".work" / "job.json").write_text('{"version": "old"}')
+    (out / ".work" / "000-000000.json").write_text('{"pages": 999999}')
+    stats = build_queries(BuildConfig(wiki_dumps=(str(dump),), out=str(out), workers=1))
+    assert stats["chunks_resumed"] == 0 and stats["pages"]["pages"] == 200
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0].startswith("wit build-queries: error: "), result.stderr
+    for fragment in fragments:
+        assert str(fragment) in errors[0]
+
+
+def bad_inputs(tmp_path):
+    pages, _, _ = random_corpus(4, 400)
+    good = write_dump(tmp_path / "good.xml", pages)
+    truncated = write_dump(tmp_path / "truncated.xml.bz2", pages, "bz2")
+    truncated.write_bytes(truncated.read_bytes()[:-500])
+    corrupt = write_dump(tmp_path / "corrupt.xml.bz2", pages, "multistream")
+    data = bytearray(corrupt.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 50] = bytes(50)
+    corrupt.write_bytes(bytes(data))
+    not_wiki = tmp_path / "page.html"
+    not_wiki.write_text("<html><body>hello</body></html>")
+    empty_dir = tmp_path / "empty"
+    empty_dir.mkdir()
+    return {
+        "missing dump": (["--wiki-dump", tmp_path / "nope.xml"], [tmp_path / "nope.xml"]),
+        "truncated bz2": (["--wiki-dump", truncated], [truncated, "truncated"]),
+        "corrupt multistream bz2": (["--wiki-dump", corrupt, "--workers", "2", "--chunk-mb", "0.01"], [corrupt, "corrupt"]),
+        "not a MediaWiki export": (["--wiki-dump", not_wiki], [not_wiki, "not a MediaWiki"]),
+        "unreadable WordNet": (["--wiki-dump", good, "--wordnet", empty_dir], [empty_dir, "not a WordNet"]),
+        "no page-view files": (["--wiki-dump", good, "--pageviews", tmp_path / "pv-*.gz"], ["pv-*.gz"]),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing dump", "truncated bz2", "corrupt multistream bz2",
+                                  "not a MediaWiki export", "unreadable WordNet", "no page-view files"])
+def test_bad_input_one_line_error_and_no_output(tmp_path, case):
+    args, fragments = bad_inputs(tmp_path)[case]
+    out = tmp_path / "out"
+    assert_one_line_error(wit(*args, "--out", out), *fragments)
+    assert not out.exists()
+
+
+def test_failed_run_keeps_earlier_outputs(tmp_path):
+    pages, _, _ = random_corpus(5, 50)
+    good = write_dump(tmp_path / "good.xml", pages)
+    out = tmp_path / "out"
+    assert wit("--wiki-dump", good, "--out", out, "--min-count", "1").returncode == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    bad = write_dump(tmp_path / "bad.xml.bz2", pages, "bz2")
+    bad.write_bytes(bad.read_bytes()[:-100])
+    assert_one_line_error(wit("--wiki-dump", bad, "--out", out), bad)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
