@@ -150,10 +150,7 @@ def _count_all(dumps: list[DumpFile], work_dir: str, config: BuildConfig) -> tup
             refresh=False,
         )
 
-    executor = (
-        _InlineExecutor() if config.workers == 1
-        else ProcessPoolExecutor(config.workers, mp_context=multiprocessing.get_context("spawn"))
-    )
+    executor = _InlineExecutor() if config.workers == 1 else _worker_pool(config.workers)
     pending: set[Future] = set()
     try:
         with executor:
@@ -181,6 +178,14 @@ def _count_all(dumps: list[DumpFile], work_dir: str, config: BuildConfig) -> tup
     log.info("read %d pages (%d articles) in %d chunks (%d done before)",
              total.pages, total.articles, len(chunk_ids), resumed)
     return total, chunk_ids, resumed
+
+
+def _worker_pool(workers: int) -> ProcessPoolExecutor:
+    """Workers forked from a server that has imported the counting code once (fork-safe,
+    and no per-worker import of pyarrow)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["wit.queries.chunks"])
+    return ProcessPoolExecutor(workers, mp_context=context)
 
 
 def _as_finished(pending: set[Future]) -> Iterator[Future]:

@@ -51,7 +51,10 @@ def tokenize(text: str, lowercase: bool = False) -> list[str]:
 def count_ngrams(texts: Iterable[str], lowercase: bool = False) -> tuple[pa.Table, pa.Table]:
     """(unigrams, bigrams) of `texts`, no bigram spanning two texts: tables with columns
     word, count and first, second, count."""
-    tokens = tokenize("\n".join(texts), lowercase)
+    tokens: list[str] = []
+    for text in texts:  # one at a time: a text without non-ASCII stays 1 byte per character
+        tokens += tokenize(text, lowercase)
+        tokens.append(BREAK)
     if not tokens:
         return UNIGRAM_SCHEMA.empty_table(), BIGRAM_SCHEMA.empty_table()
     encoded = pa.array(tokens, pa.string()).dictionary_encode()
