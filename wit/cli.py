@@ -80,7 +80,7 @@ def _run_build_queries(args: argparse.Namespace) -> None:
         lowercase=args.lowercase, chunk_mb=args.chunk_mb,
     )
     stats = build_queries(config)
-    sources = ", ".join(f"{s} {v['listed']:,}" for s, v in stats["sources"].items())
+    sources = ", ".join(f"{s} {v['first_listed_by']:,}" for s, v in stats["sources"].items())
     print(f"wit build-queries: {stats['queries']:,} queries ({sources}) from "
           f"{stats['pages']['articles']:,} articles in {stats['seconds']:.1f}s -> {args.out}",
           file=sys.stderr)

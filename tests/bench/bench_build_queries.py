@@ -17,15 +17,11 @@ import multiprocessing
 import os
 import re
 import resource
-import sys
 import tempfile
 import time
 from collections import Counter
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from tests.conftest import enwiki_excerpt_path  # noqa: E402
+from wit.samples import enwiki_excerpt
 
 TARGET = 3.0
 RESIDUE = re.compile(r"\{\{|\}\}|\[\[|\]\]|\||<[^>]*>|\bref\b|\bthumb\b|\d*px\b|&\w+;")
@@ -101,7 +97,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
-    path = str(enwiki_excerpt_path())
+    path = str(enwiki_excerpt())
     cores = os.cpu_count() or 1
 
     base = best([measure(baseline, path) for _ in range(args.repeat)])
