@@ -101,7 +101,7 @@ def _prepare_work_dir(work_dir: str, dumps: list[DumpFile], config: BuildConfig)
     """Keep finished chunks only if they were made from the same inputs the same way."""
     job = {
         "version": __version__,
-        "dumps": [[d.path, d.size, d.mtime_ns] for d in dumps],
+        "dumps": [[os.path.abspath(d.path), d.size, d.mtime_ns] for d in dumps],
         "lowercase": config.lowercase,
         "chunk_bytes": config.chunk_bytes,
     }
