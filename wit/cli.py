@@ -10,7 +10,7 @@ import sys
 from wit import __version__
 from wit.errors import WitError
 
-NOT_YET = ("crawl", "shard")
+NOT_YET = ("shard",)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"wit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_build_queries(commands)
+    _add_crawl(commands)
     for name in NOT_YET:
         commands.add_parser(name, help="(not yet available)")
     return parser
@@ -83,6 +84,60 @@ def _run_build_queries(args: argparse.Namespace) -> None:
     sources = ", ".join(f"{s} {v['first_listed_by']:,}" for s, v in stats["sources"].items())
     print(f"wit build-queries: {stats['queries']:,} queries ({sources}) from "
           f"{stats['pages']['articles']:,} articles in {stats['seconds']:.1f}s -> {args.out}",
+          file=sys.stderr)
+
+
+def _add_crawl(commands) -> None:
+    p = commands.add_parser(
+        "crawl", help="candidate pool -> substring matching -> balancing -> download",
+        description="Match a pool of (image url, text) candidates against the query list, "
+                    "balance it (MetaCLIP) and download the images with img2dataset.",
+    )
+    p.add_argument("--queries", required=True, metavar="DIR", help="QUERIES dir (wit build-queries)")
+    p.add_argument("--out", required=True, metavar="DIR", help="CRAWL output directory")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--candidates", nargs="+", metavar="GLOB",
+                        help="Parquet/CSV/TSV/JSONL files (local or fsspec urls) of url + text")
+    source.add_argument("--wat", nargs="+", metavar="GLOB", help="Common Crawl WAT files")
+    p.add_argument("--url-col", default="url")
+    p.add_argument("--text-col", default="text")
+    p.add_argument("--cap", type=int, default=20_000, help="pairs per query (MetaCLIP's t)")
+    p.add_argument("--oversample", type=float, default=1.3,
+                   help="crawl-time cap is cap * oversample, leaving room for failed downloads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lowercase", action="store_true", help="case-insensitive matching")
+    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--resize-mode", default="keep_ratio")
+    p.add_argument("--samples-per-shard", type=int, default=10_000)
+    p.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--threads", type=int, default=32, help="download threads per process")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per download attempt, in all")
+    p.add_argument("--retries", type=int, default=1)
+    p.add_argument("--distributor", default="multiprocessing", help="multiprocessing or pyspark")
+    p.add_argument("--spark-master", metavar="URL", help="e.g. spark://host:7077 (default: local mode)")
+    p.add_argument("--allow-private-hosts", action="store_true",
+                   help="fetch private, loopback and link-local addresses too (tests, intranets)")
+    p.add_argument("--match-only", action="store_true", help="stop after writing selected/")
+    p.set_defaults(run=_run_crawl)
+
+
+def _run_crawl(args: argparse.Namespace) -> None:
+    from wit.crawl.run import CrawlConfig, crawl
+
+    config = CrawlConfig(
+        queries=args.queries, out=args.out, candidates=tuple(args.candidates or ()),
+        wat=tuple(args.wat or ()), url_col=args.url_col, text_col=args.text_col, cap=args.cap,
+        oversample=args.oversample, seed=args.seed, lowercase=args.lowercase,
+        allow_private_hosts=args.allow_private_hosts, image_size=args.image_size,
+        resize_mode=args.resize_mode, samples_per_shard=args.samples_per_shard,
+        processes=args.processes, threads=args.threads, timeout=args.timeout, retries=args.retries,
+        distributor=args.distributor, spark_master=args.spark_master, match_only=args.match_only,
+    )
+    summary = crawl(config)
+    counts = summary["counts"]
+    downloaded = f", {counts['downloaded']:,} downloaded" if "downloaded" in counts else ""
+    print(f"wit crawl: {counts['read']:,} candidates read, {counts['refused_total']:,} refused, "
+          f"{counts['matched']:,} matched, {counts['selected']:,} selected{downloaded} -> {args.out}",
           file=sys.stderr)
 
 

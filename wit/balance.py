@@ -1,0 +1,65 @@
+"""MetaCLIP balancing with draws that depend only on (seed, uid, query_id).
+
+With `matched[q]` counted over the whole pool and cap `t`, a candidate is kept when for
+any of its queries q an independent draw u(seed, uid, q) < t / max(matched[q], t). The
+draw hashes the first 64 bits of the uid with the query id and the seed (SplitMix64
+finaliser), so the selection is the same whatever the partitioning, worker count or
+order. A query matched by m > t candidates keeps about t of them; a rarer query keeps all.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+_HEX = np.full(256, 255, dtype=np.uint64)
+for _digit, _char in enumerate(b"0123456789abcdef"):
+    _HEX[_char] = _digit
+for _digit, _char in enumerate(b"ABCDEF", start=10):
+    _HEX[_char] = _digit
+_SHIFTS = np.arange(60, -4, -4, dtype=np.uint64)  # 16 hex digits, most significant first
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser: a bijection of uint64 with good avalanche."""
+    with np.errstate(over="ignore"):
+        x = x + _GOLDEN
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def uid_keys(uids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """The first 16 hex digits of each uid as uint64 (vectorised over Arrow's buffers)."""
+    array = uids.combine_chunks() if isinstance(uids, pa.ChunkedArray) else uids
+    array = pc.utf8_slice_codeunits(array, 0, 16).cast(pa.string())
+    if array.null_count or len(array) and pc.min(pc.utf8_length(array)).as_py() < 16:
+        raise ValueError("uids must be strings of at least 16 hex digits")
+    offsets = np.frombuffer(array.buffers()[1], np.int32)[array.offset : array.offset + len(array) + 1]
+    data = np.frombuffer(array.buffers()[2], np.uint8) if len(array) else np.zeros(0, np.uint8)
+    digits = _HEX[data[offsets[:-1, None] + np.arange(16)]]
+    if (digits == 255).any():
+        raise ValueError("uids must be hexadecimal")
+    return np.bitwise_or.reduce(digits << _SHIFTS, axis=1) if len(array) else np.zeros(0, np.uint64)
+
+
+def draws(keys: np.ndarray, query_ids: np.ndarray, seed: int) -> np.ndarray:
+    """Uniform [0, 1) draws, one per (key, query id) pair, fixed by the seed."""
+    with np.errstate(over="ignore"):
+        salt = _mix(query_ids.astype(np.uint64) + np.uint64(seed) * _GOLDEN)
+    return (_mix(keys ^ salt) >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+def balanced(uids: pa.Array | pa.ChunkedArray, query_ids: pa.Array | pa.ChunkedArray,
+             matched: np.ndarray, cap: float, seed: int) -> np.ndarray:
+    """Boolean mask of the candidates kept; `matched[q]` is query q's count over the pool."""
+    lists = query_ids.combine_chunks() if isinstance(query_ids, pa.ChunkedArray) else query_ids
+    flat = pc.list_flatten(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+    parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
+    keys = uid_keys(uids)
+    hit = draws(keys[parents], flat, seed) < cap / np.maximum(matched[flat], cap)
+    keep = np.zeros(len(lists), dtype=bool)
+    keep[parents[hit]] = True
+    return keep

@@ -1,0 +1,128 @@
+"""Downloading the selected candidates with img2dataset (multiprocessing or Spark).
+
+img2dataset writes webdataset shards (`NNNNN.tar`, `NNNNN.parquet`, `NNNNN_stats.json`)
+and, run again on the same output in its incremental mode, redoes only the shards that
+have no stats file: that is what makes a killed crawl resumable. Its downloader is
+replaced by `WitDownloader` (deadline, redirect policy, pixel cap; see fetch.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import glob
+import importlib
+import logging
+import os
+import sys
+from collections import Counter
+from dataclasses import dataclass
+
+import img2dataset
+
+from wit.atomic import read_json
+from wit.crawl.fetch import FetchPolicy, WitDownloader
+from wit.errors import WitError
+
+log = logging.getLogger("wit.crawl")
+i2d_main = importlib.import_module("img2dataset.main")  # the package's `main` attribute is a function
+
+
+@dataclass(frozen=True)
+class DownloadSettings:
+    image_size: int = 256
+    resize_mode: str = "keep_ratio"
+    processes: int = 1
+    threads: int = 32
+    timeout: float = 10.0
+    retries: int = 1
+    samples_per_shard: int = 10_000
+    distributor: str = "multiprocessing"
+    spark_master: str | None = None
+    allow_private_hosts: bool = False
+    max_pixels: int = 89_478_485
+    extra_columns: tuple[str, ...] = ("uid", "query_ids")
+
+
+def download(settings: DownloadSettings, selected_dir: str, output_dir: str) -> None:
+    """Download every row of `selected_dir/*.parquet` into `output_dir`; resumes."""
+    policy = FetchPolicy(settings.allow_private_hosts, settings.max_pixels)
+    with _wit_downloader(policy), _spark(settings), contextlib.redirect_stdout(sys.stderr):
+        img2dataset.download(
+            url_list=selected_dir,
+            input_format="parquet",
+            url_col="url",
+            caption_col="text",
+            save_additional_columns=list(settings.extra_columns),
+            output_folder=output_dir,
+            output_format="webdataset",
+            image_size=settings.image_size,
+            resize_mode=settings.resize_mode,
+            resize_only_if_bigger=True,
+            encode_quality=95,
+            encode_format="jpg",
+            processes_count=settings.processes,
+            thread_count=settings.threads,
+            timeout=settings.timeout,
+            retries=settings.retries,
+            number_sample_per_shard=settings.samples_per_shard,
+            distributor=settings.distributor,
+            incremental_mode="incremental",
+            max_image_area=settings.max_pixels,
+            compute_hash="sha256",
+            enable_wandb=False,
+        )
+    incomplete = incomplete_shards(output_dir)
+    if incomplete:
+        raise WitError(f"{output_dir}: shards {', '.join(incomplete)} failed to download; "
+                       "run the same command again to retry them")
+
+
+@contextlib.contextmanager
+def _wit_downloader(policy: FetchPolicy):
+    """Make img2dataset build a WitDownloader for this call."""
+    original = i2d_main.Downloader
+    i2d_main.Downloader = functools.partial(WitDownloader, policy=policy)
+    try:
+        yield
+    finally:
+        i2d_main.Downloader = original
+
+
+@contextlib.contextmanager
+def _spark(settings: DownloadSettings):
+    """A Spark session for the pyspark distributor (local mode without a master url)."""
+    if settings.distributor != "pyspark":
+        yield
+        return
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    from pyspark.sql import SparkSession
+
+    master = settings.spark_master or f"local[{settings.processes}]"
+    spark = SparkSession.builder.master(master).appName("wit-crawl").getOrCreate()
+    try:
+        yield
+    finally:
+        spark.stop()
+
+
+def incomplete_shards(output_dir: str) -> list[str]:
+    """Shards that have a tar but no stats file (left by a killed or failed download)."""
+    return sorted(os.path.basename(t)[: -len(".tar")] for t in glob.glob(os.path.join(output_dir, "*.tar"))
+                  if not os.path.exists(t[: -len(".tar")] + "_stats.json"))
+
+
+def download_summary(output_dir: str) -> dict:
+    """Sum img2dataset's per-shard stats: samples, successes, failures by kind and error."""
+    totals: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
+    shards = sorted(glob.glob(os.path.join(output_dir, "*_stats.json")))
+    for path in shards:
+        stats = read_json(path)
+        for key in ("count", "successes", "failed_to_download", "failed_to_resize", "bytes_downloaded"):
+            totals[key] += stats.get(key, 0) or 0
+        errors.update(stats.get("status_dict", {}))
+    errors.pop("success", None)
+    return {"shards": len(shards), **{k: totals[k] for k in ("count", "successes", "failed_to_download",
+                                                               "failed_to_resize")},
+            "errors": dict(errors.most_common())}

@@ -1,0 +1,146 @@
+"""img2dataset's single-image download, with a deadline, a redirect policy and a pixel cap.
+
+img2dataset's `timeout` bounds each socket operation, so a server that drips one byte a
+second holds a thread for as long as it likes. Here every socket a download opens (the
+redirects' too) is shut down when the download's own deadline passes, so one attempt
+takes at most `timeout` plus a small margin, and `retries + 1` attempts at most
+`timeout * (retries + 1)`. Redirects to urls the policy refuses are not followed. An
+image whose header declares more than `max_pixels` pixels is refused before decoding.
+
+`WitDownloader` is img2dataset's `Downloader` with these settings: img2dataset pickles it
+to each worker process (multiprocessing or Spark), where unpickling imports this module,
+which puts `download_image` in place of img2dataset's.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+
+import img2dataset.downloader as i2d_downloader
+from PIL import Image
+
+from wit.crawl.urls import refusal
+
+USER_AGENT = "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:72.0) Gecko/20100101 Firefox/72.0"
+DEADLINE_ERROR = "download took longer than the timeout"
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    allow_private_hosts: bool = False
+    max_pixels: int = 89_478_485  # Pillow's decompression-bomb limit
+
+
+_policy = FetchPolicy()
+_downloads = threading.local()  # the sockets of the download running in this thread
+
+
+class _DeadlineMixin:
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        sockets = getattr(_downloads, "sockets", None)
+        if sockets is not None:
+            sockets.append(self.sock)  # type: ignore[attr-defined]
+
+
+class _HTTPConnection(_DeadlineMixin, http.client.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_DeadlineMixin, http.client.HTTPSConnection):
+    pass
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req):
+        return self.do_open(_HTTPConnection, req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req):
+        return self.do_open(_HTTPSConnection, req, context=self._context)
+
+
+class _PolicyRedirectHandler(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        reason = refusal(newurl, _policy.allow_private_hosts)
+        if reason:
+            raise urllib.error.URLError(f"redirect to a refused url ({reason})")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_HTTPHandler, _HTTPSHandler, _PolicyRedirectHandler)
+
+
+def download_image(row, timeout, user_agent_token, disallowed_header_directives):
+    """img2dataset's `download_image` contract: (key, BytesIO or None, error or None)."""
+    key, url = row
+    user_agent = USER_AGENT
+    if user_agent_token:
+        user_agent += f" (compatible; {user_agent_token}; +https://github.com/rom1504/img2dataset)"
+    _downloads.sockets = sockets = []
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        for sock in list(sockets):
+            try:
+                sock.shutdown(2)  # wakes a blocked recv at once
+            except OSError:
+                pass
+
+    timer = threading.Timer(timeout, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        request = urllib.request.Request(url, headers={"User-Agent": user_agent})
+        with _OPENER.open(request, timeout=timeout) as response:
+            if disallowed_header_directives and i2d_downloader.is_disallowed(
+                response.headers, user_agent_token, disallowed_header_directives
+            ):
+                return key, None, "Use of image disallowed by X-Robots-Tag directive"
+            data = response.read()
+        if expired.is_set():
+            return key, None, DEADLINE_ERROR
+        too_large = _too_many_pixels(data)
+        return (key, None, too_large) if too_large else (key, io.BytesIO(data), None)
+    except Exception as err:  # noqa: BLE001 - img2dataset records any failure as the sample's error
+        return key, None, DEADLINE_ERROR if expired.is_set() else str(err)
+    finally:
+        timer.cancel()
+        _downloads.sockets = None
+
+
+def _too_many_pixels(data: bytes) -> str | None:
+    """An error if the image header declares more than the cap (the header only is read)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except Image.DecompressionBombError as e:  # Pillow's own limit, from the header too
+        return f"image too large ({e})"
+    except Exception:  # noqa: BLE001 - not an image Pillow knows: img2dataset's decoder decides
+        return None
+    if width * height > _policy.max_pixels:
+        return f"image too large ({width}x{height} pixels, at most {_policy.max_pixels})"
+    return None
+
+
+class WitDownloader(i2d_downloader.Downloader):
+    """img2dataset's Downloader that applies a FetchPolicy in the worker it runs in."""
+
+    def __init__(self, *args, policy: FetchPolicy, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.policy = policy
+
+    def download_shard(self, row):
+        global _policy
+        _policy = self.policy
+        return super().download_shard(row)
+
+
+i2d_downloader.download_image = download_image

@@ -1,0 +1,254 @@
+"""Candidate (image url, text) pools, read partition by partition in bounded batches.
+
+Two kinds of source share one interface (`plan_partitions` then `read_partition`):
+- tables: Parquet, CSV/TSV or JSONL files (optionally .gz), local paths or fsspec urls,
+  with a url column and a text column; a Parquet file is split by row groups;
+- Common Crawl WAT files (`*.warc.wat.gz`): every `IMG@/src` link of an HTML page with a
+  non-empty `alt` becomes a candidate, its url resolved against the page's `<base>` or
+  url; a record that cannot be parsed is skipped and counted.
+Batches are Arrow tables with columns url, text, source_file (and page_url, title for WAT).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass
+from typing import Iterator
+from urllib.parse import urljoin
+
+import fsspec
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import pyarrow.json as pa_json
+import pyarrow.parquet as pq
+
+from wit.errors import WitError
+
+TABLE_FORMATS = {".parquet": "parquet", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
+IMAGE_LINK = "IMG@/src"
+
+
+@dataclass(frozen=True)
+class Partition:
+    """A piece of the pool one worker reads: a file, or some row groups of a Parquet file."""
+
+    partition_id: str
+    path: str
+    kind: str  # a TABLE_FORMATS value, or "wat"
+    row_groups: tuple[int, ...] | None = None
+
+
+@dataclass
+class SourceStats:
+    """Counts a reader keeps while it reads (WAT records, skipped rows)."""
+
+    records: int = 0
+    corrupt_records: int = 0
+    missing_url_or_text: int = 0
+
+
+@dataclass
+class TableColumns:
+    url: str = "url"
+    text: str = "text"
+
+
+def expand(patterns: list[str], what: str) -> list[str]:
+    """Files matching each glob (local or fsspec), sorted; none is an error."""
+    files: list[str] = []
+    for pattern in patterns:
+        found = sorted(f.full_name if "://" in pattern else f.path
+                       for f in fsspec.open_files(pattern))
+        if not found:
+            raise WitError(f"{pattern}: no {what} file matches")
+        files.extend(found)
+    return files
+
+
+def table_format(path: str) -> str:
+    name = path[:-3] if path.endswith(".gz") else path
+    fmt = TABLE_FORMATS.get(os.path.splitext(name)[1].lower())
+    if fmt is None:
+        raise WitError(f"{path}: unknown candidate format (expected {', '.join(TABLE_FORMATS)}, optionally .gz)")
+    return fmt
+
+
+def plan_partitions(files: list[str], wat: bool, columns: TableColumns,
+                    rows_per_partition: int) -> list[Partition]:
+    """Partitions of every file, checked for readability and for the url/text columns."""
+    partitions: list[Partition] = []
+    for file_index, path in enumerate(files):
+        if wat:
+            partitions.append(Partition(f"{file_index:05d}-00000", path, "wat"))
+            continue
+        fmt = table_format(path)
+        names = _column_names(path, fmt)
+        missing = [c for c in (columns.url, columns.text) if c not in names]
+        if missing:
+            raise WitError(f"{path}: no column {', '.join(map(repr, missing))} "
+                           f"(columns: {', '.join(names)}; see --url-col/--text-col)")
+        groups = _row_group_ranges(path, rows_per_partition) if fmt == "parquet" else [None]
+        partitions += [Partition(f"{file_index:05d}-{i:05d}", path, fmt, g) for i, g in enumerate(groups)]
+    return partitions
+
+
+def _open(path: str, mode: str = "rb"):
+    return fsspec.open(path, mode, compression="infer")
+
+
+def _column_names(path: str, fmt: str) -> list[str]:
+    try:
+        if fmt == "parquet":
+            with fsspec.open(path, "rb") as f:
+                return pq.ParquetFile(f).schema_arrow.names
+        with _open(path) as f:
+            first = f.readline()
+        if fmt == "jsonl":
+            return list(json.loads(first)) if first.strip() else []
+        delimiter = "\t" if fmt == "tsv" else ","
+        return pa_csv.read_csv(io.BytesIO(first), parse_options=pa_csv.ParseOptions(delimiter=delimiter)).column_names
+    except (OSError, ValueError, pa.ArrowException, EOFError) as e:
+        raise WitError(f"{path}: cannot read candidate file ({e})") from None
+
+
+def _row_group_ranges(path: str, rows: int) -> list[tuple[int, ...]]:
+    with fsspec.open(path, "rb") as f:
+        meta = pq.ParquetFile(f).metadata
+    ranges, current, size = [], [], 0
+    for group in range(meta.num_row_groups):
+        current.append(group)
+        size += meta.row_group(group).num_rows
+        if size >= rows:
+            ranges.append(tuple(current))
+            current, size = [], 0
+    return ranges + [tuple(current)] if current or not ranges else ranges
+
+
+def read_partition(partition: Partition, columns: TableColumns, batch_rows: int,
+                   stats: SourceStats) -> Iterator[pa.Table]:
+    """Batches of at most `batch_rows` candidates with non-empty url and text."""
+    try:
+        reader = _read_wat if partition.kind == "wat" else _read_table
+        for batch in reader(partition, columns, batch_rows, stats):
+            yield _drop_empty(batch, stats)
+    except (OSError, ValueError, pa.ArrowException, EOFError) as e:
+        raise WitError(f"{partition.path}: cannot read candidate file ({e})") from None
+
+
+def _drop_empty(batch: pa.Table, stats: SourceStats) -> pa.Table:
+    ok = pc.and_(pc.fill_null(pc.greater(pc.utf8_length(batch["url"]), 0), False),
+                 pc.fill_null(pc.greater(pc.utf8_length(batch["text"]), 0), False))
+    kept = batch.filter(ok)
+    stats.missing_url_or_text += batch.num_rows - kept.num_rows
+    return kept
+
+
+def _with_source(table: pa.Table, columns: TableColumns, path: str) -> pa.Table:
+    return pa.table({
+        "url": pc.cast(table[columns.url], pa.string()),
+        "text": pc.cast(table[columns.text], pa.string()),
+        "source_file": pa.array([path] * table.num_rows, pa.string()),
+    })
+
+
+def _read_table(partition: Partition, columns: TableColumns, batch_rows: int,
+                stats: SourceStats) -> Iterator[pa.Table]:
+    wanted = [columns.url, columns.text]
+    if partition.kind == "parquet":
+        with fsspec.open(partition.path, "rb") as f:
+            for batch in pq.ParquetFile(f).iter_batches(batch_rows, row_groups=partition.row_groups,
+                                                         columns=wanted):
+                yield _with_source(pa.Table.from_batches([batch]), columns, partition.path)
+        return
+    with _open(partition.path) as f:
+        if partition.kind == "jsonl":
+            for block in _line_blocks(f, batch_rows):
+                schema = pa.schema([(c, pa.string()) for c in wanted])
+                table = pa_json.read_json(io.BytesIO(block), parse_options=pa_json.ParseOptions(
+                    explicit_schema=schema, unexpected_field_behavior="ignore"))
+                yield _with_source(table, columns, partition.path)
+            return
+        reader = pa_csv.open_csv(
+            f,
+            read_options=pa_csv.ReadOptions(block_size=1 << 22),
+            parse_options=pa_csv.ParseOptions(delimiter="\t" if partition.kind == "tsv" else ","),
+            convert_options=pa_csv.ConvertOptions(include_columns=wanted,
+                                                  column_types={c: pa.string() for c in wanted}),
+        )
+        for batch in reader:
+            yield _with_source(pa.Table.from_batches([batch]), columns, partition.path)
+
+
+def _line_blocks(f, lines: int) -> Iterator[bytes]:
+    block: list[bytes] = []
+    for line in f:
+        if line.strip():
+            block.append(line if line.endswith(b"\n") else line + b"\n")
+        if len(block) == lines:
+            yield b"".join(block)
+            block = []
+    if block:
+        yield b"".join(block)
+
+
+def _read_wat(partition: Partition, columns: TableColumns, batch_rows: int,
+              stats: SourceStats) -> Iterator[pa.Table]:
+    from warcio.archiveiterator import ArchiveIterator
+
+    rows: dict[str, list] = {"url": [], "text": [], "title": [], "page_url": []}
+
+    def flush() -> pa.Table:
+        table = pa.table({**{k: pa.array(v, pa.string()) for k, v in rows.items()},
+                          "source_file": pa.array([partition.path] * len(rows["url"]), pa.string())})
+        for values in rows.values():
+            values.clear()
+        return table.select(["url", "text", "source_file", "page_url", "title"])
+
+    with fsspec.open(partition.path, "rb") as f:
+        records = iter(ArchiveIterator(f, arc2warc=False))
+        while True:
+            try:
+                record = next(records)
+                payload = record.content_stream().read() if record.rec_type == "metadata" else None
+            except StopIteration:
+                break
+            except Exception:  # noqa: BLE001 - warcio raises many types on a truncated file
+                stats.corrupt_records += 1
+                break
+            if payload is None:
+                continue
+            stats.records += 1
+            try:
+                links = _image_links(json.loads(payload))
+            except (ValueError, TypeError, AttributeError):
+                stats.corrupt_records += 1
+                continue
+            for url, alt, title, page_url in links:
+                rows["url"].append(url)
+                rows["text"].append(alt)
+                rows["title"].append(title)
+                rows["page_url"].append(page_url)
+            if len(rows["url"]) >= batch_rows:
+                yield flush()
+    if rows["url"]:
+        yield flush()
+
+
+def _image_links(record: dict) -> list[tuple[str, str, str | None, str]]:
+    """(resolved url, alt, title, page url) of each image with alt text in a WAT record."""
+    envelope = record["Envelope"]
+    page_url = envelope["WARC-Header-Metadata"].get("WARC-Target-URI", "")
+    html = envelope.get("Payload-Metadata", {}).get("HTTP-Response-Metadata", {}).get("HTML-Metadata")
+    if not html:
+        return []
+    base = (html.get("Head") or {}).get("Base")
+    base_url = urljoin(page_url, base) if base else page_url
+    out = []
+    for link in html.get("Links") or []:
+        if link.get("path") != IMAGE_LINK or not (link.get("alt") or "").strip():
+            continue
+        out.append((urljoin(base_url, link.get("url", "")), link["alt"], link.get("title"), page_url))
+    return out
