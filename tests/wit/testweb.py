@@ -6,7 +6,8 @@ and serves forever; tests use `TestWeb`, which starts it and stops it by process
 Routes (GET; HEAD sends the same status and headers without a body):
 
     /img/<name>.jpg, /img/<name>.png  a deterministic image drawn from <name>, 320x240
-                                      unless the query sets `w` and `h` (e.g. ?w=800&h=600)
+                                      unless the query sets `w` and `h` (e.g. ?w=800&h=600);
+                                      `delay=S` waits S seconds (at most 5) before answering
     /404, /500                        that status
     /redirect-loop                    302 to itself, forever
     /redirect-to/<path>               302 to /<path> (keeping the query)
@@ -120,7 +121,9 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         path = url.path
         if image := IMG_ROUTE.fullmatch(path):
-            size = self.requested_size(parse_qs(url.query))
+            query = parse_qs(url.query)
+            size = self.requested_size(query)
+            time.sleep(min(float(query.get("delay", ["0"])[0]), 5.0))
             if size is None:
                 self.reply(400, b"bad size", "text/plain", send_body)
             else:

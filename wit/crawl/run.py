@@ -32,7 +32,6 @@ from tqdm import tqdm
 from wit import __version__
 from wit.atomic import atomic_path, read_json, write_json, write_parquet
 from wit.balance import balanced
-from wit.crawl.download import DownloadSettings, download, download_summary
 from wit.crawl.match import QueryMatcher
 from wit.crawl.sources import Partition, SourceStats, TableColumns, expand, plan_partitions, read_partition
 from wit.crawl.urls import REFUSAL_REASONS, refusal, url_uid
@@ -123,6 +122,9 @@ def crawl(config: CrawlConfig) -> dict:
         "queries_matched": int((matched > 0).sum()),
     }
     if not config.match_only:
+        # img2dataset takes seconds to import (torch, albumentations): only when downloading.
+        from wit.crawl.download import download, download_summary
+
         step = time.time()
         if selected:
             download(_download_settings(config), os.path.join(config.out, "selected"),
@@ -300,7 +302,9 @@ def _remove_stale(directory: str, ids: set[str]) -> None:
             os.remove(path)
 
 
-def _download_settings(config: CrawlConfig) -> DownloadSettings:
+def _download_settings(config: CrawlConfig):
+    from wit.crawl.download import DownloadSettings
+
     return DownloadSettings(
         image_size=config.image_size, resize_mode=config.resize_mode, processes=config.processes,
         threads=config.threads, timeout=config.timeout, retries=config.retries,

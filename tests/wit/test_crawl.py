@@ -1,0 +1,280 @@
+"""`wit crawl` end to end against a local test web (a server process on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.wit.testweb import TestWeb
+from tests.wit.watgen import WatImage, WatPage, write_wat
+from wit.crawl import fetch
+from wit.crawl.fetch import DEADLINE_ERROR, FetchPolicy, download_image
+
+REPO = Path(__file__).resolve().parents[2]
+QUERIES = ["dog", "cat", "red dog", "bird"]
+
+
+@pytest.fixture(scope="module")
+def web():
+    with TestWeb() as server:
+        yield server
+
+
+@pytest.fixture
+def queries_dir(tmp_path):
+    directory = tmp_path / "queries"
+    directory.mkdir()
+    pq.write_table(pa.table({"query_id": pa.array(range(len(QUERIES)), pa.int32()), "query": QUERIES}),
+                   directory / "queries.parquet")
+    return directory
+
+
+def write_pool(path: Path, rows: list[tuple[str, str]]) -> Path:
+    pq.write_table(pa.table({"url": [u for u, _ in rows], "text": [t for _, t in rows]}), path)
+    return path
+
+
+def wit_crawl(*args, timeout=300, **popen):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NO_ALBUMENTATIONS_UPDATE": "1"}
+    command = [sys.executable, "-m", "wit", "crawl", *map(str, args)]
+    if popen:
+        return subprocess.Popen(command, env=env, **popen)
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def samples(download: Path) -> list[dict]:
+    """Every sample's json in the download's tars."""
+    out = []
+    for tar_path in sorted(download.glob("*.tar")):
+        with tarfile.open(tar_path) as tar:
+            for member in tar.getmembers():
+                if member.name.endswith(".json"):
+                    out.append(json.load(tar.extractfile(member)))
+    return out
+
+
+# ---- the download function on its own ------------------------------------------------
+
+
+def test_deadline_bounds_a_whole_download(web):
+    for path in ("/drip", "/stall"):
+        started = time.monotonic()
+        _, stream, error = download_image((0, web.url(path)), 1.0, None, ["noai"])
+        assert stream is None and error == DEADLINE_ERROR
+        assert time.monotonic() - started < 1.5
+
+
+def test_redirects_follow_the_policy(web, monkeypatch):
+    monkeypatch.setattr(fetch, "_policy", FetchPolicy(allow_private_hosts=False))
+    _, stream, error = download_image((0, web.url("/redirect-to/img/a.jpg")), 5, None, None)
+    assert stream is None and error == "<urlopen error redirect to a refused url (loopback)>"
+    monkeypatch.setattr(fetch, "_policy", FetchPolicy(allow_private_hosts=True))
+    _, stream, error = download_image((0, web.url("/redirect-to/img/a.jpg")), 5, None, None)
+    assert error is None and stream.read(3) == b"\xff\xd8\xff"
+
+
+def test_pixel_cap_applies_before_decoding(web, monkeypatch):
+    monkeypatch.setattr(fetch, "_policy", FetchPolicy(allow_private_hosts=True, max_pixels=320 * 240 - 1))
+    _, stream, error = download_image((0, web.url("/img/a.jpg")), 5, None, None)
+    assert stream is None and error == f"image too large (320x240 pixels, at most {320 * 240 - 1})"
+    monkeypatch.setattr(fetch, "_policy", FetchPolicy(allow_private_hosts=True))
+    _, stream, error = download_image((0, web.url("/huge.png")), 5, None, None)
+    assert stream is None and error.startswith("image too large")
+
+
+# ---- the whole stage ------------------------------------------------------------------
+
+
+def test_crawl_exact_counts(web, queries_dir, tmp_path):
+    good = [(web.url(f"/img/dog{i}.jpg?w=600&h=400"), f"a red dog, number {i}") for i in range(8)]
+    good += [(web.url(f"/img/cat{i}.png"), f"A cat. Cat number {i}") for i in range(3)]
+    good += [(web.url("/redirect-to/img/bird.jpg"), "a bird")]
+    failing = {
+        "/404": "failed_to_download", "/500": "failed_to_download", "/redirect-loop": "failed_to_download",
+        "/stall": "failed_to_download", "/drip": "failed_to_download", "/noai.jpg": "failed_to_download",
+        "/huge.png": "failed_to_download", "/truncated.jpg": "failed_to_resize", "/html.jpg": "failed_to_resize",
+    }
+    bad = [(web.url(path), f"dog at {path}") for path in failing]
+    refused = [("ftp://127.0.0.1/dog.jpg", "dog"), ("http://user:pw@127.0.0.1/dog.jpg", "dog"),
+               ("http://[::1/dog.jpg", "dog")]
+    unmatched = [(web.url("/img/none.jpg"), "nothing to see"), (web.url("/img/dogs.jpg"), "dogs, cats")]
+    pool = write_pool(tmp_path / "pool.parquet", good + bad + refused + unmatched + [(web.url("/img/e.jpg"), "")])
+    out = tmp_path / "crawl"
+    result = wit_crawl("--queries", queries_dir, "--out", out, "--candidates", pool, "--allow-private-hosts",
+                       "--timeout", "2", "--retries", "1", "--processes", "2", "--threads", "8",
+                       "--samples-per-shard", "10")
+    assert result.returncode == 0, result.stderr
+
+    summary = json.loads((out / "crawl.json").read_text())
+    counts = summary["counts"]
+    assert counts["read"] == len(good + bad + refused + unmatched)
+    assert counts["missing_url_or_text"] == 1
+    assert counts["refused_total"] == 3
+    assert {k: v for k, v in counts["refused"].items() if v} == {"scheme": 1, "credentials": 1, "malformed": 1}
+    assert counts["matched"] == counts["selected"] == len(good + bad)
+    assert counts["downloaded"] == len(good)
+    download = summary["download"]
+    assert download["count"] == len(good + bad)
+    assert download["failed_to_download"] == sum(v == "failed_to_download" for v in failing.values())
+    assert download["failed_to_resize"] == sum(v == "failed_to_resize" for v in failing.values())
+    assert download["errors"][DEADLINE_ERROR] == 2
+    assert download["errors"]["Use of image disallowed by X-Robots-Tag directive"] == 1
+    assert download["errors"]["HTTP Error 404: Not Found"] == 1
+    assert sum(e.startswith("image too large") for e in download["errors"]) == 1
+    assert summary["seconds"]["download"] < 60
+
+    entry = pq.read_table(out / "entry_counts.parquet").to_pylist()
+    assert [(e["query_id"], e["matched"]) for e in entry] == [(0, 17), (1, 3), (2, 8), (3, 1)]
+    successes = [s for s in samples(out / "download") if s["status"] == "success"]
+    selected = pq.read_table(out / "selected").to_pylist()
+    by_url = {row["url"]: row for row in selected}
+    assert len(successes) == len(good)
+    for sample in successes:
+        row = by_url[sample["url"]]
+        assert sample["uid"] == row["uid"] and sample["query_ids"] == row["query_ids"]
+        assert sample["caption"] == row["text"]
+        assert min(sample["width"], sample["height"]) <= 256  # keep_ratio, shorter side 256
+    dog0 = next(s for s in successes if "dog0" in s["url"])
+    assert (dog0["original_width"], dog0["original_height"], dog0["width"], dog0["height"]) == (600, 400, 384, 256)
+    assert dog0["query_ids"] == [0, 2]
+
+
+def test_balancing_caps_head_queries(web, queries_dir, tmp_path):
+    rows = [(web.url(f"/img/d{i}.jpg"), f"dog {i}") for i in range(400)]
+    rows += [(web.url(f"/img/c{i}.jpg"), f"cat {i}") for i in range(10)]
+    pool = write_pool(tmp_path / "pool.parquet", rows)
+    out = tmp_path / "crawl"
+    result = wit_crawl("--queries", queries_dir, "--out", out, "--candidates", pool,
+                       "--allow-private-hosts", "--cap", "40", "--oversample", "1.25", "--match-only")
+    assert result.returncode == 0, result.stderr
+    selected = pq.read_table(out / "selected").to_pylist()
+    dogs = sum(0 in r["query_ids"] for r in selected)
+    assert abs(dogs - 50) < 4 * (50 * (1 - 50 / 400)) ** 0.5  # cap * oversample = 50 of 400
+    assert sum(1 in r["query_ids"] for r in selected) == 10  # under the cap: all kept
+    assert not (out / "download").exists()
+    assert "download" not in json.loads((out / "crawl.json").read_text())
+
+
+def test_wat_source(web, queries_dir, tmp_path):
+    pages = [WatPage(web.url(f"/page/p{i}.html"), [WatImage(f"/img/p{i}.jpg", alt=f"a dog on page {i}"),
+                                                   WatImage(f"/img/q{i}.jpg", alt=None)]) for i in range(5)]
+    wat = write_wat(tmp_path / "x.warc.wat.gz", pages, corrupt_json_after={2})
+    out = tmp_path / "crawl"
+    result = wit_crawl("--queries", queries_dir, "--out", out, "--wat", wat, "--allow-private-hosts",
+                       "--processes", "1", "--threads", "4", "--timeout", "5")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "crawl.json").read_text())
+    assert summary["counts"]["corrupt_records"] == 1
+    assert summary["counts"]["matched"] == summary["counts"]["downloaded"] == 5
+    assert {s["page_url"] for s in samples(out / "download")} == {p.url for p in pages}
+
+
+def crawl_args(queries_dir, pool, out, *extra):
+    return ["--queries", queries_dir, "--out", out, "--candidates", pool, "--allow-private-hosts",
+            "--processes", "1", "--threads", "2", "--samples-per-shard", "5", "--timeout", "5", *extra]
+
+
+@pytest.mark.slow
+def test_kill_9_mid_download_then_resume(web, queries_dir, tmp_path):
+    rows = [(web.url(f"/img/k{i}.jpg?delay=0.2"), f"dog {i}") for i in range(40)]
+    rows += [(web.url("/404"), "dog missing")]
+    pool = write_pool(tmp_path / "pool.parquet", rows)
+    straight = tmp_path / "straight"
+    assert wit_crawl(*crawl_args(queries_dir, pool, straight)).returncode == 0
+
+    out = tmp_path / "killed"
+    proc = wit_crawl(*crawl_args(queries_dir, pool, out), start_new_session=True,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / "download").glob("*_stats.json"))) < 3:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the crawl and every process it started
+    proc.wait()
+    finished = len(list((out / "download").glob("*_stats.json")))
+    assert 3 <= finished < 9
+
+    result = wit_crawl(*crawl_args(queries_dir, pool, out))
+    assert result.returncode == 0, result.stderr
+    def outcome(crawl: Path) -> list[tuple[str, str]]:
+        """Every sample's (uid, status), from the shards' parquet files."""
+        tables = [pq.read_table(p, columns=["uid", "status"]) for p in (crawl / "download").glob("*.parquet")]
+        return sorted(zip(*pa.concat_tables(tables).to_pydict().values()))
+
+    assert outcome(out) == outcome(straight)
+    assert len({uid for uid, _ in outcome(out)}) == len(rows)  # each sample once
+    in_tars = samples(out / "download")
+    assert len({s["uid"] for s in in_tars}) == len(in_tars) == len(rows) - 1
+    assert all(t.with_name(t.stem + "_stats.json").exists() for t in (out / "download").glob("*.tar"))
+    assert json.loads((out / "crawl.json").read_text())["counts"]["downloaded"] == len(rows) - 1
+
+
+@pytest.mark.slow
+def test_pyspark_local_mode_equals_multiprocessing(web, queries_dir, tmp_path):
+    rows = [(web.url(f"/img/s{i}.jpg"), f"a cat {i}") for i in range(12)] + [(web.url("/500"), "cat 500")]
+    pool = write_pool(tmp_path / "pool.parquet", rows)
+    for name, extra in (("mp", []), ("spark", ["--distributor", "pyspark"])):
+        result = wit_crawl(*crawl_args(queries_dir, pool, tmp_path / name, *extra))
+        assert result.returncode == 0, result.stderr
+    spark, mp = samples(tmp_path / "spark" / "download"), samples(tmp_path / "mp" / "download")
+    assert sorted((s["uid"], s["status"], s["sha256"]) for s in spark) == \
+        sorted((s["uid"], s["status"], s["sha256"]) for s in mp)
+    assert sum(s["status"] == "success" for s in spark) == 12
+
+
+# ---- errors ---------------------------------------------------------------------------
+
+
+def one_line_error(result, *fragments):
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0].startswith("wit crawl: error: "), result.stderr
+    for fragment in fragments:
+        assert str(fragment) in errors[0], errors[0]
+
+
+def test_input_errors(web, queries_dir, tmp_path):
+    pool = write_pool(tmp_path / "pool.parquet", [(web.url("/img/a.jpg"), "dog")])
+    out = tmp_path / "out"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    pq.write_table(pa.table({"query_id": pa.array([], pa.int32()), "query": pa.array([], pa.string())}),
+                   empty / "queries.parquet")
+    no_columns = tmp_path / "cols.parquet"
+    pq.write_table(pa.table({"link": ["x"], "alt": ["dog"]}), no_columns)
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"PAR1 but not really")
+    cases = [
+        (["--queries", tmp_path / "nowhere", "--candidates", pool], ["queries.parquet", "no query list"]),
+        (["--queries", empty, "--candidates", pool], ["the query list is empty"]),
+        (["--queries", queries_dir, "--candidates", tmp_path / "none-*.parquet"], ["no candidate file matches"]),
+        (["--queries", queries_dir, "--candidates", no_columns], [no_columns, "no column 'url', 'text'"]),
+        (["--queries", queries_dir, "--candidates", broken], [broken, "cannot read candidate file"]),
+        (["--queries", queries_dir, "--candidates", pool, "--distributor", "ray"], ["multiprocessing, pyspark"]),
+    ]
+    for args, fragments in cases:
+        one_line_error(wit_crawl(*args, "--out", out), *fragments)
+        assert not out.exists()
+
+
+def test_output_from_another_configuration_is_refused_and_kept(web, queries_dir, tmp_path):
+    pool = write_pool(tmp_path / "pool.parquet", [(web.url(f"/img/o{i}.jpg"), "dog") for i in range(3)])
+    out = tmp_path / "out"
+    args = ["--queries", queries_dir, "--candidates", pool, "--out", out, "--allow-private-hosts",
+            "--processes", "1"]
+    assert wit_crawl(*args).returncode == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    one_line_error(wit_crawl(*args, "--cap", "5", "--seed", "2"), out, "other settings (cap, seed)")
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    rerun = wit_crawl(*args)  # the same settings: resumes, nothing to do
+    assert rerun.returncode == 0 and "resuming" in rerun.stderr
+    assert json.loads((out / "crawl.json").read_text())["counts"]["downloaded"] == 3

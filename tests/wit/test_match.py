@@ -1,0 +1,70 @@
+import random
+
+import ahocorasick
+import pytest
+
+from wit.crawl.match import QueryMatcher
+from wit.text import spaced
+
+
+def metaclip_reference(queries, texts, lowercase=False):
+    """MetaCLIP's approach, one text at a time: f" {q} " in spaced(text)."""
+    automaton = ahocorasick.Automaton()
+    for query_id, query in enumerate(queries):
+        key = f" {query.lower() if lowercase else query} "
+        automaton.add_word(key, automaton.get(key, ()) + (query_id,))
+    automaton.make_automaton()
+    result = []
+    for text in texts:
+        found = set()
+        for _, ids in automaton.iter(spaced(text.lower() if lowercase else text)):
+            found.update(ids)
+        result.append(sorted(found))
+    return result
+
+
+def match(queries, texts, lowercase=False):
+    return QueryMatcher(queries, lowercase).match(texts).to_pylist()
+
+
+def test_punctuation_is_spaced_like_metaclip():
+    queries = ["dog", "red dog", "U.S.", "end"]
+    texts = ["A red dog, sleeping.", "dog.", "(dog)", "dogs", "hot-dog", "the end!", "U.S. army", "red\tdog"]
+    assert match(queries, texts) == [[0, 1], [0], [], [], [], [3], [], [0, 1]]
+
+
+def test_case_sensitive_by_default_and_lowercase_option():
+    queries = ["Apple", "apple", "New York"]
+    texts = ["I ate an apple", "Apple Inc", "NEW YORK city", "new york"]
+    assert match(queries, texts) == [[1], [0], [], []]
+    assert match(queries, texts, lowercase=True) == [[0, 1], [0, 1], [2], [2]]
+
+
+def test_multi_word_overlapping_and_nested_queries():
+    queries = ["New York", "York City", "New York City", "City", "a a"]
+    texts = ["New York City", "a a a", "New York and York City"]
+    assert match(queries, texts) == [[0, 1, 2, 3], [4], [0, 1, 3]]
+
+
+def test_unicode():
+    queries = ["café", "東京", "Zürich", "naïve art"]
+    texts = ["un café noir", "東京 タワー", "in Zürich, today", "naïve art.", "cafe"]
+    assert match(queries, texts) == [[0], [1], [2], [3], []]
+
+
+def test_empty_texts_and_separator_character():
+    assert match(["dog"], ["", "dog", "x\x00dog", "\x00"]) == [[], [1 - 1], [0], []]
+    assert match(["dog"], []) == []
+
+
+@pytest.mark.parametrize("lowercase", [False, True])
+def test_identical_to_metaclip_on_random_texts(lowercase):
+    rng = random.Random(7)
+    vocab = ["New", "York", "new", "city", "City", "dog", "Dog", "a", "b", "café", ",", ".", "!", "?",
+             ";", ":", "`", "\n", "\t", "(", ")", "'s", "-", "U.S."]
+    queries = list(dict.fromkeys(
+        [rng.choice(vocab) for _ in range(20)]
+        + [" ".join(rng.choice(vocab[:12]) for _ in range(rng.randint(2, 3))) for _ in range(30)]
+    ))
+    texts = [" ".join(rng.choice(vocab) for _ in range(rng.randint(0, 15))) for _ in range(2000)]
+    assert match(queries, texts, lowercase) == metaclip_reference(queries, texts, lowercase)

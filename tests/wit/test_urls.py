@@ -1,0 +1,55 @@
+import pytest
+
+from wit.crawl.urls import refusal, url_uid
+
+
+@pytest.mark.parametrize("url, reason", [
+    ("http://example.com/a.jpg", None),
+    ("https://images.example.org:8443/x.png?s=1", None),
+    ("http://8.8.8.8/a.jpg", None),
+    ("http://[2001:4860:4860::8888]/a.jpg", None),
+    ("ftp://example.com/a.jpg", "scheme"),
+    ("file:///etc/passwd", "scheme"),
+    ("javascript:alert(1)", "scheme"),
+    ("data:image/png;base64,AAAA", "scheme"),
+    ("//example.com/a.jpg", "scheme"),
+    ("http://user:secret@example.com/a.jpg", "credentials"),
+    ("http://user@example.com/a.jpg", "credentials"),
+    ("http://[::1/a.jpg", "malformed"),
+    ("http://example.com:99999/a.jpg", "malformed"),
+    ("http:///a.jpg", "malformed"),
+    ("http://localhost/a.jpg", "local_name"),
+    ("http://LOCALHOST./a.jpg", "local_name"),
+    ("http://img.localhost/a.jpg", "local_name"),
+    ("http://127.0.0.1:8000/a.jpg", "loopback"),
+    ("http://127.1/a.jpg", "loopback"),
+    ("http://2130706433/a.jpg", "loopback"),
+    ("http://0x7f000001/a.jpg", "loopback"),
+    ("http://[::1]/a.jpg", "loopback"),
+    ("http://[::ffff:127.0.0.1]/a.jpg", "loopback"),
+    ("http://10.1.2.3/a.jpg", "private"),
+    ("http://172.16.0.1/a.jpg", "private"),
+    ("http://192.168.0.10/a.jpg", "private"),
+    ("http://[fc00::1]/a.jpg", "private"),
+    ("http://169.254.169.254/latest/meta-data", "link_local"),
+    ("http://[fe80::1]/a.jpg", "link_local"),
+    ("http://224.0.0.251/a.jpg", "multicast"),
+    ("http://0.0.0.0/a.jpg", "reserved"),
+    ("http://240.0.0.1/a.jpg", "reserved"),
+    ("http://100.64.1.1/a.jpg", "reserved"),
+])
+def test_policy(url, reason):
+    assert refusal(url) == reason
+
+
+def test_private_hosts_allowed_explicitly():
+    for url in ("http://127.0.0.1:8000/a.jpg", "http://localhost/x", "http://10.0.0.1/x"):
+        assert refusal(url, allow_private_hosts=True) is None
+    for url, reason in (("ftp://127.0.0.1/x", "scheme"), ("http://u:p@127.0.0.1/x", "credentials")):
+        assert refusal(url, allow_private_hosts=True) == reason
+
+
+def test_uid_is_stable_hex_without_dots():
+    uid = url_uid("http://example.com/a.jpg")
+    assert uid == url_uid("http://example.com/a.jpg") != url_uid("http://example.com/b.jpg")
+    assert len(uid) == 32 and int(uid, 16) >= 0 and "." not in uid
