@@ -129,11 +129,12 @@ def memory_run(rows: int, queries_dir: str, work: str) -> dict:
     code = (
         "import resource, sys, time\n"
         "from wit.cli import main\n"
-        "t = time.perf_counter()\n"
-        "rc = main(sys.argv[1:])\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
+        "if __name__ == '__main__':  # worker processes re-import this file\n"
+        "    t = time.perf_counter()\n"
+        "    rc = main(sys.argv[1:])\n"
+        "    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
         "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, time.perf_counter() - t)\n"
-        "sys.exit(rc)\n"
+        "    sys.exit(rc)\n"
     )
     script = os.path.join(work, "run_crawl.py")
     with open(script, "w") as f:
@@ -141,8 +142,10 @@ def memory_run(rows: int, queries_dir: str, work: str) -> dict:
     done = subprocess.run(
         [sys.executable, script, "crawl", "--queries", queries_dir, "--out", out, "--candidates", pool,
          "--match-only", "--processes", "1"],
-        capture_output=True, text=True, check=True, env={**os.environ, "TQDM_DISABLE": "1"},
+        capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"},
     )
+    if done.returncode:
+        raise RuntimeError(f"wit crawl failed:\n{done.stderr[-2000:]}")
     own, children, seconds = done.stdout.split()[-3:]
     return {"rows": rows, "peak_rss_mb": round(max(int(own), int(children)) / 1024), "seconds": round(float(seconds), 1)}
 

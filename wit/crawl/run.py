@@ -222,12 +222,17 @@ def _match_partition(partition: Partition, config: CrawlConfig, columns: TableCo
             writer = pq.ParquetWriter(tmp, pa.schema(CANDIDATE_SCHEMA_BASE))
         writer.close()
     nonzero = np.flatnonzero(counts)
+    write_parquet(_work_file(config.out, partition, "counts.parquet"),
+                  pa.table({"query_id": nonzero.astype(np.int32), "matched": counts[nonzero]}))
     result = {"read": read, "missing_url_or_text": stats.missing_url_or_text,
               "wat_records": stats.records, "corrupt_records": stats.corrupt_records,
-              "refused": dict(refused), "matched": matched,
-              "entry_counts": {"query_id": nonzero.tolist(), "matched": counts[nonzero].tolist()}}
-    write_json(os.path.join(config.out, ".work", f"{partition.partition_id}.json"), result)
+              "refused": dict(refused), "matched": matched}
+    write_json(_work_file(config.out, partition, "json"), result)  # last: marks the partition done
     return result
+
+
+def _work_file(out: str, partition: Partition, suffix: str) -> str:
+    return os.path.join(out, ".work", f"{partition.partition_id}.{suffix}")
 
 
 def _match_all(config: CrawlConfig, partitions: list[Partition], queries: list[str],
@@ -256,7 +261,7 @@ def _match_all(config: CrawlConfig, partitions: list[Partition], queries: list[s
 
 
 def _done(out: str, partition: Partition) -> dict | None:
-    marker = os.path.join(out, ".work", f"{partition.partition_id}.json")
+    marker = _work_file(out, partition, "json")
     candidates = os.path.join(out, "candidates", f"{partition.partition_id}.parquet")
     return read_json(marker) if os.path.exists(marker) and os.path.exists(candidates) else None
 
@@ -265,8 +270,8 @@ def _entry_counts(out: str, partitions: list[Partition], query_count: int) -> np
     """Sum the partitions' counts into entry_counts.parquet (every query_id, dense)."""
     matched = np.zeros(query_count, dtype=np.int64)
     for p in partitions:
-        counts = _done(out, p)["entry_counts"]
-        np.add.at(matched, np.asarray(counts["query_id"], dtype=np.int64), counts["matched"])
+        counts = pq.read_table(_work_file(out, p, "counts.parquet"))
+        np.add.at(matched, counts["query_id"].to_numpy(), counts["matched"].to_numpy())
     write_parquet(os.path.join(out, "entry_counts.parquet"), pa.table({
         "query_id": pa.array(np.arange(query_count, dtype=np.int32)), "matched": pa.array(matched)}))
     return matched
@@ -286,12 +291,14 @@ def _select_all(config: CrawlConfig, partitions: list[Partition], matched: np.nd
     """Balance each partition's candidates into selected/ with the crawl-time cap."""
     selected = 0
     for p in partitions:
-        candidates = pq.read_table(os.path.join(config.out, "candidates", f"{p.partition_id}.parquet"))
-        keep = balanced(candidates["uid"], candidates["query_ids"], matched, config.crawl_cap, config.seed) \
-            if candidates.num_rows else np.zeros(0, bool)
-        chosen = candidates.filter(pa.array(keep, pa.bool_()))
-        write_parquet(os.path.join(config.out, "selected", f"{p.partition_id}.parquet"), chosen)
-        selected += chosen.num_rows
+        candidates = pq.ParquetFile(os.path.join(config.out, "candidates", f"{p.partition_id}.parquet"))
+        target = os.path.join(config.out, "selected", f"{p.partition_id}.parquet")
+        with atomic_path(target) as tmp, pq.ParquetWriter(tmp, candidates.schema_arrow) as writer:
+            for batch in candidates.iter_batches(config.batch_rows):
+                keep = balanced(batch["uid"], batch["query_ids"], matched, config.crawl_cap, config.seed)
+                chosen = batch.filter(pa.array(keep, pa.bool_()))
+                writer.write_batch(chosen)
+                selected += chosen.num_rows
     _remove_stale(os.path.join(config.out, "selected"), {p.partition_id for p in partitions})
     return selected
 
