@@ -126,28 +126,19 @@ def memory_run(rows: int, queries_dir: str, work: str) -> dict:
                 "text": make_texts(n, words, rng),
             }), row_group_size=200_000)
     out = os.path.join(work, f"crawl-{rows}")
-    code = (
-        "import resource, sys, time\n"
-        "from wit.cli import main\n"
-        "if __name__ == '__main__':  # worker processes re-import this file\n"
-        "    t = time.perf_counter()\n"
-        "    rc = main(sys.argv[1:])\n"
-        "    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
-        "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, time.perf_counter() - t)\n"
-        "    sys.exit(rc)\n"
-    )
-    script = os.path.join(work, "run_crawl.py")
-    with open(script, "w") as f:
-        f.write(code)
+    # /usr/bin/time reports the peak RSS of the crawl's whole process tree. Measuring from
+    # here would not do: Linux keeps a process's peak across fork and exec, so a child
+    # of this (large) process would start at this process's size.
+    started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, script, "crawl", "--queries", queries_dir, "--out", out, "--candidates", pool,
-         "--match-only", "--processes", "1"],
+        ["/usr/bin/time", "-f", "PEAK_KB %M", sys.executable, "-m", "wit", "crawl", "--queries", queries_dir,
+         "--out", out, "--candidates", pool, "--match-only", "--processes", "1"],
         capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"},
     )
     if done.returncode:
         raise RuntimeError(f"wit crawl failed:\n{done.stderr[-2000:]}")
-    own, children, seconds = done.stdout.split()[-3:]
-    return {"rows": rows, "peak_rss_mb": round(max(int(own), int(children)) / 1024), "seconds": round(float(seconds), 1)}
+    peak_kb = int(next(line for line in done.stderr.splitlines() if line.startswith("PEAK_KB")).split()[1])
+    return {"rows": rows, "peak_rss_mb": round(peak_kb / 1024), "seconds": round(time.perf_counter() - started, 1)}
 
 
 def main() -> None:

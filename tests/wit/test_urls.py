@@ -1,4 +1,9 @@
+import random
+import re
+
 import pytest
+
+from wit.crawl import urls
 
 from wit.crawl.urls import refusal, url_uid
 
@@ -53,3 +58,20 @@ def test_uid_is_stable_hex_without_dots():
     uid = url_uid("http://example.com/a.jpg")
     assert uid == url_uid("http://example.com/a.jpg") != url_uid("http://example.com/b.jpg")
     assert len(uid) == 32 and int(uid, 16) >= 0 and "." not in uid
+
+
+def test_fast_path_agrees_with_full_parse(monkeypatch):
+    """Plain urls are decided by a regular expression; it must agree with urlsplit."""
+    rng = random.Random(0)
+    parts = ["http://", "https://", "HTTP://", "ftp://", "http:/", "", "example", ".com", ".", "-",
+             "localhost", "img.localhost", "127.0.0.1", "0x7f", ".1", "1", "[::1]", ":8080", ":99999",
+             "user@", "/a.jpg", "?q=1", "#f", " ", "café", "_", "xn--caf-dma", "10", ".0xff"]
+    cases = ["".join(rng.choice(parts) for _ in range(rng.randint(1, 6))) for _ in range(20000)]
+    hosts = ["example", ".com", "localhost", "img.localhost", ".1", "0x7f", "10", "a-b", ".0xff", "."]
+    cases += [rng.choice(["http://", "https://"]) + "".join(rng.choice(hosts) for _ in range(rng.randint(1, 3)))
+              + rng.choice(["", "/a.jpg", "?q", "#x", ":80/", "/"]) for _ in range(10000)]
+    cases = [(url, allow) for url in cases for allow in (False, True)]
+    fast = [refusal(url, allow) for url, allow in cases]
+    assert sum(bool(urls._PLAIN_URL.match(url)) for url, _ in cases) > 5000  # the fast path is taken
+    monkeypatch.setattr(urls, "_PLAIN_URL", re.compile(r"(?!)"))  # never matches: full parse only
+    assert [refusal(url, allow) for url, allow in cases] == fast

@@ -96,7 +96,11 @@ def _spark(settings: DownloadSettings):
         yield
         return
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    from pyspark.sql import SparkSession
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise WitError("--distributor pyspark: pyspark is not installed "
+                       "(pip install 'wit-toolkit[spark]')") from None
 
     master = settings.spark_master or f"local[{settings.processes}]"
     spark = SparkSession.builder.master(master).appName("wit-crawl").getOrCreate()

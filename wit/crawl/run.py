@@ -132,13 +132,11 @@ def crawl(config: CrawlConfig) -> dict:
         timings["download"] = time.time() - step
         summary["download"] = download_summary(os.path.join(config.out, "download"))
         summary["counts"]["downloaded"] = summary["download"]["successes"]
-    read = summary["counts"]["read"]
     summary["seconds"] = {k: round(v, 3) for k, v in timings.items()} | {"total": round(time.time() - started, 3)}
-    summary["throughput"] = {
-        "match_rows_per_s": round(read / max(timings["match"], 1e-9), 1),
-        **({"download_samples_per_s": round(summary["download"]["count"] / max(timings["download"], 1e-9), 2)}
-           if "download" in summary else {}),
-    }
+    throughput = {"match_rows_per_s": round(summary["counts"]["read"] / max(timings["match"], 1e-9), 1)}
+    if "download" in summary:
+        throughput["download_samples_per_s"] = round(summary["download"]["count"] / max(timings["download"], 1e-9), 2)
+    summary["throughput"] = throughput
     write_json(os.path.join(config.out, "crawl.json"), summary)
     return summary
 

@@ -17,6 +17,10 @@ from urllib.parse import urlsplit
 ALLOWED_SCHEMES = ("http", "https")
 LOCAL_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
 _NUMERIC_HOST = re.compile(r"[0-9a-fA-FxX.]+")
+# The common case, decided without parsing: a lower-case http(s) scheme, no credentials
+# or port, and a DNS name whose last label starts with a letter (so it is no IPv4
+# literal in any inet_aton form, and brackets exclude IPv6).
+_PLAIN_URL = re.compile(r"https?://((?:[A-Za-z0-9-]+\.)*[A-Za-z][A-Za-z0-9-]*)\.?(?=[/?#]|$)")
 REFUSAL_REASONS = (
     "malformed", "scheme", "credentials", "local_name",
     "loopback", "private", "link_local", "multicast", "reserved",
@@ -25,6 +29,9 @@ REFUSAL_REASONS = (
 
 def refusal(url: str, allow_private_hosts: bool = False) -> str | None:
     """Why `url` must not be fetched (one of REFUSAL_REASONS), or None if it may be."""
+    plain = _PLAIN_URL.match(url)
+    if plain:
+        return None if allow_private_hosts or not _local_name(plain.group(1).lower()) else "local_name"
     try:
         parts = urlsplit(url.strip())
         host = parts.hostname
@@ -40,10 +47,14 @@ def refusal(url: str, allow_private_hosts: bool = False) -> str | None:
     if allow_private_hosts:
         return None
     host = host.rstrip(".").lower()
-    if host in LOCAL_NAMES or host.endswith(".localhost"):
+    if _local_name(host):
         return "local_name"
     address = _literal_address(host)
     return _address_class(address) if address is not None else None
+
+
+def _local_name(host: str) -> bool:
+    return host in LOCAL_NAMES or host.endswith(".localhost")
 
 
 def _literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
