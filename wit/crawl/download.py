@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 from collections import Counter
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import img2dataset
 
@@ -24,51 +24,39 @@ from wit.atomic import read_json
 from wit.crawl.fetch import FetchPolicy, WitDownloader
 from wit.errors import WitError
 
+if TYPE_CHECKING:
+    from wit.crawl.run import CrawlConfig
+
 log = logging.getLogger("wit.crawl")
 i2d_main = importlib.import_module("img2dataset.main")  # the package's `main` attribute is a function
 
 
-@dataclass(frozen=True)
-class DownloadSettings:
-    image_size: int = 256
-    resize_mode: str = "keep_ratio"
-    processes: int = 1
-    threads: int = 32
-    timeout: float = 10.0
-    retries: int = 1
-    samples_per_shard: int = 10_000
-    distributor: str = "multiprocessing"
-    spark_master: str | None = None
-    allow_private_hosts: bool = False
-    max_pixels: int = 89_478_485
-    extra_columns: tuple[str, ...] = ("uid", "query_ids")
-
-
-def download(settings: DownloadSettings, selected_dir: str, output_dir: str) -> None:
+def download(config: CrawlConfig, selected_dir: str, output_dir: str) -> None:
     """Download every row of `selected_dir/*.parquet` into `output_dir`; resumes."""
-    policy = FetchPolicy(settings.allow_private_hosts, settings.max_pixels)
-    with _wit_downloader(policy), _spark(settings), contextlib.redirect_stdout(sys.stderr):
+    policy = FetchPolicy(config.allow_private_hosts, config.max_pixels)
+    extra_columns = ["uid", "query_ids"] + (["page_url"] if config.wat else [])
+    with _wit_downloader(policy), _spark(config), contextlib.redirect_stdout(sys.stderr):
         img2dataset.download(
             url_list=selected_dir,
             input_format="parquet",
             url_col="url",
             caption_col="text",
-            save_additional_columns=list(settings.extra_columns),
+            save_additional_columns=extra_columns,
             output_folder=output_dir,
             output_format="webdataset",
-            image_size=settings.image_size,
-            resize_mode=settings.resize_mode,
+            image_size=config.image_size,
+            resize_mode=config.resize_mode,
             resize_only_if_bigger=True,
             encode_quality=95,
             encode_format="jpg",
-            processes_count=settings.processes,
-            thread_count=settings.threads,
-            timeout=settings.timeout,
-            retries=settings.retries,
-            number_sample_per_shard=settings.samples_per_shard,
-            distributor=settings.distributor,
+            processes_count=config.processes,
+            thread_count=config.threads,
+            timeout=config.timeout,
+            retries=config.retries,
+            number_sample_per_shard=config.samples_per_shard,
+            distributor=config.distributor,
             incremental_mode="incremental",
-            max_image_area=settings.max_pixels,
+            max_image_area=config.max_pixels,
             compute_hash="sha256",
             enable_wandb=False,
         )
@@ -90,9 +78,9 @@ def _wit_downloader(policy: FetchPolicy):
 
 
 @contextlib.contextmanager
-def _spark(settings: DownloadSettings):
+def _spark(config: CrawlConfig):
     """A Spark session for the pyspark distributor (local mode without a master url)."""
-    if settings.distributor != "pyspark":
+    if config.distributor != "pyspark":
         yield
         return
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -102,7 +90,7 @@ def _spark(settings: DownloadSettings):
         raise WitError("--distributor pyspark: pyspark is not installed "
                        "(pip install 'wit-toolkit[spark]')") from None
 
-    master = settings.spark_master or f"local[{settings.processes}]"
+    master = config.spark_master or f"local[{config.processes}]"
     spark = SparkSession.builder.master(master).appName("wit-crawl").getOrCreate()
     try:
         yield

@@ -2,7 +2,7 @@
 
 img2dataset's `timeout` bounds each socket operation, so a server that drips one byte a
 second holds a thread for as long as it likes. Here every socket a download opens (the
-redirects' too) is shut down when the download's own deadline passes, so one attempt
+redirects' too) is shut down by a watchdog thread when the download's deadline passes, so one attempt
 takes at most `timeout` plus a small margin, and `retries + 1` attempts at most
 `timeout * (retries + 1)`. Redirects to urls the policy refuses are not followed. An
 image whose header declares more than `max_pixels` pixels is refused before decoding.
@@ -14,8 +14,10 @@ which puts `download_image` in place of img2dataset's.
 
 from __future__ import annotations
 
+import heapq
 import http.client
 import io
+import itertools
 import threading
 import time
 import urllib.request
@@ -37,15 +39,81 @@ class FetchPolicy:
 
 
 _policy = FetchPolicy()
-_downloads = threading.local()  # the sockets of the download running in this thread
+_current = threading.local()  # the _Download running in this thread
+
+
+class _Download:
+    """One download attempt: its deadline and the sockets it opened."""
+
+    def __init__(self, timeout: float) -> None:
+        self.deadline = time.monotonic() + timeout
+        self.sockets: list = []
+        self.expired = self.finished = False
+        self._lock = threading.Lock()
+
+    def add(self, sock) -> None:
+        with self._lock:
+            self.sockets.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self.sockets:
+                _shut(sock)
+
+
+def _shut(sock) -> None:
+    try:
+        sock.shutdown(2)  # wakes a blocked recv at once
+    except OSError:
+        pass
+
+
+class _Watchdog:
+    """One thread per process that expires downloads past their deadline (a thread per
+    download would cost more than a local download itself)."""
+
+    def __init__(self) -> None:
+        self._wake = threading.Condition()
+        self._heap: list[tuple[float, int, _Download]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, download: _Download) -> None:
+        with self._wake:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="wit-deadlines", daemon=True)
+                self._thread.start()
+            heapq.heappush(self._heap, (download.deadline, next(self._order), download))
+            if self._heap[0][2] is download:
+                self._wake.notify()
+
+    def _run(self) -> None:
+        with self._wake:
+            while True:
+                while self._heap and self._heap[0][2].finished:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._wake.wait()
+                    continue
+                wait = self._heap[0][0] - time.monotonic()
+                if wait > 0:
+                    self._wake.wait(wait)
+                    continue
+                heapq.heappop(self._heap)[2].expire()
+
+
+_watchdog = _Watchdog()
 
 
 class _DeadlineMixin:
     def connect(self) -> None:
         super().connect()  # type: ignore[misc]
-        sockets = getattr(_downloads, "sockets", None)
-        if sockets is not None:
-            sockets.append(self.sock)  # type: ignore[attr-defined]
+        download = getattr(_current, "download", None)
+        if download is not None:
+            download.add(self.sock)  # type: ignore[attr-defined]
 
 
 class _HTTPConnection(_DeadlineMixin, http.client.HTTPConnection):
@@ -83,20 +151,8 @@ def download_image(row, timeout, user_agent_token, disallowed_header_directives)
     user_agent = USER_AGENT
     if user_agent_token:
         user_agent += f" (compatible; {user_agent_token}; +https://github.com/rom1504/img2dataset)"
-    _downloads.sockets = sockets = []
-    expired = threading.Event()
-
-    def expire() -> None:
-        expired.set()
-        for sock in list(sockets):
-            try:
-                sock.shutdown(2)  # wakes a blocked recv at once
-            except OSError:
-                pass
-
-    timer = threading.Timer(timeout, expire)
-    timer.daemon = True
-    timer.start()
+    _current.download = attempt = _Download(timeout)
+    _watchdog.watch(attempt)
     try:
         request = urllib.request.Request(url, headers={"User-Agent": user_agent})
         with _OPENER.open(request, timeout=timeout) as response:
@@ -105,15 +161,15 @@ def download_image(row, timeout, user_agent_token, disallowed_header_directives)
             ):
                 return key, None, "Use of image disallowed by X-Robots-Tag directive"
             data = response.read()
-        if expired.is_set():
+        if attempt.expired:
             return key, None, DEADLINE_ERROR
         too_large = _too_many_pixels(data)
         return (key, None, too_large) if too_large else (key, io.BytesIO(data), None)
     except Exception as err:  # noqa: BLE001 - img2dataset records any failure as the sample's error
-        return key, None, DEADLINE_ERROR if expired.is_set() else str(err)
+        return key, None, DEADLINE_ERROR if attempt.expired else str(err)
     finally:
-        timer.cancel()
-        _downloads.sockets = None
+        attempt.finished = True
+        _current.download = None
 
 
 def _too_many_pixels(data: bytes) -> str | None:

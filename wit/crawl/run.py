@@ -127,7 +127,7 @@ def crawl(config: CrawlConfig) -> dict:
 
         step = time.time()
         if selected:
-            download(_download_settings(config), os.path.join(config.out, "selected"),
+            download(config, os.path.join(config.out, "selected"),
                      os.path.join(config.out, "download"))
         timings["download"] = time.time() - step
         summary["download"] = download_summary(os.path.join(config.out, "download"))
@@ -305,16 +305,3 @@ def _remove_stale(directory: str, ids: set[str]) -> None:
     for path in glob.glob(os.path.join(directory, "*.parquet")):
         if os.path.basename(path)[: -len(".parquet")] not in ids:
             os.remove(path)
-
-
-def _download_settings(config: CrawlConfig):
-    from wit.crawl.download import DownloadSettings
-
-    return DownloadSettings(
-        image_size=config.image_size, resize_mode=config.resize_mode, processes=config.processes,
-        threads=config.threads, timeout=config.timeout, retries=config.retries,
-        samples_per_shard=config.samples_per_shard, distributor=config.distributor,
-        spark_master=config.spark_master, allow_private_hosts=config.allow_private_hosts,
-        max_pixels=config.max_pixels, extra_columns=("uid", "query_ids") + (("page_url",) if config.wat else ()),
-    )
-
