@@ -6,7 +6,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEBIAN_PACKAGES := wordnet-base
+# Debian packages the tests and benchmarks need: WordNet 3.0, Java for pyspark, GNU time.
+DEBIAN_PACKAGES := wordnet-base openjdk-17-jre-headless time
 WORDNET := /usr/share/wordnet
 DEMO := demo
 export NO_ALBUMENTATIONS_UPDATE := 1
@@ -20,7 +21,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 system-packages:
-	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages: $$missing"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing >/dev/null; \

@@ -71,7 +71,7 @@ def test_deadline_bounds_a_whole_download(web):
         started = time.monotonic()
         _, stream, error = download_image((0, web.url(path)), 1.0, None, ["noai"])
         assert stream is None and error == DEADLINE_ERROR
-        assert time.monotonic() - started < 1.5
+        assert time.monotonic() - started < 2.0  # the timeout plus a margin, however long the server stalls
 
 
 def test_redirects_follow_the_policy(web, monkeypatch):
