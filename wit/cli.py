@@ -10,17 +10,12 @@ import sys
 from wit import __version__
 from wit.errors import WitError
 
-NOT_YET = ("shard",)
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
-    if args.command in NOT_YET:
-        print(f"wit {args.command}: not yet available in this version", file=sys.stderr)
-        return 2
     try:
         args.run(args)
     except WitError as e:
@@ -38,8 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_build_queries(commands)
     _add_crawl(commands)
-    for name in NOT_YET:
-        commands.add_parser(name, help="(not yet available)")
+    _add_shard(commands)
+    _add_inspect(commands)
     return parser
 
 
@@ -139,6 +134,56 @@ def _run_crawl(args: argparse.Namespace) -> None:
     print(f"wit crawl: {counts['read']:,} candidates read, {counts['refused_total']:,} refused, "
           f"{counts['matched']:,} matched, {counts['selected']:,} selected{downloaded} -> {args.out}",
           file=sys.stderr)
+
+
+def _add_shard(commands) -> None:
+    p = commands.add_parser("shard", help="downloaded pairs -> final WebDataset shards",
+                            description="Balance, de-duplicate and write the final shards of a crawl.")
+    p.add_argument("--crawl", required=True, metavar="DIR", help="CRAWL dir (wit crawl)")
+    p.add_argument("--out", metavar="DIR", help="SHARDS dir (default: shards/<crawl dir name>)")
+    p.add_argument("--cap", type=int, default=20_000, help="final pairs per query")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--samples-per-shard", type=int, default=10_000)
+    p.add_argument("--dedup", default="uid,sha256", help="keys to de-duplicate by (uid, sha256)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.set_defaults(run=_run_shard)
+
+
+def _run_shard(args: argparse.Namespace) -> None:
+    from wit.shards.build import ShardConfig, default_out, shard
+
+    out = args.out or default_out(args.crawl)
+    config = ShardConfig(crawl=args.crawl, out=out, cap=args.cap, seed=args.seed,
+                         samples_per_shard=args.samples_per_shard,
+                         dedup=tuple(k for k in args.dedup.split(",") if k), workers=args.workers)
+    manifest = shard(config)
+    counts = manifest["counts"]
+    print(f"wit shard: {manifest['total_samples']:,} samples in {len(manifest['shards']):,} shards "
+          f"({counts['samples_read']:,} read, {counts.get('duplicates_by_uid', 0) + counts.get('duplicates_by_sha256', 0):,} "
+          f"duplicates, {counts['balanced_out']:,} over the cap) -> {out}", file=sys.stderr)
+
+
+def _add_inspect(commands) -> None:
+    p = commands.add_parser("inspect", help="summarise and verify a SHARDS dir")
+    p.add_argument("shards", metavar="SHARDS_DIR")
+    p.add_argument("--verify", action="store_true", help="re-hash every tar and read every sample")
+    p.add_argument("--show", type=int, default=0, metavar="N", help="print the first N samples")
+    p.set_defaults(run=_run_inspect)
+
+
+def _run_inspect(args: argparse.Namespace) -> None:
+    from wit.shards.inspect import load, show, summary_lines, verify
+
+    manifest, card = load(args.shards)
+    for line in summary_lines(manifest, card) + show(args.shards, manifest, args.show):
+        print(line)
+    if args.verify:
+        result = verify(args.shards, manifest)
+        for problem in result.problems:
+            print(f"problem: {problem}")
+        if result.problems:
+            raise WitError(f"{args.shards}: {len(result.problems)} problems found")
+        print(f"verified: {result.shards} shards, {result.samples:,} samples, all hashes match")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from wit import __version__
-from wit.atomic import atomic_path, read_json, write_json, write_parquet
+from wit.atomic import atomic_path, read_json, remove_temporaries, write_json, write_parquet
 from wit.balance import balanced
 from wit.crawl.match import QueryMatcher
 from wit.crawl.sources import Partition, SourceStats, TableColumns, expand, plan_partitions, read_partition
@@ -174,6 +174,8 @@ def _claim_output(config: CrawlConfig, files: list[str], queries_digest: str) ->
             raise WitError(f"{config.out}: holds a crawl with other settings ({', '.join(changed)}); "
                            "use another --out")
         log.info("resuming the crawl in %s", config.out)
+        for sub in ("candidates", "selected", ".work"):
+            remove_temporaries(os.path.join(config.out, sub))
         return
     for sub in ("candidates", "selected", ".work"):
         os.makedirs(os.path.join(config.out, sub), exist_ok=True)

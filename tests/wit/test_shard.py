@@ -1,0 +1,267 @@
+"""`wit shard` and `wit inspect` on crawl outputs written in img2dataset's format by the tests."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+from wit.balance import draws, uid_keys
+from wit.crawl.urls import url_uid
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Sample:
+    url: str
+    text: str
+    query_ids: list[int]
+    image: bytes
+
+    @property
+    def uid(self) -> str:
+        return url_uid(self.url)
+
+
+def jpeg(seed: int, size: tuple[int, int] = (32, 24)) -> bytes:
+    rng = np.random.default_rng(seed)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, size=(size[1], size[0], 3), dtype=np.uint8)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def add(tar: tarfile.TarFile, name: str, data: bytes, kind: bytes = tarfile.REGTYPE, link: str = "") -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.type, info.linkname = (len(data) if kind == tarfile.REGTYPE else 0), kind, link
+    tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+
+
+def write_download(crawl: Path, shards: list[list[Sample]], extra=None) -> Path:
+    """img2dataset-style download/NNNNN.tar (+ _stats.json) for the given samples."""
+    download = crawl / "download"
+    download.mkdir(parents=True, exist_ok=True)
+    for shard_id, samples in enumerate(shards):
+        with tarfile.open(download / f"{shard_id:05d}.tar", "w") as tar:
+            for i, s in enumerate(samples):
+                key = f"{shard_id:05d}{i:04d}"
+                meta = {"uid": s.uid, "query_ids": s.query_ids, "caption": s.text, "url": s.url, "key": key,
+                        "status": "success", "width": 32, "height": 24, "original_width": 64,
+                        "original_height": 48, "sha256": hashlib.sha256(s.image).hexdigest()}
+                add(tar, f"{key}.jpg", s.image)
+                add(tar, f"{key}.txt", s.text.encode())
+                add(tar, f"{key}.json", json.dumps(meta).encode())
+            if extra:
+                extra(tar)
+        (download / f"{shard_id:05d}_stats.json").write_text(json.dumps({"count": len(samples)}))
+    return crawl
+
+
+def pool() -> tuple[list[list[Sample]], dict]:
+    """400 head samples (query 0), 20 and 10 tail samples (queries 1, 2), 5 repeated uids,
+    4 repeated images under new urls."""
+    head = [Sample(f"http://h.example/{i}.jpg", f"dog {i}", [0], jpeg(i)) for i in range(400)]
+    tail = [Sample(f"http://t.example/{i}.jpg", f"cat {i}", [1], jpeg(1000 + i)) for i in range(20)]
+    tail += [Sample(f"http://u.example/{i}.jpg", f"bird {i}", [2, 0] if i < 3 else [2], jpeg(2000 + i))
+             for i in range(10)]
+    same_uid = [Sample(s.url, s.text + " again", s.query_ids, jpeg(5000 + i)) for i, s in enumerate(tail[:5])]
+    same_image = [Sample(f"http://copy.example/{i}.jpg", "copy", [1], tail[10 + i].image) for i in range(4)]
+    unique = head + tail
+    return [head[:200], head[200:] + tail[:15], tail[15:] + same_uid + same_image], {
+        "unique": unique, "dup_uid": 5, "dup_sha": 4}
+
+
+def wit(*args, timeout=300, **popen):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}
+    command = [sys.executable, "-m", "wit", *map(str, args)]
+    if popen:
+        return subprocess.Popen(command, env=env, **popen)
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+def test_cap_dedup_and_outputs(tmp_path):
+    shards, truth = pool()
+    crawl = write_download(tmp_path / "crawl", shards)
+    out = tmp_path / "shards"
+    result = wit("shard", "--crawl", crawl, "--out", out, "--cap", "50", "--samples-per-shard", "64")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    counts = manifest["counts"]
+    assert counts["samples_read"] == 439
+    assert counts["duplicates_by_uid"] == truth["dup_uid"] and counts["duplicates_by_sha256"] == truth["dup_sha"]
+    assert counts["unique_samples"] == 430
+
+    # Expected: in uid order (ties: input order), the first of each uid, then of each image.
+    inputs = [x for shard in shards for x in shard]
+    ordered = [s for _, _, s in sorted(((s.uid, n, s) for n, s in enumerate(inputs)), key=lambda t: t[:2])]
+    unique, uids, images = [], set(), set()
+    for s in ordered:  # first of each uid
+        if s.uid not in uids:
+            uids.add(s.uid)
+            unique.append(s)
+    unique = [s for s in unique if not (s.image in images or images.add(s.image))]  # then of each image
+    assert len(unique) == 430
+    downloaded = np.bincount([q for s in unique for q in s.query_ids], minlength=3)
+    keys = uid_keys(pa.array([s.uid for s in unique]))
+    keep = [any(draws(keys[i : i + 1], np.array([q]), 0)[0] < 50 / max(downloaded[q], 50) for q in s.query_ids)
+            for i, s in enumerate(unique)]
+    expected = [s for s, k in zip(unique, keep) if k]
+    assert manifest["total_samples"] == len(expected) == counts["final_samples"]
+    kept_per_query = np.bincount([q for s in expected for q in s.query_ids], minlength=3)
+    assert kept_per_query[1] == 20 and kept_per_query[2] == 10  # under the cap: all kept
+    assert abs(kept_per_query[0] - (3 + 400 * 50 / 403)) < 4 * np.sqrt(50)  # head: about the cap
+
+    sizes = json.loads((out / "sizes.json").read_text())
+    assert list(sizes) == [f"{i:06d}.tar" for i in range(len(sizes))]
+    assert all(n == 64 for n in list(sizes.values())[:-1]) and sum(sizes.values()) == len(expected)
+    written = []
+    for shard in manifest["shards"]:
+        data = (out / shard["name"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == shard["sha256"] and len(data) == shard["bytes"]
+        with tarfile.open(out / shard["name"]) as tar:
+            names = tar.getnames()
+            assert all(m.mtime == 0 and m.uid == 0 and m.uname == "" for m in tar.getmembers())
+            for name in names[2::3]:
+                assert name.endswith(".txt")
+            for member in tar.getmembers():
+                if member.name.endswith(".json"):
+                    written.append(json.load(tar.extractfile(member)))
+    assert [w["uid"] for w in written] == [s.uid for s in expected]  # uid order
+    assert set(written[0]) == {"uid", "url", "query_ids", "width", "height", "original_width",
+                               "original_height", "sha256"}
+    card = json.loads((out / "datacard.json").read_text())
+    assert card["head"]["queries"] == 1 and card["tail"]["queries"] == 2
+    assert card["per_query"] == {"query_id": [0, 1, 2], "downloaded": downloaded.tolist(),
+                                 "kept": kept_per_query.tolist()}
+    assert (out / "datacard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_byte_identical_and_idempotent(tmp_path):
+    shards, _ = pool()
+    crawl = write_download(tmp_path / "crawl", shards)
+    args = ["--crawl", crawl, "--cap", "50", "--samples-per-shard", "40"]
+    assert wit("shard", *args, "--out", tmp_path / "a", "--workers", "1").returncode == 0
+    assert wit("shard", *args, "--out", tmp_path / "b", "--workers", "2").returncode == 0
+    tars = lambda d: {k: v for k, v in files(d).items() if k.endswith(".tar") or k == "sizes.json"}  # noqa: E731
+    assert tars(tmp_path / "a") == tars(tmp_path / "b")
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "a").iterdir()}
+    again = wit("shard", *args, "--out", tmp_path / "a")
+    assert again.returncode == 0 and "nothing to do" in again.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "a").iterdir()} == before
+
+
+@pytest.mark.slow
+def test_kill_and_resume(tmp_path):
+    shards, _ = pool()
+    crawl = write_download(tmp_path / "crawl", shards)
+    args = ["shard", "--crawl", crawl, "--cap", "1000", "--samples-per-shard", "1", "--workers", "1"]
+    assert wit(*args, "--out", tmp_path / "straight").returncode == 0
+    out = tmp_path / "killed"
+    proc = wit(*args, "--out", out, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / ".work").glob("*.json"))) < 50:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "manifest.json").exists()
+    resumed = wit(*args, "--out", out)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "written before" in resumed.stderr
+    strip = lambda d: {k: v for k, v in files(d).items() if k != "manifest.json"}  # noqa: E731
+    assert strip(out) == strip(tmp_path / "straight")
+    assert not list(out.glob(".*.tmp")) and not (out / ".work").exists()
+
+
+def test_corrupt_tar_and_unsafe_members(tmp_path):
+    shards, _ = pool()
+
+    def unsafe(tar: tarfile.TarFile) -> None:
+        add(tar, "../evil.jpg", b"x")
+        add(tar, "/etc/evil.txt", b"x")
+        add(tar, "link.jpg", b"", tarfile.SYMTYPE, "/etc/passwd")
+        add(tar, "dev.jpg", b"", tarfile.CHRTYPE)
+
+    crawl = write_download(tmp_path / "crawl", shards[:2], extra=unsafe)
+    broken = crawl / "download" / "00001.tar"
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])
+    out = tmp_path / "shards"
+    result = wit("shard", "--crawl", crawl, "--out", out, "--cap", "1000")
+    assert result.returncode == 0, result.stderr
+    counts = json.loads((out / "manifest.json").read_text())["counts"]
+    assert counts["refused_members"] == {"path_traversal": 1, "absolute_path": 1, "link": 1, "not_a_file": 1}
+    [damaged] = counts["unreadable_tars"]
+    assert damaged["tar"] == "00001.tar" and 0 < damaged["samples_recovered"] < 215
+    assert 200 < counts["final_samples"] < 200 + 215
+    assert "evil" not in str(files(out).keys())
+
+
+def test_loads_in_webdataset_datasets_and_open_clip(tmp_path):
+    shards, _ = pool()
+    crawl = write_download(tmp_path / "crawl", shards)
+    out = tmp_path / "shards"
+    assert wit("shard", "--crawl", crawl, "--out", out, "--cap", "50", "--samples-per-shard", "64").returncode == 0
+    total = json.loads((out / "manifest.json").read_text())["total_samples"]
+    tars = sorted(str(p) for p in out.glob("*.tar"))
+
+    import webdataset as wds
+
+    samples = list(wds.WebDataset(tars, shardshuffle=False).decode("pil").to_tuple("jpg", "txt", "json"))
+    assert len(samples) == total and samples[0][0].size == (32, 24) and samples[0][2]["uid"]
+
+    from datasets import load_dataset
+
+    dataset = load_dataset("webdataset", data_files={"train": tars}, split="train",
+                           cache_dir=str(tmp_path / "hf"))
+    assert dataset.num_rows == total and {"jpg", "txt", "json"} <= set(dataset.column_names)
+
+    from open_clip_train.data import get_dataset_size
+
+    pattern = str(out / f"{{000000..{len(tars) - 1:06d}}}.tar")
+    assert get_dataset_size(pattern) == (total, len(tars))
+
+
+def test_inspect_and_verify(tmp_path):
+    shards, _ = pool()
+    crawl = write_download(tmp_path / "crawl", shards)
+    out = tmp_path / "shards"
+    assert wit("shard", "--crawl", crawl, "--out", out, "--cap", "50").returncode == 0
+    result = wit("inspect", out, "--verify", "--show", "2")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("shards: 1, samples: ")
+    assert "head (> cap): 1 queries" in lines[2]
+    assert len([l for l in lines if "queries [" in l]) == 2 and lines[-1].startswith("verified: 1 shards")
+    tar = out / "000000.tar"
+    data = bytearray(tar.read_bytes())
+    data[2000] ^= 0xFF
+    tar.write_bytes(bytes(data))
+    broken = wit("inspect", out, "--verify")
+    assert broken.returncode == 1 and "sha256 differs from the manifest" in broken.stdout
+
+
+def test_errors(tmp_path):
+    empty = tmp_path / "crawl"
+    empty.mkdir()
+    result = wit("shard", "--crawl", empty, "--out", tmp_path / "out")
+    assert result.returncode == 1 and "no downloaded shards" in result.stderr and not (tmp_path / "out").exists()
+    result = wit("inspect", tmp_path)
+    assert result.returncode == 1 and "manifest.json: missing" in result.stderr
+    result = wit("shard", "--crawl", empty, "--dedup", "md5")
+    assert result.returncode == 1 and "--dedup: unknown md5" in result.stderr

@@ -1,0 +1,1 @@
+"""`wit shard` and `wit inspect`: final WebDataset shards with manifest and data card."""

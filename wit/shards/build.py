@@ -1,0 +1,314 @@
+"""`wit shard`: what `wit crawl` downloaded -> final, balanced, de-duplicated shards.
+
+1. Index every `download/NNNNN.tar` (unsafe members refused, a truncated tar read up to
+   its damage); a sample needs an image, a text and img2dataset's json with a uid.
+2. Order samples by uid; drop later duplicates by uid and by image sha256.
+3. Recount each query over what was downloaded and apply the final cap with the
+   crawl's deterministic balancing.
+4. Write fixed-size shards in uid order, each atomically with a marker, in parallel;
+   then sizes.json, datacard.json, the distribution plot and, last, manifest.json.
+The same input gives byte-identical shards; a rerun resumes or, when done, does nothing.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import io
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from PIL import Image
+from tqdm import tqdm
+
+from wit import __version__
+from wit.atomic import atomic_path, read_json, remove_temporaries, write_json
+from wit.balance import balanced
+from wit.errors import WitError
+from wit.shards.datacard import datacard, plot_distribution
+from wit.shards.tars import IMAGE_EXTENSIONS, Member, read_member, scan_tar, write_tar
+
+log = logging.getLogger("wit.shard")
+
+DEDUP_KEYS = ("uid", "sha256")
+MAX_PIXELS = 89_478_485
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    crawl: str
+    out: str
+    cap: int = 20_000
+    seed: int = 0
+    samples_per_shard: int = 10_000
+    dedup: tuple[str, ...] = DEDUP_KEYS
+    workers: int = os.cpu_count() or 1
+
+    def __post_init__(self) -> None:
+        unknown = [k for k in self.dedup if k not in DEDUP_KEYS]
+        if unknown:
+            raise WitError(f"--dedup: unknown {', '.join(unknown)} (choose from: {', '.join(DEDUP_KEYS)})")
+        for name in ("cap", "samples_per_shard", "workers"):
+            if getattr(self, name) < 1:
+                raise WitError(f"--{name.replace('_', '-')}: must be at least 1")
+
+
+def shard(config: ShardConfig) -> dict:
+    """Build (or finish, or confirm) the SHARDS dir; return the manifest."""
+    started = time.time()
+    download = os.path.join(config.crawl, "download")
+    tars = sorted(glob.glob(os.path.join(download, "*.tar")))
+    if not tars:
+        raise WitError(f"{download}: no downloaded shards (run `wit crawl` first)")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["wit.shards.build"])
+    with ProcessPoolExecutor(config.workers, mp_context=context) as pool:
+        index, report = _index(tars, pool)
+        plan, counts = _plan(index, config, report)
+        fingerprint = _fingerprint(plan, config)
+        manifest_path = os.path.join(config.out, "manifest.json")
+        if os.path.exists(manifest_path) and read_json(manifest_path).get("plan_sha256") == fingerprint:
+            log.info("%s is up to date: nothing to do", config.out)
+            return read_json(manifest_path)
+        work = os.path.join(config.out, ".work")
+        os.makedirs(work, exist_ok=True)
+        remove_temporaries(config.out)
+        shards = _write_all(plan, config, work, fingerprint, pool)
+    sizes = {s["name"]: s["samples"] for s in shards}
+    write_json(os.path.join(config.out, "sizes.json"), sizes)
+    card = datacard(counts, config.cap, report)
+    write_json(os.path.join(config.out, "datacard.json"), card)
+    plot_distribution(counts, config.cap, os.path.join(config.out, "datacard.png"))
+    manifest = {
+        "tool": "wit shard", "version": __version__, "plan_sha256": fingerprint,
+        "shards": shards, "total_samples": sum(sizes.values()),
+        "total_bytes": sum(s["bytes"] for s in shards),
+        "cap": config.cap, "seed": config.seed, "samples_per_shard": config.samples_per_shard,
+        "dedup": list(config.dedup), "counts": report,
+        "inputs": {"crawl": os.path.abspath(config.crawl), "tars": [_describe(t) for t in tars]},
+        "seconds": round(time.time() - started, 3),
+    }
+    write_json(manifest_path, manifest)
+    shutil.rmtree(work)
+    return manifest
+
+
+# ---- 1. index ------------------------------------------------------------------------
+
+
+_COLUMNS = ("uid", "url", "text", "query_ids", "width", "height", "original_width", "original_height",
+            "sha256", "tar", "offset", "size", "extension")
+
+
+def _index(tars: list[str], pool: ProcessPoolExecutor) -> tuple[pa.Table, dict]:
+    """One row per usable sample of every tar (tars indexed in parallel), and what was
+    dropped, by reason."""
+    report = {"tars": len(tars), "unreadable_tars": [], "refused_members": {}, "samples_read": 0,
+              "missing_image_or_text": 0, "too_many_pixels": 0}
+    tables = []
+    bar = tqdm(total=len(tars), desc="index", unit="tar", mininterval=1.0, dynamic_ncols=True)
+    for path, table, found in pool.map(index_tar, tars):
+        tables.append(table)
+        if found["error"]:
+            log.warning("%s: %s; keeping the %d samples before the damage", path, found["error"],
+                        found["samples_read"])
+            report["unreadable_tars"].append({"tar": os.path.basename(path), "error": found["error"],
+                                              "samples_recovered": found["samples_read"]})
+        for reason, n in found["refused"].items():
+            report["refused_members"][reason] = report["refused_members"].get(reason, 0) + n
+        for key in ("samples_read", "missing_image_or_text", "too_many_pixels"):
+            report[key] += found[key]
+        bar.update()
+    bar.close()
+    return pa.concat_tables(tables), report
+
+
+def index_tar(path: str) -> tuple[str, pa.Table, dict]:
+    """The usable samples of one tar (a worker task)."""
+    scan = scan_tar(path)
+    rows: dict[str, list] = {k: [] for k in _COLUMNS}
+    found = {"error": scan.error, "refused": scan.refused, "samples_read": 0,
+             "missing_image_or_text": 0, "too_many_pixels": 0}
+    with open(path, "rb") as f:
+        for members in scan.samples.values():
+            found["samples_read"] += 1
+            sample = _read_sample(f, members)
+            if sample is None:
+                found["missing_image_or_text"] += 1
+                continue
+            meta, text, image, extension, member = sample
+            width, height = _image_size(image)
+            if width * height > MAX_PIXELS:
+                found["too_many_pixels"] += 1
+                continue
+            values = (meta["uid"], meta.get("url", ""), text, [int(q) for q in meta.get("query_ids") or []],
+                      width, height, meta.get("original_width") or width, meta.get("original_height") or height,
+                      hashlib.sha256(image).hexdigest(), path, member.offset, member.size, extension)
+            for key, value in zip(_COLUMNS, values):
+                rows[key].append(value)
+    table = pa.table({**{k: pa.array(rows[k]) for k in _COLUMNS if k != "query_ids"},
+                      "query_ids": pa.array(rows["query_ids"], pa.list_(pa.int32()))},
+                     schema=_INDEX_SCHEMA)
+    return path, table, found
+
+
+_INDEX_SCHEMA = pa.schema([
+    ("uid", pa.string()), ("url", pa.string()), ("text", pa.string()), ("width", pa.int64()),
+    ("height", pa.int64()), ("original_width", pa.int64()), ("original_height", pa.int64()),
+    ("sha256", pa.string()), ("tar", pa.string()), ("offset", pa.int64()), ("size", pa.int64()),
+    ("extension", pa.string()), ("query_ids", pa.list_(pa.int32())),
+])
+
+
+def _read_sample(f, members: dict[str, Member]):
+    extension = next((e for e in IMAGE_EXTENSIONS if e in members), None)
+    if extension is None or "txt" not in members or "json" not in members:
+        return None
+    try:
+        meta = json.loads(read_member(f, members["json"]))
+        text = read_member(f, members["txt"]).decode("utf-8")
+        image = read_member(f, members[extension])
+    except (ValueError, EOFError, OSError):
+        return None
+    if not isinstance(meta, dict) or not meta.get("uid") or not text.strip() or not image:
+        return None
+    return meta, text, image, extension, members[extension]
+
+
+def _image_size(image: bytes) -> tuple[int, int]:
+    """Width and height from the image header only (a decompression bomb is never decoded)."""
+    try:
+        with Image.open(io.BytesIO(image)) as img:
+            return img.size
+    except Image.DecompressionBombError:
+        return MAX_PIXELS, 2
+    except Exception:  # noqa: BLE001 - undecodable images are dropped by the pixel test
+        return MAX_PIXELS, 2
+
+
+# ---- 2-3. de-duplicate and balance ---------------------------------------------------
+
+
+def _plan(index: pa.Table, config: ShardConfig, report: dict) -> tuple[pa.Table, dict]:
+    """The final samples in uid order, and per-query counts before and after the cap."""
+    index = index.sort_by([("uid", "ascending"), ("tar", "ascending"), ("offset", "ascending")])
+    for key in config.dedup:
+        values = index.column(key).to_numpy(zero_copy_only=False)
+        _, first = np.unique(values, return_index=True)
+        keep = np.zeros(len(values), dtype=bool)
+        keep[first] = True
+        report[f"duplicates_by_{key}"] = int(len(values) - keep.sum())
+        index = index.filter(pa.array(keep))
+    query_count = int(pc.max(pc.list_flatten(index["query_ids"])).as_py() or -1) + 1 if index.num_rows else 0
+    downloaded = np.bincount(pc.list_flatten(index["query_ids"]).to_numpy(zero_copy_only=False),
+                             minlength=query_count) if index.num_rows else np.zeros(0, np.int64)
+    keep = balanced(index["uid"], index["query_ids"], downloaded, config.cap, config.seed) \
+        if index.num_rows else np.zeros(0, bool)
+    plan = index.filter(pa.array(keep))
+    kept = np.bincount(pc.list_flatten(plan["query_ids"]).to_numpy(zero_copy_only=False),
+                       minlength=query_count) if plan.num_rows else np.zeros(query_count, np.int64)
+    report["unique_samples"] = index.num_rows
+    report["balanced_out"] = int(index.num_rows - plan.num_rows)
+    report["final_samples"] = plan.num_rows
+    return plan, {"downloaded": downloaded, "kept": kept}
+
+
+def _fingerprint(plan: pa.Table, config: ShardConfig) -> str:
+    digest = hashlib.sha256()
+    for uid, sha in zip(plan["uid"].to_pylist(), plan["sha256"].to_pylist()):
+        digest.update(f"{uid}:{sha}\n".encode())
+    digest.update(json.dumps({"samples_per_shard": config.samples_per_shard, "version": __version__}).encode())
+    return digest.hexdigest()
+
+
+# ---- 4. write ------------------------------------------------------------------------
+
+
+def _write_all(plan: pa.Table, config: ShardConfig, work: str, fingerprint: str,
+               pool: ProcessPoolExecutor) -> list[dict]:
+    n = config.samples_per_shard
+    jobs = [(i, plan.slice(start, n)) for i, start in enumerate(range(0, plan.num_rows, n))]
+    done: dict[int, dict] = {}
+    todo = []
+    for i, rows in jobs:
+        marker = os.path.join(work, f"{i:06d}.json")
+        if os.path.exists(marker) and read_json(marker).get("plan_sha256") == fingerprint \
+                and os.path.exists(os.path.join(config.out, f"{i:06d}.tar")):
+            done[i] = read_json(marker)["shard"]
+        else:
+            todo.append((i, rows))
+    if done:
+        log.info("%d of %d shards written before", len(done), len(jobs))
+    bar = tqdm(total=len(jobs), initial=len(done), desc="shards", unit="shard", mininterval=1.0,
+               dynamic_ncols=True)
+    futures = [pool.submit(write_shard, i, rows, config.out, work, fingerprint) for i, rows in todo]
+    for future in futures:
+        result = future.result()
+        done[result["index"]] = result["shard"]
+        bar.update()
+    bar.close()
+    return [done[i] for i in sorted(done)]
+
+
+def write_shard(index: int, rows: pa.Table, out: str, work: str, fingerprint: str) -> dict:
+    """Write shard `index` from its rows (reading image bytes from the source tars)."""
+    name = f"{index:06d}.tar"
+    handles: dict[str, object] = {}
+
+    def samples():
+        for row in rows.to_pylist():
+            f = handles.get(row["tar"]) or handles.setdefault(row["tar"], open(row["tar"], "rb"))
+            image = read_member(f, Member(row["uid"], row["offset"], row["size"]))
+            meta = {k: row[k] for k in ("uid", "url", "query_ids", "width", "height",
+                                        "original_width", "original_height", "sha256")}
+            yield row["uid"], [(row["extension"], image),
+                               ("json", json.dumps(meta, sort_keys=True, ensure_ascii=False).encode()),
+                               ("txt", row["text"].encode("utf-8"))]
+
+    target = os.path.join(out, name)
+    try:
+        with atomic_path(target) as tmp:
+            with open(tmp, "wb") as f:
+                hashed = _HashingWriter(f)
+                write_tar(hashed, samples())
+    finally:
+        for handle in handles.values():
+            handle.close()
+    shard_info = {"name": name, "samples": rows.num_rows, "bytes": hashed.size,
+                  "sha256": hashed.digest.hexdigest()}
+    write_json(os.path.join(work, f"{index:06d}.json"), {"plan_sha256": fingerprint, "shard": shard_info})
+    return {"index": index, "shard": shard_info}
+
+
+class _HashingWriter:
+    """A write-only file that hashes what passes through (no second read of the shard)."""
+
+    def __init__(self, f) -> None:
+        self.f, self.digest, self.size = f, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        return self.f.write(data)
+
+    def tell(self) -> int:
+        return self.size
+
+
+def _describe(path: str) -> dict:
+    return {"name": os.path.basename(path), "bytes": os.path.getsize(path)}
+
+
+def default_out(crawl: str) -> str:
+    """shards/<name of the crawl dir> at the current directory."""
+    return os.path.join("shards", os.path.basename(os.path.normpath(crawl)))
+

@@ -1,0 +1,47 @@
+"""The data card: how the samples spread over the query list, before and after the cap."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from wit.atomic import atomic_path
+
+
+def datacard(counts: dict[str, np.ndarray], cap: int, report: dict) -> dict:
+    """Per-query counts (query_id, downloaded, kept; queries with samples only), the
+    head/tail split (head: queries above the cap before balancing) and totals."""
+    downloaded, kept = counts["downloaded"], counts["kept"]
+    present = np.flatnonzero(downloaded)
+    head = downloaded > cap
+    return {
+        "cap": cap,
+        "queries_with_samples": {"downloaded": int((downloaded > 0).sum()), "kept": int((kept > 0).sum())},
+        "head": {"queries": int(head.sum()), "pairs_downloaded": int(downloaded[head].sum()),
+                 "pairs_kept": int(kept[head].sum())},
+        "tail": {"queries": int(((downloaded > 0) & ~head).sum()),
+                 "pairs_downloaded": int(downloaded[~head].sum()), "pairs_kept": int(kept[~head].sum())},
+        "totals": {k: report[k] for k in ("samples_read", "unique_samples", "final_samples")},
+        "per_query": {"query_id": present.tolist(), "downloaded": downloaded[present].tolist(),
+                      "kept": kept[present].tolist()},
+    }
+
+
+def plot_distribution(counts: dict[str, np.ndarray], cap: int, path: str) -> None:
+    """Log-log plot of per-query counts by rank, before and after balancing (MetaCLIP's figure)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 4), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_axes((0.13, 0.13, 0.82, 0.78))
+    for name, label in (("downloaded", "downloaded (before the cap)"), ("kept", "kept (after the cap)")):
+        values = np.sort(counts[name][counts[name] > 0])[::-1]
+        if len(values):
+            axes.loglog(np.arange(1, len(values) + 1), values, label=label)
+    axes.axhline(cap, color="grey", linestyle="--", linewidth=1, label=f"cap t = {cap:,}")
+    axes.set_xlabel("query rank")
+    axes.set_ylabel("pairs per query")
+    axes.set_title("Pairs per query")
+    axes.legend()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", metadata={"Software": None})
