@@ -19,6 +19,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
+from tests.wit.testweb import bomb_png
 from wit.balance import draws, uid_keys
 from wit.crawl.urls import url_uid
 
@@ -193,6 +194,10 @@ def test_corrupt_tar_and_unsafe_members(tmp_path):
     shards, _ = pool()
 
     def unsafe(tar: tarfile.TarFile) -> None:
+        for key, image in (("html", b"<html>not an image</html>"), ("bomb", bomb_png())):
+            add(tar, f"{key}.jpg" if key == "html" else f"{key}.png", image)
+            add(tar, f"{key}.txt", b"dog")
+            add(tar, f"{key}.json", json.dumps({"uid": url_uid(key), "query_ids": [0]}).encode())
         add(tar, "../evil.jpg", b"x")
         add(tar, "/etc/evil.txt", b"x")
         add(tar, "link.jpg", b"", tarfile.SYMTYPE, "/etc/passwd")
@@ -200,12 +205,13 @@ def test_corrupt_tar_and_unsafe_members(tmp_path):
 
     crawl = write_download(tmp_path / "crawl", shards[:2], extra=unsafe)
     broken = crawl / "download" / "00001.tar"
-    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 4])  # inside its ordinary samples
     out = tmp_path / "shards"
     result = wit("shard", "--crawl", crawl, "--out", out, "--cap", "1000")
     assert result.returncode == 0, result.stderr
     counts = json.loads((out / "manifest.json").read_text())["counts"]
     assert counts["refused_members"] == {"path_traversal": 1, "absolute_path": 1, "link": 1, "not_a_file": 1}
+    assert counts["undecodable_image"] == 1 and counts["too_many_pixels"] == 1  # from the intact tar
     [damaged] = counts["unreadable_tars"]
     assert damaged["tar"] == "00001.tar" and 0 < damaged["samples_recovered"] < 215
     assert 200 < counts["final_samples"] < 200 + 215

@@ -113,7 +113,7 @@ def _index(tars: list[str], pool: ProcessPoolExecutor) -> tuple[pa.Table, dict]:
     """One row per usable sample of every tar (tars indexed in parallel), and what was
     dropped, by reason."""
     report = {"tars": len(tars), "unreadable_tars": [], "refused_members": {}, "samples_read": 0,
-              "missing_image_or_text": 0, "too_many_pixels": 0}
+              "missing_image_or_text": 0, "undecodable_image": 0, "too_many_pixels": 0}
     tables = []
     bar = tqdm(total=len(tars), desc="index", unit="tar", mininterval=1.0, dynamic_ncols=True)
     for path, table, found in pool.map(index_tar, tars):
@@ -125,7 +125,7 @@ def _index(tars: list[str], pool: ProcessPoolExecutor) -> tuple[pa.Table, dict]:
                                               "samples_recovered": found["samples_read"]})
         for reason, n in found["refused"].items():
             report["refused_members"][reason] = report["refused_members"].get(reason, 0) + n
-        for key in ("samples_read", "missing_image_or_text", "too_many_pixels"):
+        for key in ("samples_read", "missing_image_or_text", "undecodable_image", "too_many_pixels"):
             report[key] += found[key]
         bar.update()
     bar.close()
@@ -137,7 +137,7 @@ def index_tar(path: str) -> tuple[str, pa.Table, dict]:
     scan = scan_tar(path)
     rows: dict[str, list] = {k: [] for k in _COLUMNS}
     found = {"error": scan.error, "refused": scan.refused, "samples_read": 0,
-             "missing_image_or_text": 0, "too_many_pixels": 0}
+             "missing_image_or_text": 0, "undecodable_image": 0, "too_many_pixels": 0}
     with open(path, "rb") as f:
         for members in scan.samples.values():
             found["samples_read"] += 1
@@ -146,10 +146,11 @@ def index_tar(path: str) -> tuple[str, pa.Table, dict]:
                 found["missing_image_or_text"] += 1
                 continue
             meta, text, image, extension, member = sample
-            width, height = _image_size(image)
-            if width * height > MAX_PIXELS:
-                found["too_many_pixels"] += 1
+            size, problem = _image_size(image)
+            if problem:
+                found[problem] += 1
                 continue
+            width, height = size
             values = (meta["uid"], meta.get("url", ""), text, [int(q) for q in meta.get("query_ids") or []],
                       width, height, meta.get("original_width") or width, meta.get("original_height") or height,
                       hashlib.sha256(image).hexdigest(), path, member.offset, member.size, extension)
@@ -184,15 +185,17 @@ def _read_sample(f, members: dict[str, Member]):
     return meta, text, image, extension, members[extension]
 
 
-def _image_size(image: bytes) -> tuple[int, int]:
-    """Width and height from the image header only (a decompression bomb is never decoded)."""
+def _image_size(image: bytes) -> tuple[tuple[int, int] | None, str | None]:
+    """(width, height) from the image header only, or the reason to drop the sample;
+    nothing is decoded, so a decompression bomb costs nothing."""
     try:
         with Image.open(io.BytesIO(image)) as img:
-            return img.size
+            width, height = img.size
     except Image.DecompressionBombError:
-        return MAX_PIXELS, 2
-    except Exception:  # noqa: BLE001 - undecodable images are dropped by the pixel test
-        return MAX_PIXELS, 2
+        return None, "too_many_pixels"
+    except Exception:  # noqa: BLE001 - Pillow raises many types for bytes that are no image
+        return None, "undecodable_image"
+    return ((width, height), None) if width * height <= MAX_PIXELS else (None, "too_many_pixels")
 
 
 # ---- 2-3. de-duplicate and balance ---------------------------------------------------
