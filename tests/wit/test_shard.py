@@ -166,6 +166,8 @@ def test_byte_identical_and_idempotent(tmp_path):
     again = wit("shard", *args, "--out", tmp_path / "a")
     assert again.returncode == 0 and "nothing to do" in again.stderr
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "a").iterdir()} == before
+    fewer = wit("shard", *args[:-1], "400", "--out", tmp_path / "a")  # one shard instead of several
+    assert fewer.returncode == 0 and sorted(p.name for p in (tmp_path / "a").glob("*.tar")) == ["000000.tar"]
 
 
 @pytest.mark.slow

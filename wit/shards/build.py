@@ -84,6 +84,8 @@ def shard(config: ShardConfig) -> dict:
         remove_temporaries(config.out)
         shards = _write_all(plan, config, work, fingerprint, pool)
     sizes = {s["name"]: s["samples"] for s in shards}
+    for stale in set(glob.glob(os.path.join(config.out, "*.tar"))) - {os.path.join(config.out, n) for n in sizes}:
+        os.remove(stale)  # from an earlier plan with more shards
     write_json(os.path.join(config.out, "sizes.json"), sizes)
     card = datacard(counts, config.cap, report)
     write_json(os.path.join(config.out, "datacard.json"), card)
