@@ -69,13 +69,21 @@ def shard(config: ShardConfig) -> dict:
     tars = sorted(glob.glob(os.path.join(download, "*.tar")))
     if not tars:
         raise WitError(f"{download}: no downloaded shards (run `wit crawl` first)")
+    inputs = {"crawl": os.path.abspath(config.crawl), "tars": [_describe(t) for t in tars]}
+    settings = {"cap": config.cap, "seed": config.seed, "samples_per_shard": config.samples_per_shard,
+                "dedup": list(config.dedup), "version": __version__}
+    manifest_path = os.path.join(config.out, "manifest.json")
+    if os.path.exists(manifest_path):  # the same inputs and settings: no need to read them again
+        previous = read_json(manifest_path)
+        if previous.get("inputs") == inputs and all(previous.get(k) == v for k, v in settings.items()):
+            log.info("%s is up to date: nothing to do", config.out)
+            return previous
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["wit.shards.build"])
     with ProcessPoolExecutor(config.workers, mp_context=context) as pool:
         index, report = _index(tars, pool)
         plan, counts = _plan(index, config, report)
         fingerprint = _fingerprint(plan, config)
-        manifest_path = os.path.join(config.out, "manifest.json")
         if os.path.exists(manifest_path) and read_json(manifest_path).get("plan_sha256") == fingerprint:
             log.info("%s is up to date: nothing to do", config.out)
             return read_json(manifest_path)
@@ -91,13 +99,10 @@ def shard(config: ShardConfig) -> dict:
     write_json(os.path.join(config.out, "datacard.json"), card)
     plot_distribution(counts, config.cap, os.path.join(config.out, "datacard.png"))
     manifest = {
-        "tool": "wit shard", "version": __version__, "plan_sha256": fingerprint,
+        "tool": "wit shard", **settings, "plan_sha256": fingerprint,
         "shards": shards, "total_samples": sum(sizes.values()),
         "total_bytes": sum(s["bytes"] for s in shards),
-        "cap": config.cap, "seed": config.seed, "samples_per_shard": config.samples_per_shard,
-        "dedup": list(config.dedup), "counts": report,
-        "inputs": {"crawl": os.path.abspath(config.crawl), "tars": [_describe(t) for t in tars]},
-        "seconds": round(time.time() - started, 3),
+        "counts": report, "inputs": inputs, "seconds": round(time.time() - started, 3),
     }
     write_json(manifest_path, manifest)
     shutil.rmtree(work)
@@ -310,7 +315,8 @@ class _HashingWriter:
 
 
 def _describe(path: str) -> dict:
-    return {"name": os.path.basename(path), "bytes": os.path.getsize(path)}
+    stat = os.stat(path)
+    return {"name": os.path.basename(path), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 def default_out(crawl: str) -> str:
