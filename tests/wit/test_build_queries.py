@@ -8,18 +8,17 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
+from tests.wit.cli import assert_one_line_error, run_wit
 from tests.wit.wikidump import WikiPage, write_dump
 from wit.queries.build import BuildConfig, build_queries
-
-REPO = Path(__file__).resolve().parents[2]
 
 PAGES = [
     WikiPage("Alpha", "Alpha beta gamma. Alpha beta delta.{{cite|template words}}<ref>ref words</ref>"),
@@ -141,10 +140,7 @@ def test_counts_equal_reference_whatever_the_layout_chunking_and_workers(tmp_pat
     assert tables[0] == tables[1]
 
 
-def wit(*args, timeout=120):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "wit", "build-queries", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+wit = partial(run_wit, "build-queries")
 
 
 def test_kill_and_resume_gives_the_same_outputs(tmp_path):
@@ -154,9 +150,7 @@ def test_kill_and_resume_gives_the_same_outputs(tmp_path):
     assert wit(*common, "--out", tmp_path / "straight").returncode == 0
 
     out = tmp_path / "killed"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "wit", "build-queries", *map(str, common), "--out", str(out)],
-                            stderr=subprocess.DEVNULL, env=env)
+    proc = wit(*common, "--out", out, stderr=subprocess.DEVNULL)
     work = out / ".work"
     deadline = time.time() + 60
     while time.time() < deadline and len(list(work.glob("*.json"))) < 30:
@@ -184,14 +178,6 @@ def test_work_left_by_other_settings_is_discarded(tmp_path):
     (out / ".work" / "000-000000.json").write_text('{"pages": 999999}')
     stats = build_queries(BuildConfig(wiki_dumps=(str(dump),), out=str(out), workers=1))
     assert stats["chunks_resumed"] == 0 and stats["pages"]["pages"] == 200
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.returncode == 1
-    errors = [line for line in result.stderr.splitlines() if "error:" in line]
-    assert len(errors) == 1 and errors[0].startswith("wit build-queries: error: "), result.stderr
-    for fragment in fragments:
-        assert str(fragment) in errors[0]
 
 
 def bad_inputs(tmp_path):
@@ -222,7 +208,7 @@ def bad_inputs(tmp_path):
 def test_bad_input_one_line_error_and_no_output(tmp_path, case):
     args, fragments = bad_inputs(tmp_path)[case]
     out = tmp_path / "out"
-    assert_one_line_error(wit(*args, "--out", out), *fragments)
+    assert_one_line_error(wit(*args, "--out", out), "build-queries", *fragments)
     assert not out.exists()
 
 
@@ -234,5 +220,5 @@ def test_failed_run_keeps_earlier_outputs(tmp_path):
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     bad = write_dump(tmp_path / "bad.xml.bz2", pages, "bz2")
     bad.write_bytes(bad.read_bytes()[:-100])
-    assert_one_line_error(wit("--wiki-dump", bad, "--out", out), bad)
+    assert_one_line_error(wit("--wiki-dump", bad, "--out", out), "build-queries", bad)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -6,21 +6,21 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tarfile
 import time
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.wit.cli import assert_one_line_error, run_wit
 from tests.wit.testweb import TestWeb
 from tests.wit.watgen import WatImage, WatPage, write_wat
 from wit.crawl import fetch
 from wit.crawl.fetch import DEADLINE_ERROR, FetchPolicy, download_image
 
-REPO = Path(__file__).resolve().parents[2]
 QUERIES = ["dog", "cat", "red dog", "bird"]
 
 
@@ -44,12 +44,7 @@ def write_pool(path: Path, rows: list[tuple[str, str]]) -> Path:
     return path
 
 
-def wit_crawl(*args, timeout=300, **popen):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "NO_ALBUMENTATIONS_UPDATE": "1"}
-    command = [sys.executable, "-m", "wit", "crawl", *map(str, args)]
-    if popen:
-        return subprocess.Popen(command, env=env, **popen)
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+wit_crawl = partial(run_wit, "crawl")
 
 
 def samples(download: Path) -> list[dict]:
@@ -235,11 +230,7 @@ def test_pyspark_local_mode_equals_multiprocessing(web, queries_dir, tmp_path):
 
 
 def one_line_error(result, *fragments):
-    assert result.returncode == 1, result.stderr
-    errors = [line for line in result.stderr.splitlines() if "error:" in line]
-    assert len(errors) == 1 and errors[0].startswith("wit crawl: error: "), result.stderr
-    for fragment in fragments:
-        assert str(fragment) in errors[0], errors[0]
+    assert_one_line_error(result, "crawl", *fragments)
 
 
 def test_input_errors(web, queries_dir, tmp_path):

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tarfile
 import time
 from dataclasses import dataclass
@@ -19,11 +18,10 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
+from tests.wit.cli import run_wit
 from tests.wit.testweb import bomb_png
 from wit.balance import draws, uid_keys
 from wit.crawl.urls import url_uid
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -85,12 +83,7 @@ def pool() -> tuple[list[list[Sample]], dict]:
         "unique": unique, "dup_uid": 5, "dup_sha": 4}
 
 
-def wit(*args, timeout=300, **popen):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}
-    command = [sys.executable, "-m", "wit", *map(str, args)]
-    if popen:
-        return subprocess.Popen(command, env=env, **popen)
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+wit = run_wit
 
 
 def files(directory: Path) -> dict[str, bytes]:

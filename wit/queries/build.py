@@ -18,7 +18,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from itertools import chain
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -162,13 +162,9 @@ def _count_all(dumps: list[DumpFile], work_dir: str, config: BuildConfig) -> tup
                     record(done)
                     resumed += 1
                     continue
-                while len(pending) >= 2 * config.workers:
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        record(future.result())
+                pending = _collect(pending, 2 * config.workers - 1, record)
                 pending.add(executor.submit(count_chunk, chunk, work_dir, config.lowercase))
-            for future in _as_finished(pending):
-                record(future.result())
+            pending = _collect(pending, 0, record)
     except BaseException:
         for future in pending:
             future.cancel()
@@ -188,10 +184,13 @@ def _worker_pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(workers, mp_context=context)
 
 
-def _as_finished(pending: set[Future]) -> Iterator[Future]:
-    while pending:
+def _collect(pending: set[Future], keep: int, record) -> set[Future]:
+    """Wait until at most `keep` tasks are pending, recording each finished one."""
+    while len(pending) > keep:
         finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-        yield from finished
+        for future in finished:
+            record(future.result())
+    return pending
 
 
 def _finish(

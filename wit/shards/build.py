@@ -112,6 +112,7 @@ def shard(config: ShardConfig) -> dict:
 # ---- 1. index ------------------------------------------------------------------------
 
 
+_DROP_REASONS = ("missing_image_or_text", "undecodable_image", "too_many_pixels")
 _COLUMNS = ("uid", "url", "text", "query_ids", "width", "height", "original_width", "original_height",
             "sha256", "tar", "offset", "size", "extension")
 
@@ -120,7 +121,7 @@ def _index(tars: list[str], pool: ProcessPoolExecutor) -> tuple[pa.Table, dict]:
     """One row per usable sample of every tar (tars indexed in parallel), and what was
     dropped, by reason."""
     report = {"tars": len(tars), "unreadable_tars": [], "refused_members": {}, "samples_read": 0,
-              "missing_image_or_text": 0, "undecodable_image": 0, "too_many_pixels": 0}
+              **dict.fromkeys(_DROP_REASONS, 0)}
     tables = []
     bar = tqdm(total=len(tars), desc="index", unit="tar", mininterval=1.0, dynamic_ncols=True)
     for path, table, found in pool.map(index_tar, tars):
@@ -132,7 +133,7 @@ def _index(tars: list[str], pool: ProcessPoolExecutor) -> tuple[pa.Table, dict]:
                                               "samples_recovered": found["samples_read"]})
         for reason, n in found["refused"].items():
             report["refused_members"][reason] = report["refused_members"].get(reason, 0) + n
-        for key in ("samples_read", "missing_image_or_text", "undecodable_image", "too_many_pixels"):
+        for key in ("samples_read", *_DROP_REASONS):
             report[key] += found[key]
         bar.update()
     bar.close()
@@ -144,7 +145,7 @@ def index_tar(path: str) -> tuple[str, pa.Table, dict]:
     scan = scan_tar(path)
     rows: dict[str, list] = {k: [] for k in _COLUMNS}
     found = {"error": scan.error, "refused": scan.refused, "samples_read": 0,
-             "missing_image_or_text": 0, "undecodable_image": 0, "too_many_pixels": 0}
+             **dict.fromkeys(_DROP_REASONS, 0)}
     with open(path, "rb") as f:
         for members in scan.samples.values():
             found["samples_read"] += 1
