@@ -1,0 +1,188 @@
+"""The trainer's configuration: one typed tree from a YAML file plus `--set key=value`
+overrides, resolved and validated once, then never mutated."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from train.errors import TrainError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """An OpenCLIP model name (e.g. `ViT-B-32-quickgelu`), or a custom OpenCLIP model
+    config (`embed_dim`, `vision_cfg`, `text_cfg`) registered under `name`."""
+    name: str = "ViT-B-32-quickgelu"
+    config: dict | None = None
+    grad_checkpointing: bool = False
+    compile: bool = False
+
+    def __post_init__(self):
+        if self.config is not None and not {"embed_dim", "vision_cfg", "text_cfg"} <= set(self.config):
+            raise TrainError("model.config needs embed_dim, vision_cfg and text_cfg (an OpenCLIP model config)")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What to evaluate every `eval_every` steps (and at the end): zero-shot classification
+    on an ImageFolder and/or retrieval on held-out shards."""
+    imagefolder: str | None = None
+    classnames: str | None = None
+    templates: str | None = None
+    shards: str | None = None
+    batch_size: int = 256
+    max_samples: int = 10_000
+
+    def __post_init__(self):
+        if self.imagefolder and not self.classnames:
+            raise TrainError("eval.imagefolder needs eval.classnames (a file with one class name per line)")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.imagefolder or self.shards)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    shards: str = ""
+    run_dir: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    batch_size: int = 256          # global, over all ranks and micro-batches
+    accum_steps: int = 1           # micro-batches per step; the contrastive batch stays global
+    steps: int = 1000
+    lr: float = 5e-4
+    warmup: int = 100
+    min_lr: float = 0.0
+    weight_decay: float = 0.2
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    grad_clip: float = 0.0         # max gradient norm, 0 = off
+    precision: str = "auto"        # auto (bf16 autocast on GPU, fp32 on CPU), bf16, fp32
+    optimizer_state: str = "fp32"  # fp32, or 8bit / 4bit (torchao low-precision AdamW states)
+    workers: int = 4               # dataloader workers per rank
+    shuffle_window: int = 2048     # samples shuffled together inside a worker
+    max_pixels: int = 89_478_485   # decoder cap (PIL's default bomb limit)
+    seed: int = 0
+    save_every: int = 1000
+    keep_checkpoints: int = 3      # step_N.pt files kept besides latest.pt (0 = all)
+    eval_every: int = 0            # 0 = only at the end (when eval is configured)
+    log_every: int = 10
+    resume: str = "auto"           # auto (latest checkpoint in run_dir, if any), none, or a path
+    sizes: str | None = None       # sizes.json for the shards (default: the one next to them)
+    tensorboard: bool = True
+    progress: bool = True
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self):
+        if not self.shards:
+            raise TrainError("shards is not set (a SHARDS dir or a brace pattern of tar urls)")
+        if not self.run_dir:
+            raise TrainError("run_dir is not set")
+        for name in ("batch_size", "accum_steps", "steps", "shuffle_window", "max_pixels", "log_every"):
+            if getattr(self, name) < 1:
+                raise TrainError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("warmup", "workers", "save_every", "eval_every", "keep_checkpoints"):
+            if getattr(self, name) < 0:
+                raise TrainError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise TrainError(f"lr must be positive, got {self.lr}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise TrainError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
+        if self.optimizer_state not in ("fp32", "8bit", "4bit"):
+            raise TrainError(f"optimizer_state must be fp32, 8bit or 4bit, got {self.optimizer_state!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def load_config(path: str | None, overrides: list[str] = ()) -> TrainConfig:
+    """Read the YAML file at `path` (if any), apply `key=value` overrides (dotted keys reach
+    nested values, values are parsed as YAML) and build the validated config tree."""
+    raw: dict = {}
+    if path:
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as e:
+            raise TrainError(f"{path}: cannot read the config: {e.strerror}") from None
+        except yaml.YAMLError as e:
+            raise TrainError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(raw, dict):
+            raise TrainError(f"{path}: the config must be a mapping of keys to values")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise TrainError(f"--set {item!r}: expected key=value")
+        _set_dotted(raw, key, yaml.safe_load(value) if value else "")
+    return from_dict(raw, source=path or "--set")
+
+
+def from_dict(raw: dict, source: str = "config") -> TrainConfig:
+    """Build a TrainConfig from plain values (a saved config.json, or the YAML tree)."""
+    try:
+        return _build(TrainConfig, raw, "")
+    except TrainError as e:
+        raise TrainError(f"{source}: {e}") from None
+
+
+def _set_dotted(tree: dict, key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = tree.get(part)
+        if isinstance(node, str) and part == "model":   # `model: ViT-B-32` then `--set model.compile=true`
+            node = {"name": node}
+        if not isinstance(node, dict):
+            node = {}
+        tree[part] = node
+        tree = node
+    tree[leaf] = value
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if cls is ModelConfig and isinstance(raw, str):
+        raw = {"name": raw}
+    if not isinstance(raw, dict):
+        raise TrainError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise TrainError(f"unknown key {prefix}{unknown[0]} (valid: {', '.join(sorted(names))})")
+    values = {}
+    for name, value in raw.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, value, f"{prefix}{name}.")
+        else:
+            values[name] = _coerce(value, hint, f"{prefix}{name}")
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise TrainError(f"{key} must be a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, key) for v, a in zip(value, args))
+    if hint is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        try:
+            return float(value)   # YAML reads `1e-3` (no dot) as a string
+        except ValueError:
+            raise TrainError(f"{key} must be float, got {value!r}") from None
+    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    base = origin or hint
+    if not isinstance(value, base) or (base is int and isinstance(value, bool)):
+        raise TrainError(f"{key} must be {getattr(base, '__name__', base)}, got {value!r}")
+    return value

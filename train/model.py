@@ -1,0 +1,116 @@
+"""The CLIP model: any OpenCLIP architecture by name, or a small custom OpenCLIP config,
+trained from scratch; its tokenizer; and loading a trained model back from a checkpoint."""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import open_clip
+import torch
+
+from train.config import ModelConfig
+from train.errors import TrainError
+
+MAX_LOGIT_SCALE = math.log(100.0)   # the paper clips the temperature so logits scale by at most 100
+INIT_LOGIT_SCALE = math.log(1 / 0.07)
+
+
+@dataclass
+class Loaded:
+    """A model ready for inference, with what is needed to feed it."""
+    model: torch.nn.Module
+    tokenizer: Callable
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    name: str
+    step: int
+
+
+def register(cfg: ModelConfig) -> None:
+    """Make a custom model config known to OpenCLIP under `cfg.name` (no-op for a built-in)."""
+    known = open_clip.list_models()
+    if cfg.config is None:
+        if cfg.name not in known:
+            raise TrainError(f"model {cfg.name!r} is not an OpenCLIP model "
+                             f"(e.g. RN50-quickgelu, ViT-B-32-quickgelu, ViT-L-14); or give model.config")
+        return
+    if cfg.name in known and open_clip.get_model_config(cfg.name) == cfg.config:
+        return
+    if cfg.name in known and cfg.name in _builtin_names():
+        raise TrainError(f"model.name {cfg.name!r} is a built-in OpenCLIP model; name the custom config otherwise")
+    path = Path(tempfile.mkdtemp(prefix="wit-model-")) / f"{cfg.name}.json"
+    path.write_text(json.dumps(cfg.config))
+    open_clip.add_model_config(path)
+
+
+def _builtin_names() -> set[str]:
+    return {p.stem for p in (Path(open_clip.__file__).parent / "model_configs").glob("*.json")}
+
+
+def create(cfg: ModelConfig) -> torch.nn.Module:
+    """A randomly initialised model; logit scale starts at log(1/0.07) as in the paper."""
+    register(cfg)
+    model = open_clip.create_model(cfg.name, pretrained=None)
+    with torch.no_grad():
+        model.logit_scale.fill_(INIT_LOGIT_SCALE)
+    if cfg.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    return model
+
+
+def tokenizer(cfg: ModelConfig) -> Callable:
+    """OpenCLIP's tokenizer for the model (lower-cased BPE, the model's context length)."""
+    register(cfg)
+    return open_clip.get_tokenizer(cfg.name)
+
+
+def image_size(model: torch.nn.Module) -> int:
+    size = model.visual.image_size
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
+def mean_std(model: torch.nn.Module) -> tuple[tuple, tuple]:
+    pre = getattr(model.visual, "preprocess_cfg", {}) or {}
+    return (tuple(pre.get("mean", open_clip.OPENAI_DATASET_MEAN)),
+            tuple(pre.get("std", open_clip.OPENAI_DATASET_STD)))
+
+
+def clamp_logit_scale(model: torch.nn.Module) -> None:
+    with torch.no_grad():
+        model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+
+
+def write_model_config(cfg: ModelConfig, run_dir: Path) -> Path | None:
+    """Save a custom config as RUN/<name>.json, so OpenCLIP users can
+    `open_clip.add_model_config(path)` before `create_model(name, pretrained=checkpoint)`."""
+    if cfg.config is None:
+        return None
+    path = run_dir / f"{cfg.name}.json"
+    path.write_text(json.dumps(cfg.config, indent=1) + "\n")
+    return path
+
+
+def load(checkpoint: str | Path, device: str | torch.device = "cpu") -> Loaded:
+    """The model of a trainer checkpoint (loaded with weights_only=True), in eval mode."""
+    from train.config import from_dict
+
+    try:
+        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise TrainError(f"{checkpoint}: no such checkpoint") from None
+    except Exception as e:  # truncated or foreign file: one line naming it
+        raise TrainError(f"{checkpoint}: not a readable checkpoint ({type(e).__name__}: {str(e)[:120]})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "config" not in ckpt:
+        raise TrainError(f"{checkpoint}: not a checkpoint of this trainer (no state_dict/config)")
+    cfg = from_dict(ckpt["config"], source=str(checkpoint)).model
+    model = create(ModelConfig(name=cfg.name, config=cfg.config))
+    model.load_state_dict(ckpt["state_dict"])
+    model.to(device).eval()
+    mean, std = mean_std(model)
+    return Loaded(model, tokenizer(cfg), image_size(model), mean, std, cfg.name, int(ckpt.get("step", 0)))

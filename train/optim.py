@@ -1,0 +1,74 @@
+"""AdamW with decoupled weight decay (none on gains, biases and the logit scale) and a
+cosine learning-rate schedule with linear warm-up; optionally torchao's 8-/4-bit states."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from train.config import TrainConfig
+from train.errors import TrainError
+
+
+def no_decay(name: str, param: torch.nn.Parameter) -> bool:
+    """Gains, biases, norms and the logit scale are not decayed (as in the paper's code)."""
+    return param.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
+
+
+def build(model: torch.nn.Module, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for n, p in named if not no_decay(n, p)], "weight_decay": cfg.weight_decay},
+        {"params": [p for n, p in named if no_decay(n, p)], "weight_decay": 0.0},
+    ]
+    kwargs = dict(lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    if cfg.optimizer_state == "fp32":
+        optimizer = torch.optim.AdamW(groups, **kwargs)
+    else:
+        try:
+            import torchao.optim
+        except ImportError:
+            raise TrainError(f"optimizer_state={cfg.optimizer_state} needs torchao (pip install torchao)") from None
+        cls = torchao.optim.AdamW8bit if cfg.optimizer_state == "8bit" else torchao.optim.AdamW4bit
+        optimizer = cls(groups, **kwargs)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
+    return optimizer, schedule
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay to `min_lr` at `steps`."""
+    if step < cfg.warmup:
+        return (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    floor = cfg.min_lr / cfg.lr
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def plain_state(value):
+    """The optimizer state with torchao's quantised-state tensors spelled out as plain
+    tensors, so the checkpoint loads with weights_only=True (OpenCLIP loads it so)."""
+    if isinstance(value, dict):
+        return {k: plain_state(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain_state(v) for v in value]
+    if isinstance(value, torch.Tensor) and type(value) not in (torch.Tensor, torch.nn.Parameter) \
+            and hasattr(value, "__tensor_flatten__"):
+        names, attrs = value.__tensor_flatten__()
+        return {"__quantized_state__": type(value).__name__,
+                "tensors": {n: getattr(value, n) for n in names}, "attrs": list(attrs)}
+    return value
+
+
+def restore_state(value):
+    """Inverse of `plain_state`."""
+    if isinstance(value, dict) and "__quantized_state__" in value:
+        from torchao.optim import subclass_4bit, subclass_8bit
+        cls = getattr(subclass_8bit, value["__quantized_state__"], None) or \
+            getattr(subclass_4bit, value["__quantized_state__"])
+        return cls.__tensor_unflatten__(value["tensors"], value["attrs"])
+    if isinstance(value, dict):
+        return {k: restore_state(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [restore_state(v) for v in value]
+    return value
