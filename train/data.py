@@ -225,11 +225,11 @@ def _round_robin(streams: list[Iterator[dict]]) -> Iterator[dict]:
                 active.remove(stream)
 
 
-def loader(stream: EpochStream, workers: int, pin_memory: bool, seed: int) -> DataLoader | EpochStream:
-    """The rank's batch iterator: a DataLoader over `workers` processes, or the stream
-    itself in-process when `workers` is 0."""
-    if workers == 0:
+def loader(stream: EpochStream, processes: bool, pin_memory: bool, seed: int) -> DataLoader | EpochStream:
+    """The rank's batch iterator: a DataLoader with one process per planned worker, or the
+    stream itself, all workers in-process, when `processes` is false."""
+    if not processes:
         return stream
-    return DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=pin_memory,
+    return DataLoader(stream, batch_size=None, num_workers=len(stream.slots), pin_memory=pin_memory,
                       prefetch_factor=2, persistent_workers=False,
                       generator=torch.Generator().manual_seed(seed))

@@ -6,10 +6,17 @@ and the gradients equal those of the whole global batch on one process."""
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 import torch.nn.functional as F
+
+
+# The autograd all_gather below is deprecated in favour of a private API; it is still the
+# public one whose backward works on gloo (through all-to-all) as well as NCCL.
+warnings.filterwarnings("ignore", message=".*nn.functional.all_gather is deprecated", category=FutureWarning)
 
 
 def gather(features: torch.Tensor) -> tuple[torch.Tensor, int]:

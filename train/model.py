@@ -4,6 +4,7 @@ trained from scratch; its tokenizer; and loading a trained model back from a che
 from __future__ import annotations
 
 import json
+import logging
 import math
 import tempfile
 from dataclasses import dataclass
@@ -56,7 +57,11 @@ def _builtin_names() -> set[str]:
 def create(cfg: ModelConfig) -> torch.nn.Module:
     """A randomly initialised model; logit scale starts at log(1/0.07) as in the paper."""
     register(cfg)
-    model = open_clip.create_model(cfg.name, pretrained=None)
+    logging.disable(logging.WARNING)   # OpenCLIP warns that no pretrained weights were loaded
+    try:
+        model = open_clip.create_model(cfg.name, pretrained=None)
+    finally:
+        logging.disable(logging.NOTSET)
     with torch.no_grad():
         model.logit_scale.fill_(INIT_LOGIT_SCALE)
     if cfg.grad_checkpointing:

@@ -1,0 +1,40 @@
+"""Run by the tests under torchrun (or alone): one training step's loss and gradients on a
+fixed global batch, each rank taking its rows; writes them to OUT/rank<R>.pt."""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from tests.train.conftest import TINY_MODEL
+from train import dist, model as models, optim
+from train.config import ModelConfig, TrainConfig
+from train.step import Stepper
+
+
+def main(out: str, accum: int, batch: int) -> None:
+    world = dist.init()
+    cfg = TrainConfig(shards="-", run_dir="-", model=ModelConfig("wit-test-tiny", TINY_MODEL),
+                      batch_size=batch, accum_steps=accum, lr=1e-3, warmup=0, steps=10)
+    torch.manual_seed(0)
+    model = models.create(cfg.model)
+    generator = torch.Generator().manual_seed(1)
+    pixels = torch.randint(0, 256, (batch, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    tokens = torch.randint(1, 49000, (batch, 16), generator=generator)
+    rows = slice(world.rank * batch // world.size, (world.rank + 1) * batch // world.size)
+    optimizer, schedule = optim.build(model, cfg)
+    wrapped = DistributedDataParallel(model) if world.size > 1 else model
+    stepper = Stepper(model, wrapped, optimizer, schedule, cfg, world, *models.mean_std(model))
+    loss = stepper(*stepper.inputs({"images": pixels[rows], "tokens": tokens[rows]}))
+    if world.size > 1:
+        torch.distributed.all_reduce(loss)
+        loss /= world.size
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    torch.save({"loss": loss, "grads": grads}, f"{out}/rank{world.rank}.pt")
+    dist.shutdown()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))

@@ -1,0 +1,203 @@
+"""Search the images of shards with a trained model, by a text or by an image.
+
+The image features of the shards are computed once and cached beside the checkpoint, in
+CHECKPOINT.search/<sha256 of the shard urls and sample counts>.pt; the cache is reused
+while the checkpoint, the tar files and the pixel cap are unchanged, else recomputed.
+
+    python -m train.search --checkpoint RUN/checkpoints/latest.pt --shards shards/ --text "a photo of a dog"
+    python -m train.search --checkpoint CKPT --shards 'held-out/{000000..000009}.tar' --image query.jpg --top 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from train import images
+from train.config import EvalConfig, TrainConfig
+from train.errors import TrainError
+from train.features import Encoder, decode_all, inference
+from train.model import Loaded, load
+from train.shards import Sample, Shard, list_shards, read_samples
+
+PROG = "python -m train.search"
+
+
+@dataclass
+class Index:
+    features: torch.Tensor    # [n, D], L2-normalised
+    keys: list[str]
+    texts: list[str]
+    urls: list[str]
+
+
+def cache_path(checkpoint: str | Path, shards: list[Shard]) -> Path:
+    """CHECKPOINT.search/<sha256 of the resolved shard urls and their sample counts>.pt."""
+    listing = json.dumps([[_resolve(s.url), s.samples] for s in shards])
+    return Path(f"{checkpoint}.search") / f"{hashlib.sha256(listing.encode()).hexdigest()}.pt"
+
+
+def _resolve(url: str) -> str:
+    return url if "://" in url or url.startswith("pipe:") else os.path.abspath(url)
+
+
+def _stat(path: str | Path) -> list[int] | None:
+    try:
+        st = os.stat(path)
+        return [st.st_size, st.st_mtime_ns]
+    except OSError:   # a remote url: only its name and sample count identify it
+        return None
+
+
+def source(checkpoint: str | Path, shards: list[Shard], max_pixels: int) -> dict:
+    """What the cached features depend on besides the shard listing."""
+    return {"checkpoint": _stat(checkpoint), "tars": [_stat(s.url) for s in shards], "max_pixels": max_pixels}
+
+
+def build_index(loaded: Loaded, shards: list[Shard], encoder: Encoder, max_pixels: int) -> tuple[Index, int]:
+    """The features of every decodable image of the shards, and the number of samples skipped."""
+    index, skipped, batch = Index(torch.empty(0), [], [], []), 0, []
+    parts = []
+
+    def flush() -> int:
+        pixels, kept = decode_all([s.image for s in batch], loaded.image_size, max_pixels)
+        if kept:
+            parts.append(encoder.images(loaded.model, pixels))
+        for i in kept:
+            index.keys.append(batch[i].key)
+            index.texts.append(" ".join((batch[i].text or "").split()))
+            index.urls.append(_url(batch[i]))
+        return len(batch) - len(kept)
+
+    with inference(loaded.model):
+        for shard in shards:
+            for sample in read_samples(shard.url):
+                if sample.image is None:
+                    skipped += 1
+                    continue
+                batch.append(sample)
+                if len(batch) == encoder.batch_size:
+                    skipped += flush()
+                    batch = []
+        skipped += flush() if batch else 0
+    if not parts:
+        raise TrainError(f"{shards[0].url}: no decodable image in the {len(shards)} shard(s)")
+    index.features = torch.cat(parts)
+    return index, skipped
+
+
+def _url(sample: Sample) -> str:
+    try:
+        meta = json.loads(sample.meta) if sample.meta else {}
+    except ValueError:
+        return ""
+    return str(meta.get("url", "")) if isinstance(meta, dict) else ""
+
+
+def cached_index(checkpoint: str | Path, loaded: Loaded, shards: list[Shard], encoder: Encoder,
+                 max_pixels: int) -> Index:
+    """The shards' index from the cache when it is up to date, else built and cached."""
+    path, expected = cache_path(checkpoint, shards), source(checkpoint, shards, max_pixels)
+    try:
+        cached = torch.load(path, weights_only=True)
+        if cached["source"] == expected:
+            return Index(cached["features"], cached["keys"], cached["texts"], cached["urls"])
+    except FileNotFoundError:
+        pass
+    except Exception as e:   # a damaged cache is rebuilt
+        print(f"{PROG}: {path}: unreadable cache, rebuilding ({type(e).__name__})", file=sys.stderr)
+    index, skipped = build_index(loaded, shards, encoder, max_pixels)
+    print(f"{PROG}: indexed {len(index.keys)} images ({skipped} samples skipped)", file=sys.stderr)
+    _save({"source": expected, "features": index.features, "keys": index.keys, "texts": index.texts,
+           "urls": index.urls}, path)
+    return index
+
+
+def _save(data: dict, path: Path) -> None:
+    """torch.save to a temporary file beside `path`, then rename; a cache that cannot be written is only reported."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".", suffix=".tmp", delete=False) as f:
+            torch.save(data, f)
+        os.replace(f.name, path)
+    except OSError as e:
+        print(f"{PROG}: warning: cannot write the cache {path} ({e.strerror or e}); not cached", file=sys.stderr)
+
+
+def query_features(loaded: Loaded, encoder: Encoder, text: str | None, image: bytes | None,
+                   max_pixels: int) -> torch.Tensor:
+    """The [D] feature of the query text or image."""
+    with inference(loaded.model):
+        if text is not None:
+            return encoder.texts(loaded.model, loaded.tokenizer([text]))[0]
+        return encoder.images(loaded.model, images.decode(image, loaded.image_size, max_pixels)[None])[0]
+
+
+def top(index: Index, query: torch.Tensor, k: int) -> list[tuple[int, float]]:
+    """(position in the index, cosine similarity) of the k best matches, best first."""
+    scores = index.features @ query
+    best = torch.topk(scores, min(k, len(scores)))
+    return list(zip(best.indices.tolist(), best.values.tolist()))
+
+
+def search(args: argparse.Namespace) -> list[str]:
+    """The CLI's work: the result lines, `rank<TAB>score<TAB>key<TAB>text<TAB>url`."""
+    image = None
+    if args.image is not None:
+        try:
+            image = Path(args.image).read_bytes()
+        except FileNotFoundError:
+            raise TrainError(f"{args.image}: no such image") from None
+        except OSError as e:
+            raise TrainError(f"{args.image}: cannot read the image ({e.strerror})") from None
+    shards = list_shards(args.shards, args.sizes)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    loaded = load(args.checkpoint, device)
+    encoder = Encoder(device, args.batch_size, loaded.mean, loaded.std)
+    try:
+        query = query_features(loaded, encoder, args.text, image, args.max_pixels)
+    except images.ImageError as e:
+        raise TrainError(f"{args.image}: {e}") from None
+    index = cached_index(args.checkpoint, loaded, shards, encoder, args.max_pixels)
+    return [f"{rank}\t{score:.4f}\t{index.keys[i]}\t{index.texts[i]}\t{index.urls[i]}"
+            for rank, (i, score) in enumerate(top(index, query, args.top), 1)]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="a trainer checkpoint (RUN/checkpoints/*.pt)")
+    parser.add_argument("--shards", required=True, help="a SHARDS dir or a brace pattern of tar urls")
+    parser.add_argument("--sizes", help="the shards' sizes.json (default: the one next to them)")
+    query = parser.add_mutually_exclusive_group(required=True)
+    query.add_argument("--text", help="find the images that best match this text")
+    query.add_argument("--image", help="find the images most similar to this image file")
+    parser.add_argument("--top", type=int, default=10, help="results to print (default %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=EvalConfig.batch_size)
+    parser.add_argument("--max-pixels", type=int, default=TrainConfig.max_pixels, help="larger images are skipped")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.top < 1 or args.batch_size < 1:
+        parser.error("--top and --batch-size must be at least 1")
+    try:
+        lines = search(args)
+    except TrainError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

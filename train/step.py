@@ -1,0 +1,72 @@
+"""One optimisation step over a global batch: forward, contrastive loss, backward (with
+gradient accumulation that keeps the contrastive batch global), clip, AdamW step,
+schedule step, logit-scale clamp."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from train import images
+from train.config import TrainConfig
+from train.dist import World
+from train.loss import contrastive_loss
+from train.model import clamp_logit_scale
+
+
+class Stepper:
+    def __init__(self, model: torch.nn.Module, wrapped: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 schedule, cfg: TrainConfig, world: World, mean: tuple, std: tuple):
+        self.model, self.wrapped = model, wrapped
+        self.optimizer, self.schedule, self.cfg, self.world = optimizer, schedule, cfg, world
+        self.mean, self.std = mean, std
+        bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and world.device.type == "cuda")
+        self.autocast = lambda: torch.autocast(world.device.type, dtype=torch.bfloat16, enabled=bf16)
+
+    def inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """A loader batch on the device: normalised float images [n, 3, S, S], tokens [n, ctx]."""
+        pixels = batch["images"].to(self.world.device, non_blocking=True)
+        return images.normalize(pixels, self.mean, self.std), batch["tokens"].to(self.world.device, non_blocking=True)
+
+    def __call__(self, pixels: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Run the step; return this rank's loss (a 0-d tensor, not synchronised)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.cfg.accum_steps == 1:
+            with self.autocast():
+                image_features, text_features, scale = self.wrapped(pixels, tokens)
+            loss = contrastive_loss(image_features.float(), text_features.float(), scale.float())
+            loss.backward()
+        else:
+            loss = self._accumulated(pixels, tokens)
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        return loss.detach()
+
+    def finish(self) -> None:
+        """Apply the gradients (after the caller has checked the loss is finite everywhere)."""
+        self.optimizer.step()
+        self.schedule.step()
+        clamp_logit_scale(self.model)
+
+    def _accumulated(self, pixels: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Feature caching (GradCache / OpenCLIP's accum-freq): features of every micro-batch
+        without gradients first; then, per micro-batch, recompute its features with
+        gradients and back-propagate the loss of the whole batch through them. The logit
+        scale takes part in the last micro-batch only, so its gradient is counted once."""
+        chunks = list(zip(pixels.chunk(self.cfg.accum_steps), tokens.chunk(self.cfg.accum_steps)))
+        with torch.no_grad(), self.autocast():
+            cached = [self.model(p, t)[:2] for p, t in chunks]
+        cached_images = [c[0].float() for c in cached]
+        cached_texts = [c[1].float() for c in cached]
+        for j, (p, t) in enumerate(chunks):
+            last = j == len(chunks) - 1
+            sync = contextlib.nullcontext() if last or not hasattr(self.wrapped, "no_sync") else self.wrapped.no_sync()
+            with sync:
+                with self.autocast():
+                    image_j, text_j, scale = self.wrapped(p, t)
+                all_images = torch.cat(cached_images[:j] + [image_j.float()] + cached_images[j + 1:])
+                all_texts = torch.cat(cached_texts[:j] + [text_j.float()] + cached_texts[j + 1:])
+                loss = contrastive_loss(all_images, all_texts, scale.float() if last else scale.float().detach())
+                loss.backward()
+        return loss
