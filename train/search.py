@@ -18,8 +18,10 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
+from tqdm import tqdm
 
 from train import images
 from train.config import EvalConfig, TrainConfig
@@ -64,34 +66,33 @@ def source(checkpoint: str | Path, shards: list[Shard], max_pixels: int) -> dict
 
 def build_index(loaded: Loaded, shards: list[Shard], encoder: Encoder, max_pixels: int) -> tuple[Index, int]:
     """The features of every decodable image of the shards, and the number of samples skipped."""
-    index, skipped, batch = Index(torch.empty(0), [], [], []), 0, []
-    parts = []
-
-    def flush() -> int:
-        pixels, kept = decode_all([s.image for s in batch], loaded.image_size, max_pixels)
-        if kept:
-            parts.append(encoder.images(loaded.model, pixels))
-        for i in kept:
-            index.keys.append(batch[i].key)
-            index.texts.append(" ".join((batch[i].text or "").split()))
-            index.urls.append(_url(batch[i]))
-        return len(batch) - len(kept)
-
-    with inference(loaded.model):
-        for shard in shards:
-            for sample in read_samples(shard.url):
-                if sample.image is None:
-                    skipped += 1
-                    continue
-                batch.append(sample)
-                if len(batch) == encoder.batch_size:
-                    skipped += flush()
-                    batch = []
-        skipped += flush() if batch else 0
-    if not parts:
+    features, indexed, seen = [], [], 0
+    with inference(loaded.model), tqdm(total=sum(s.samples for s in shards), desc="index", unit="sample",
+                                       disable=not encoder.progress) as bar:
+        for batch in _batches((s for shard in shards for s in read_samples(shard.url)), encoder.batch_size):
+            usable = [s for s in batch if s.image is not None]
+            pixels, kept = decode_all([s.image for s in usable], loaded.image_size, max_pixels)
+            if kept:
+                features.append(encoder.images(loaded.model, pixels))
+            indexed += [usable[i] for i in kept]
+            seen += len(batch)
+            bar.update(len(batch))
+    if not indexed:
         raise TrainError(f"{shards[0].url}: no decodable image in the {len(shards)} shard(s)")
-    index.features = torch.cat(parts)
-    return index, skipped
+    index = Index(torch.cat(features), [s.key for s in indexed], [" ".join((s.text or "").split()) for s in indexed],
+                  [_url(s) for s in indexed])
+    return index, seen - len(indexed)
+
+
+def _batches(samples: Iterator[Sample], size: int) -> Iterator[list[Sample]]:
+    batch = []
+    for sample in samples:
+        batch.append(sample)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _url(sample: Sample) -> str:
@@ -161,7 +162,7 @@ def search(args: argparse.Namespace) -> list[str]:
     shards = list_shards(args.shards, args.sizes)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     loaded = load(args.checkpoint, device)
-    encoder = Encoder(device, args.batch_size, loaded.mean, loaded.std)
+    encoder = Encoder(device, args.batch_size, loaded.mean, loaded.std, progress=True)
     try:
         query = query_features(loaded, encoder, args.text, image, args.max_pixels)
     except images.ImageError as e:
