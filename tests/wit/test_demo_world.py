@@ -35,7 +35,7 @@ def foreground(array: np.ndarray, background, threshold: int = 60) -> np.ndarray
 
 
 def nearest_colour(rgb) -> str:
-    return min(COLOURS, key=lambda name: sum((a - b) ** 2 for a, b in zip(rgb, COLOURS[name])))
+    return min(COLOURS, key=lambda name: sum((float(a) - b) ** 2 for a, b in zip(rgb, COLOURS[name])))
 
 
 def components(mask: np.ndarray) -> int:
@@ -192,7 +192,7 @@ def test_sample_scene_respects_its_choices_and_rejects_unknown_values():
         sample_scene(rng, shapes=["hexagon"])
     with pytest.raises(WitError, match="excluded"):
         sample_scene(rng, shapes=["ring"], exclude=["ring"])
-    with pytest.raises(WitError, match="choose from"):
+    with pytest.raises(WitError, match="unknown class 'pink circle'.*red, orange"):
         class_scene("pink circle", rng)
 
 
@@ -209,7 +209,7 @@ def test_objects_have_their_named_colour_after_jpeg(colour):
         assert mask.sum() > 20, scene
         mean = array[mask].mean(axis=0)
         assert nearest_colour(mean) == colour, (scene, mean)
-        assert nearest_colour(array[0, 0]) != colour  # the corner is background
+        assert np.abs(array[0, 0] - scene.background).max() < 12  # the corner is background
 
 
 @pytest.mark.parametrize("position", POSITIONS)
@@ -224,7 +224,7 @@ def test_objects_lie_where_the_position_says(position):
                   "centre": (abs(xs - 31.5) < 24) & (abs(ys - 31.5) < 24)}[position]
         assert inside.all(), scene
         if position == "centre":
-            assert math.hypot(xs.mean() - 31.5, ys.mean() - 31.5) < 6, scene
+            assert math.hypot(xs.mean() - 31.5, ys.mean() - 31.5) < 8, scene
 
 
 def test_objects_are_as_many_as_the_count_says():

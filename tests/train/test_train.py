@@ -1,0 +1,180 @@
+"""`python -m train` as a user runs it: real processes (torchrun, gloo), real shards, real
+OpenCLIP models. Loss and gradients independent of the process count, exact resume after
+a signal or a kill, no hang on uneven shards, clear errors, checkpoints OpenCLIP loads."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import open_clip
+import pytest
+import torch
+import yaml
+
+from tests.cli import REPO, assert_one_line_error, run_module
+from tests.train.conftest import write_shards
+
+PROG = "python -m train"
+
+
+def write_config(path: Path, shards: Path, run_dir: Path, tiny_model: dict, **overrides) -> Path:
+    config = {"shards": str(shards), "run_dir": str(run_dir), "model": tiny_model, "batch_size": 8,
+              "steps": 12, "lr": 1e-3, "warmup": 2, "workers": 2, "save_every": 4, "log_every": 1,
+              "shuffle_window": 16, "tensorboard": True, **overrides}
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def final_state(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
+
+
+def same_parameters(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture
+def shards(tmp_path) -> Path:
+    write_shards(tmp_path / "shards", [9, 14, 5, 11, 8, 13], broken={"000000017"})
+    return tmp_path / "shards"
+
+
+def test_loss_and_gradients_do_not_depend_on_the_process_count_or_accumulation(tmp_path):
+    results = {}
+    for nproc, accum in [(1, 1), (2, 1), (1, 2), (2, 2)]:
+        out = tmp_path / f"{nproc}x{accum}"
+        out.mkdir()
+        done = run_module("tests.train.grad_worker", out, accum, 16, nproc=nproc, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        results[nproc, accum] = torch.load(out / "rank0.pt")
+        if nproc == 2:   # every rank holds the same averaged gradient
+            other = torch.load(out / "rank1.pt")
+            assert all(torch.allclose(other["grads"][k], results[nproc, accum]["grads"][k], atol=1e-7)
+                       for k in other["grads"])
+    ref = results[1, 1]
+    assert ref["loss"].item() > 0
+    for key, got in results.items():
+        assert torch.allclose(got["loss"], ref["loss"], rtol=1e-5), key
+        for name, grad in ref["grads"].items():
+            assert (got["grads"][name] - grad).norm() <= 1e-5 * grad.norm() + 1e-7, (key, name)
+        assert got["grads"]["logit_scale"].abs().item() > 0
+
+
+def test_a_run_stopped_by_a_signal_or_killed_resumes_exactly(tmp_path, shards, tiny_model):
+    straight = tmp_path / "straight"
+    done = run_module("train", "--config", write_config(tmp_path / "a.yaml", shards, straight, tiny_model))
+    assert done.returncode == 0, done.stderr[-2000:]
+    reference = final_state(straight)
+    assert reference["step"] == 12 and reference["data"]["epoch"] >= 1   # crosses an epoch boundary
+
+    # SIGUSR1 (what SLURM sends before the time limit): checkpoint, exit 75, resume
+    stopped = tmp_path / "stopped"
+    config = write_config(tmp_path / "b.yaml", shards, stopped, tiny_model, save_every=0)
+    proc = run_module("train", "--config", config, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _wait_for_step(stopped / "metrics.jsonl", 5, proc)
+    proc.send_signal(signal.SIGUSR1)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err.decode()[-2000:]
+    stopped_at = final_state(stopped)["step"]
+    assert 5 <= stopped_at < 12
+    done = run_module("train", "--config", config)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resumed from {stopped}/checkpoints/latest.pt at step {stopped_at}" in done.stderr
+    assert same_parameters(final_state(stopped)["state_dict"], reference["state_dict"])
+
+    # kill -9 right after the step-8 checkpoint, then resume=auto
+    killed = tmp_path / "killed"
+    config = write_config(tmp_path / "c.yaml", shards, killed, tiny_model)
+    proc = run_module("train", "--config", config, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not (killed / "checkpoints" / "step_8.pt").exists():
+        assert proc.poll() is None
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    done = run_module("train", "--config", config, "--set", "resume=auto")
+    assert done.returncode == 0, done.stderr[-2000:]
+    final = final_state(killed)
+    assert final["step"] == 12
+    assert same_parameters(final["state_dict"], reference["state_dict"])
+    assert final["samples"] == reference["samples"] == 12 * 8
+
+
+def _wait_for_step(metrics: Path, step: int, proc: subprocess.Popen) -> None:
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        assert proc.poll() is None, "the run ended before it could be signalled"
+        if metrics.exists() and any(json.loads(line)["step"] >= step for line in metrics.read_text().splitlines()):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"step {step} not reached")
+
+
+def test_two_ranks_on_uneven_shards_finish_every_epoch_without_hanging(tmp_path, tiny_model):
+    write_shards(tmp_path / "shards", [3, 21, 2, 17, 6, 1, 12, 4])   # 66 samples, very uneven
+    run_dir = tmp_path / "run"
+    config = write_config(tmp_path / "c.yaml", tmp_path / "shards", run_dir, tiny_model, steps=20, workers=2,
+                          save_every=0, eval_every=0)
+    done = run_module("train", "--config", config, nproc=2, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = final_state(run_dir)
+    assert state["step"] == 20 and state["data"]["epoch"] == 20 // (66 // 8)
+    assert len(state["data"]["positions"]) == 2          # both ranks' worker positions
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train_lines = [m for m in lines if m["kind"] == "train"]
+    assert [m["step"] for m in train_lines] == list(range(1, 21))
+    assert all(math.isfinite(m["loss"]) and m["samples_per_s"] > 0 for m in train_lines)
+    assert 0 <= train_lines[-1]["data_wait_fraction"] <= 1
+    assert json.loads((run_dir / "config.json").read_text())["batch_size"] == 8
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_the_checkpoint_loads_in_openclip(tmp_path, shards, tiny_model):
+    run_dir = tmp_path / "run"
+    done = run_module("train", "--config", write_config(tmp_path / "c.yaml", shards, run_dir, tiny_model,
+                                                         steps=3, workers=0))
+    assert done.returncode == 0, done.stderr[-2000:]
+    open_clip.add_model_config(run_dir / "wit-test-tiny.json")
+    model = open_clip.create_model("wit-test-tiny", pretrained=str(run_dir / "checkpoints" / "latest.pt"))
+    assert same_parameters(model.state_dict(), final_state(run_dir)["state_dict"])
+    assert model.logit_scale.exp().item() <= 100
+
+
+@pytest.mark.parametrize("case", ["too_few_shards", "unusable_shard", "bad_key", "no_sizes", "bad_batch"])
+def test_bad_input_is_a_one_line_error(tmp_path, tiny_model, case):
+    shards = tmp_path / "shards"
+    keys = write_shards(shards, [8, 8, 8])
+    sets = []
+    if case == "too_few_shards":
+        sets = ["workers=4"]
+        expected = ["3 shards for 1 ranks x 4 dataloader workers"]
+    elif case == "unusable_shard":
+        write_shards(shards, [8, 8, 8], broken=set(keys[8:16]))
+        sets = ["workers=3", "batch_size=4", "shuffle_window=4"]
+        expected = ["no usable sample", "000001.tar"]
+    elif case == "bad_key":
+        sets = ["model.widht=3"]
+        expected = ["unknown key model.widht"]
+    elif case == "no_sizes":
+        (shards / "sizes.json").unlink()
+        expected = ["no sizes.json or manifest.json"]
+    else:
+        sets = ["batch_size=7", "accum_steps=2"]
+        expected = ["batch_size 7 is not divisible"]
+    config = write_config(tmp_path / "c.yaml", shards, tmp_path / "run", tiny_model, workers=1)
+    done = run_module("train", "--config", config, "--set", *sets, "progress=false", timeout=120)
+    assert_one_line_error(done, PROG, *expected)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_shipped_configs_resolve():
+    from train.config import load_config
+    paper = load_config(str(REPO / "pipelines/configs/vit_b32_wit400m.yaml"))
+    assert paper.batch_size == 32768 and paper.model.name == "ViT-B-32-quickgelu"
+    assert paper.steps * paper.batch_size == pytest.approx(32 * 400_000_000, rel=0.01)
+    tiny = load_config(str(REPO / "pipelines/configs/tiny.yaml"), ["shards=x", "run_dir=y", "steps=5"])
+    assert tiny.steps == 5 and tiny.model.config is not None
