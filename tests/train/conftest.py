@@ -33,10 +33,11 @@ def jpeg(colour: tuple[int, int, int], size: tuple[int, int] = (40, 48)) -> byte
 
 
 def write_shards(out: Path, sizes: list[int], broken: set[str] = frozenset(), no_text: set[str] = frozenset(),
-                 start: int = 0) -> list[str]:
+                 start: int = 0, image=None) -> list[str]:
     """Shards NNNNNN.tar holding sizes[i] samples each (keys numbered globally from `start`),
     with sizes.json; samples whose key is in `broken` get undecodable image bytes, those in
-    `no_text` no caption. Returns all keys in order."""
+    `no_text` no caption. `image(n, colour)` makes the JPEG bytes of sample n (default: a
+    plain 40x48 picture of the colour). Returns all keys in order."""
     out.mkdir(parents=True, exist_ok=True)
     keys, n = [], start
     names = list(COLOURS)
@@ -45,7 +46,8 @@ def write_shards(out: Path, sizes: list[int], broken: set[str] = frozenset(), no
             for _ in range(size):
                 key = f"{n:09d}"
                 colour = names[n % len(names)]
-                _add(tar, f"{key}.jpg", b"not a jpeg" if key in broken else jpeg(COLOURS[colour]))
+                blob = image(n, COLOURS[colour]) if image else jpeg(COLOURS[colour])
+                _add(tar, f"{key}.jpg", b"not a jpeg" if key in broken else blob)
                 if key not in no_text:
                     _add(tar, f"{key}.txt", f"a {colour} picture number {n}".encode())
                 _add(tar, f"{key}.json", json.dumps({"uid": key, "url": f"http://demo.invalid/{key}.jpg"}).encode())
