@@ -78,7 +78,8 @@ class Retrieval:
         mine = share(min(max_samples, sum(s.samples for s in shards)), world)
         error, samples = None, []
         try:   # a missing shard is seen by one rank only: agree on the error before raising
-            samples = [s for s in read_range(shards, mine.start, mine.stop) if s.image is not None and s.text is not None]
+            samples = [s for s in read_range(shards, mine.start, mine.stop)
+                       if s.image is not None and s.text is not None]
         except TrainError as e:
             error = str(e)
         self.pixels, kept = decode_all([s.image for s in samples], image_size, max_pixels, encoder.progress)
@@ -116,6 +117,8 @@ def _sum_over_ranks(counts: dict, world: World, error: str | None = None) -> dic
 
 
 class Evaluator:
+    """Zero-shot and/or retrieval, spread over all ranks."""
+
     def __init__(self, tasks: list):
         self.tasks = tasks
 
@@ -216,19 +219,23 @@ def summary(report: dict) -> str:
 
 def write_json(path: str, data: dict) -> None:
     """Write `data` to `path` atomically (a temporary file beside it, then a rename)."""
-    target = Path(path)
+    target, temporary = Path(path), None
     try:
         with tempfile.NamedTemporaryFile("w", dir=target.parent, prefix=f".{target.name}.", suffix=".tmp",
                                          delete=False, encoding="utf-8") as f:
+            temporary = Path(f.name)
             json.dump(data, f, indent=1)
             f.write("\n")
-        os.replace(f.name, target)
+        os.replace(temporary, target)
     except OSError as e:
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
         raise TrainError(f"{path}: cannot write the metrics ({e.strerror or e})") from None
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="a trainer checkpoint (RUN/checkpoints/*.pt)")
     parser.add_argument("--imagefolder", help="zero-shot (and linear probe test) images: one subdirectory per class")
     parser.add_argument("--classnames", help="one class name per line, in sorted class folder order; "
@@ -236,8 +243,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--templates", help="prompt templates, one per line with {} for the class name; "
                                             "'imagenet' for the paper's 80 (default: 'a photo of a {}.')")
     parser.add_argument("--shards", help="held-out shards for retrieval: a SHARDS dir or a brace pattern")
-    parser.add_argument("--max-samples", type=int, default=EvalConfig.max_samples, help="retrieval samples (default %(default)s)")
-    parser.add_argument("--linear-probe", action="store_true", help="also fit a linear probe (needs --train-imagefolder)")
+    parser.add_argument("--max-samples", type=int, default=EvalConfig.max_samples,
+                        help="retrieval uses the first N samples (default %(default)s)")
+    parser.add_argument("--linear-probe", action="store_true",
+                        help="also fit a linear probe (needs --train-imagefolder)")
     parser.add_argument("--train-imagefolder", help="the linear probe's training images, same class folders")
     parser.add_argument("--batch-size", type=int, default=EvalConfig.batch_size)
     parser.add_argument("--max-pixels", type=int, default=TrainConfig.max_pixels, help="larger images are skipped")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
 
 from train.errors import TrainError
 
@@ -46,16 +47,18 @@ def fit(x: np.ndarray, y: np.ndarray, C: float) -> LogisticRegression:
 
 def choose_C(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray) -> tuple[float, float]:
     """(C, validation accuracy): the coarse grid, then the interval around the best halved
-    until 8 steps per decade (the paper's parametric binary search). Ties go to the smaller C."""
-    scores: dict[float, float] = {}
+    until 8 steps per decade (the paper's parametric binary search), C staying within the
+    grid's range. Equal accuracies are told apart by the validation log-loss."""
+    scores: dict[float, tuple[float, float]] = {}   # C -> (accuracy, -log-loss)
 
-    def score(C: float) -> float:
+    def score(C: float) -> None:
         if C not in scores:
-            scores[C] = fit(train_x, train_y, C).score(val_x, val_y)
-        return scores[C]
+            model = fit(train_x, train_y, C)
+            loss = log_loss(val_y, model.predict_proba(val_x), labels=model.classes_)
+            scores[C] = (model.score(val_x, val_y), -loss)
 
     def best() -> float:
-        return max(sorted(scores), key=lambda C: scores[C])   # first maximum: the smallest such C
+        return max(sorted(scores), key=scores.__getitem__)   # an exact tie goes to the smaller C
 
     for C in COARSE_GRID:
         score(C)
@@ -64,9 +67,10 @@ def choose_C(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y:
         step /= 2
         centre = best()
         for C in (centre * 10 ** -step, centre * 10 ** step):
-            score(C)
+            if COARSE_GRID[0] <= C <= COARSE_GRID[-1]:
+                score(C)
     C = best()
-    return C, scores[C]
+    return C, scores[C][0]
 
 
 def probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,

@@ -15,7 +15,7 @@ def recall_at_k(image_features: torch.Tensor, text_features: torch.Tensor,
     out = {}
     for name, queries, keys in (("i2t", image_features, text_features), ("t2i", text_features, image_features)):
         rank = positive_rank(queries.float(), keys.float())
-        out.update({f"{name}_r{k}": float((rank < k).float().mean()) for k in ks})
+        out.update({f"{name}_r{k}": int((rank < k).sum()) / len(rank) for k in ks})
     return out
 
 

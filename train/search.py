@@ -59,16 +59,17 @@ def _stat(path: str | Path) -> list[int] | None:
         return None
 
 
-def source(checkpoint: str | Path, shards: list[Shard], max_pixels: int) -> dict:
+def fingerprint(checkpoint: str | Path, shards: list[Shard], max_pixels: int) -> dict:
     """What the cached features depend on besides the shard listing."""
     return {"checkpoint": _stat(checkpoint), "tars": [_stat(s.url) for s in shards], "max_pixels": max_pixels}
 
 
-def build_index(loaded: Loaded, shards: list[Shard], encoder: Encoder, max_pixels: int) -> tuple[Index, int]:
+def build_index(loaded: Loaded, shards: list[Shard], encoder: Encoder, max_pixels: int,
+                progress: bool = False) -> tuple[Index, int]:
     """The features of every decodable image of the shards, and the number of samples skipped."""
     features, indexed, seen = [], [], 0
     with inference(loaded.model), tqdm(total=sum(s.samples for s in shards), desc="index", unit="sample",
-                                       disable=not encoder.progress) as bar:
+                                       disable=not progress) as bar:
         for batch in _batches((s for shard in shards for s in read_samples(shard.url)), encoder.batch_size):
             usable = [s for s in batch if s.image is not None]
             pixels, kept = decode_all([s.image for s in usable], loaded.image_size, max_pixels)
@@ -104,32 +105,36 @@ def _url(sample: Sample) -> str:
 
 
 def cached_index(checkpoint: str | Path, loaded: Loaded, shards: list[Shard], encoder: Encoder,
-                 max_pixels: int) -> Index:
+                 max_pixels: int, progress: bool = False) -> Index:
     """The shards' index from the cache when it is up to date, else built and cached."""
-    path, expected = cache_path(checkpoint, shards), source(checkpoint, shards, max_pixels)
+    path, expected = cache_path(checkpoint, shards), fingerprint(checkpoint, shards, max_pixels)
     try:
         cached = torch.load(path, weights_only=True)
-        if cached["source"] == expected:
+        if cached["fingerprint"] == expected:
             return Index(cached["features"], cached["keys"], cached["texts"], cached["urls"])
     except FileNotFoundError:
         pass
     except Exception as e:   # a damaged cache is rebuilt
         print(f"{PROG}: {path}: unreadable cache, rebuilding ({type(e).__name__})", file=sys.stderr)
-    index, skipped = build_index(loaded, shards, encoder, max_pixels)
+    index, skipped = build_index(loaded, shards, encoder, max_pixels, progress)
     print(f"{PROG}: indexed {len(index.keys)} images ({skipped} samples skipped)", file=sys.stderr)
-    _save({"source": expected, "features": index.features, "keys": index.keys, "texts": index.texts,
+    _save({"fingerprint": expected, "features": index.features, "keys": index.keys, "texts": index.texts,
            "urls": index.urls}, path)
     return index
 
 
 def _save(data: dict, path: Path) -> None:
     """torch.save to a temporary file beside `path`, then rename; a cache that cannot be written is only reported."""
+    temporary = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".", suffix=".tmp", delete=False) as f:
+            temporary = Path(f.name)
             torch.save(data, f)
-        os.replace(f.name, path)
+        os.replace(temporary, path)
     except OSError as e:
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
         print(f"{PROG}: warning: cannot write the cache {path} ({e.strerror or e}); not cached", file=sys.stderr)
 
 
@@ -162,18 +167,19 @@ def search(args: argparse.Namespace) -> list[str]:
     shards = list_shards(args.shards, args.sizes)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     loaded = load(args.checkpoint, device)
-    encoder = Encoder(device, args.batch_size, loaded.mean, loaded.std, progress=True)
+    encoder = Encoder(device, args.batch_size, loaded.mean, loaded.std)
     try:
         query = query_features(loaded, encoder, args.text, image, args.max_pixels)
     except images.ImageError as e:
         raise TrainError(f"{args.image}: {e}") from None
-    index = cached_index(args.checkpoint, loaded, shards, encoder, args.max_pixels)
+    index = cached_index(args.checkpoint, loaded, shards, encoder, args.max_pixels, progress=True)
     return [f"{rank}\t{score:.4f}\t{index.keys[i]}\t{index.texts[i]}\t{index.urls[i]}"
             for rank, (i, score) in enumerate(top(index, query, args.top), 1)]
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="a trainer checkpoint (RUN/checkpoints/*.pt)")
     parser.add_argument("--shards", required=True, help="a SHARDS dir or a brace pattern of tar urls")
     parser.add_argument("--sizes", help="the shards' sizes.json (default: the one next to them)")

@@ -8,9 +8,9 @@ import dataclasses
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 
-from tests.train.conftest import COLOURS
-from tests.train.evalkit import (REPO, assert_one_line_error, run_module, write_drawn_shards,
-                                 write_imagefolder, write_trained_checkpoint)
+from tests.cli import REPO, assert_one_line_error, free_port, run_module
+from tests.train.conftest import COLOURS, write_shards
+from tests.train.evalkit import drawing, write_imagefolder, write_trained_checkpoint
 from train import images, linear_probe, retrieval, zeroshot
 from train.config import EvalConfig
 from train.dist import World
@@ -54,7 +54,7 @@ def run_cli(capsys, *args) -> tuple[dict, str]:
     """The CLI in this process: (metrics from --out, stdout)."""
     out = args[args.index("--out") + 1]
     assert main([str(a) for a in args]) == 0
-    return json.loads(open(out).read())["metrics"], capsys.readouterr().out
+    return json.loads(Path(out).read_text())["metrics"], capsys.readouterr().out
 
 
 def decoded(paths, size) -> torch.Tensor:
@@ -78,7 +78,8 @@ def test_classifier_is_the_renormalised_mean_of_normalised_prompt_features():
 def test_prompts_are_class_major_and_templates_fill_the_class_name(tmp_path):
     (tmp_path / "t.txt").write_text("a {} photo\nthe {}, again\n")
     templates = zeroshot.read_templates(str(tmp_path / "t.txt"))
-    assert zeroshot.prompts(["cat", "dog"], templates) == ["a cat photo", "the cat, again", "a dog photo", "the dog, again"]
+    assert zeroshot.prompts(["cat", "dog"], templates) == ["a cat photo", "the cat, again",
+                                                           "a dog photo", "the dog, again"]
     assert zeroshot.prompts(["cat"], zeroshot.read_templates(None)) == ["a photo of a cat."]
     imagenet = zeroshot.read_templates("imagenet")
     assert len(imagenet) == 80 and all("dog" in t("dog") for t in imagenet)
@@ -174,7 +175,7 @@ def test_zeroshot_matches_a_direct_computation(checkpoint, folder, tmp_path, cap
 
 
 def test_retrieval_matches_a_direct_computation(checkpoint, tmp_path, capsys):
-    written = write_drawn_shards(tmp_path / "shards", [5, 4], broken={"000000002"}, no_text={"000000006"})
+    keys = write_shards(tmp_path / "shards", [5, 4], broken={"000000002"}, no_text={"000000006"}, image=drawing)
     metrics, stdout = run_cli(capsys, "--checkpoint", checkpoint, "--shards", tmp_path / "shards",
                               "--out", tmp_path / "m.json")
     assert (metrics["retrieval_pairs"], metrics["retrieval_skipped"]) == (7, 2)
@@ -182,7 +183,7 @@ def test_retrieval_matches_a_direct_computation(checkpoint, tmp_path, capsys):
     loaded = load(checkpoint)
     samples = [s for shard in list_shards(str(tmp_path / "shards")) for s in read_samples(shard.url)
                if s.key not in ("000000002", "000000006")]
-    assert [s.image for s in samples] == [v for k, v in written.items() if k not in ("000000002", "000000006")]
+    assert [s.key for s in samples] == [k for k in keys if k not in ("000000002", "000000006")]
     with torch.no_grad():
         pixels = torch.stack([images.decode(s.image, loaded.image_size, 10**8) for s in samples])
         image_features = loaded.model.encode_image(images.normalize(pixels, loaded.mean, loaded.std), normalize=True)
@@ -231,31 +232,29 @@ def eval_config(folder, tmp_path) -> EvalConfig:
 
 
 def test_evaluator_restores_the_training_mode_and_reuses_its_data(checkpoint, folder, tmp_path):
-    write_drawn_shards(tmp_path / "shards", [6])
+    write_shards(tmp_path / "shards", [6], image=drawing)
     loaded = load(checkpoint)
     evaluator = build_evaluator(eval_config(folder, tmp_path), CPU, loaded.tokenizer, loaded.image_size,
                                 loaded.mean, loaded.std, 10**8)
     (folder / "red" / "00.jpg").unlink()      # prepared at construction: later runs do not read the files
+    seen = []                                 # (grad enabled, training) inside each forward of the towers
+    for tower in (loaded.model.visual, loaded.model.transformer):
+        tower.register_forward_hook(lambda module, *_: seen.append((torch.is_grad_enabled(), module.training)))
     loaded.model.train()
     first = evaluator.run(loaded.model)
-    assert loaded.model.training and all(p.grad is None for p in loaded.model.parameters())
+    assert loaded.model.training and seen and set(seen) == {(False, False)}
     loaded.model.eval()
     assert evaluator.run(loaded.model) == first and not loaded.model.training
     assert first["zeroshot_images"] == 12 and first["retrieval_pairs"] == 6
-    assert build_evaluator(EvalConfig(), CPU, loaded.tokenizer, 32, loaded.mean, loaded.std, 10**8).run(loaded.model) == {}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    disabled = build_evaluator(EvalConfig(), CPU, loaded.tokenizer, 32, loaded.mean, loaded.std, 10**8)
+    assert disabled.run(loaded.model) == {}
 
 
 def test_two_ranks_return_the_metrics_of_one_process(checkpoint, tmp_path):
     root = write_imagefolder(tmp_path / "val", COLOURS, per_class=2, seed=4)   # 8 images, 8 prompts, 8 pairs:
     (tmp_path / "classes.txt").write_text("".join(f"{c}\n" for c in sorted(COLOURS)))   # with batch 4, each rank
     (tmp_path / "templates.txt").write_text("a photo of a {}.\na {} thing\n")            # holds whole batches
-    write_drawn_shards(tmp_path / "shards", [5, 3])
+    write_shards(tmp_path / "shards", [5, 3], image=drawing)
     cfg = eval_config(root, tmp_path)
     env = {**os.environ, "PYTHONPATH": str(REPO), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
            "MASTER_PORT": str(free_port()), "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1"}

@@ -1,0 +1,110 @@
+"""Search: text and image queries over shards with a tiny model that knows its colours, the
+feature cache beside the checkpoint (reused, rebuilt when the shards or the checkpoint
+change), and one-line errors."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from tests.cli import assert_one_line_error, run_module
+from tests.train.conftest import COLOURS, write_shards
+from tests.train.evalkit import drawing, write_checkpoint, write_trained_checkpoint
+from train.search import main
+
+PROG = "python -m train.search"
+RED = ["000000000", "000000004", "000000008"]   # write_shards colours sample n with COLOURS[n % 4]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return write_trained_checkpoint(tmp_path_factory.mktemp("ckpt") / "step_10.pt")
+
+
+@pytest.fixture
+def checkpoint(trained, tmp_path):
+    """A copy of the trained checkpoint of this test's own (its cache goes beside it)."""
+    return shutil.copy(trained, tmp_path / "latest.pt")
+
+
+def search(capsys, *args) -> list[list[str]]:
+    """The command in this process: its result lines split into fields."""
+    assert main([str(a) for a in args]) == 0
+    return [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+
+
+def in_process(capsys, *args) -> subprocess.CompletedProcess:
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+
+def test_text_search_finds_the_colour_and_reuses_the_cached_features(checkpoint, tmp_path, capsys):
+    write_shards(tmp_path / "shards", [5, 4], broken={"000000003"}, image=drawing)
+    query = ("--checkpoint", checkpoint, "--shards", tmp_path / "shards", "--text", "a photo of a red colour.",
+             "--top", 3)
+    results = search(capsys, *query)
+    assert [r[0] for r in results] == ["1", "2", "3"]
+    assert sorted(r[2] for r in results) == RED
+    scores = [float(r[1]) for r in results]
+    assert scores == sorted(scores, reverse=True)
+    for _, _, key, text, url in results:
+        assert text == f"a red picture number {int(key)}" and url == f"http://demo.invalid/{key}.jpg"
+    caches = list((tmp_path / "latest.pt.search").glob("*.pt"))
+    assert len(caches) == 1
+    written = caches[0].stat().st_mtime_ns
+
+    assert search(capsys, *query) == results
+    assert caches[0].stat().st_mtime_ns == written               # read, not rebuilt
+    everything = search(capsys, *query[:-1], 100)
+    assert len(everything) == 8                                   # 9 samples, one undecodable
+
+
+def test_cache_is_rebuilt_when_the_shards_or_the_checkpoint_change(checkpoint, tmp_path, capsys):
+    write_shards(tmp_path / "shards", [5, 4], image=drawing)
+    query = ("--checkpoint", checkpoint, "--shards", tmp_path / "shards", "--text", "a photo of a red colour.",
+             "--top", 20)
+    assert len(search(capsys, *query)) == 9
+    write_shards(tmp_path / "shards", [5, 6], image=drawing)               # a shard grows: sizes.json changes
+    grown = search(capsys, *query)
+    assert len(grown) == 11 and {"000000009", "000000010"} <= {r[2] for r in grown}
+    caches = sorted((tmp_path / "latest.pt.search").glob("*.pt"), key=lambda p: p.stat().st_mtime_ns)
+    assert len(caches) == 2
+    before = caches[-1].stat().st_mtime_ns
+
+    write_checkpoint(checkpoint, seed=1)                          # the checkpoint is replaced by another model
+    other = search(capsys, *query)
+    assert caches[-1].stat().st_mtime_ns != before
+    assert [r[1] for r in other] != [r[1] for r in grown]
+
+
+def test_image_search_finds_the_same_image_first(checkpoint, tmp_path, capsys):
+    write_shards(tmp_path / "shards", [4, 4], image=drawing)
+    names = list(COLOURS)
+    for n in (6, 1):
+        (tmp_path / "query.jpg").write_bytes(drawing(n, COLOURS[names[n % 4]]))    # sample n's own image
+        results = search(capsys, "--checkpoint", checkpoint, "--shards", f"{tmp_path}/shards/{{000000..000001}}.tar",
+                         "--image", tmp_path / "query.jpg", "--top", 2)
+        assert results[0][:3] == ["1", "1.0000", f"{n:09d}"] and len(results) == 2
+
+
+def test_missing_image_is_one_line_error(checkpoint, tmp_path):
+    write_shards(tmp_path / "shards", [2], image=drawing)
+    result = run_module("train.search", "--checkpoint", checkpoint, "--shards", tmp_path / "shards",
+                        "--image", tmp_path / "nope.jpg")
+    assert_one_line_error(result, PROG, tmp_path / "nope.jpg", "no such image")
+
+
+def test_missing_checkpoint_and_missing_shards_are_one_line_errors(checkpoint, tmp_path, capsys):
+    write_shards(tmp_path / "shards", [2], image=drawing)
+    missing = in_process(capsys, "--checkpoint", tmp_path / "nope.pt", "--shards", tmp_path / "shards", "--text", "x")
+    assert_one_line_error(missing, PROG, tmp_path / "nope.pt", "no such checkpoint")
+    (tmp_path / "empty").mkdir()
+    no_shards = in_process(capsys, "--checkpoint", checkpoint, "--shards", tmp_path / "empty", "--text", "x")
+    assert_one_line_error(no_shards, PROG, tmp_path / "empty", "sizes.json")
+    (tmp_path / "shards" / "000000.tar").unlink()
+    gone = in_process(capsys, "--checkpoint", checkpoint, "--shards", tmp_path / "shards", "--text", "x")
+    assert_one_line_error(gone, PROG, "000000.tar", "missing")
+    assert not (tmp_path / "latest.pt.search").exists() or not list((tmp_path / "latest.pt.search").iterdir())
