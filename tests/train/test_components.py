@@ -1,0 +1,122 @@
+"""The trainer's small components: configuration, launch environment, model zoo, optimizer
+groups and schedule, logit-scale clamp, low-precision optimizer state in checkpoints."""
+
+from __future__ import annotations
+
+import math
+
+import open_clip
+import pytest
+import torch
+
+from train import checkpoint, dist, model as models, optim
+from train.config import ModelConfig, TrainConfig, load_config
+from train.errors import TrainError
+
+PAPER_ZOO = ["RN50", "RN101", "RN50x4", "RN50x16", "RN50x64", "ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-L-14-336"]
+
+
+def test_yaml_and_repeated_set_overrides_build_one_typed_tree(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("shards: s\nrun_dir: r\nmodel: ViT-B-32\nlr: 1e-3\neval:\n  batch_size: 64\n")
+    cfg = load_config(str(path), ["steps=7", "model.grad_checkpointing=true", "betas=[0.9, 0.95]",
+                                  "eval.shards=held/{0..3}.tar", "warmup=3"])
+    assert cfg.lr == 1e-3 and isinstance(cfg.lr, float)          # YAML reads 1e-3 as a string
+    assert cfg.model == ModelConfig(name="ViT-B-32", grad_checkpointing=True)
+    assert cfg.betas == (0.9, 0.95) and cfg.steps == 7 and cfg.warmup == 3
+    assert cfg.eval.batch_size == 64 and cfg.eval.shards == "held/{0..3}.tar"
+    with pytest.raises(TrainError, match=r"unknown key eval\.bogus"):
+        load_config(str(path), ["eval.bogus=1"])
+    with pytest.raises(TrainError, match="steps must be int"):
+        load_config(str(path), ["steps=many"])
+    with pytest.raises(TrainError, match="steps must be at least 1"):
+        load_config(str(path), ["steps=0"])
+    with pytest.raises(TrainError, match="expected key=value"):
+        load_config(str(path), ["steps"])
+    path.write_text("- a list\n")
+    with pytest.raises(TrainError, match="must be a mapping"):
+        load_config(str(path))
+
+
+def test_launch_environment_from_torchrun_slurm_or_none():
+    torchrun = {"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "MASTER_ADDR": "n1", "MASTER_PORT": "1234"}
+    assert dist.launch_env(torchrun) == (3, 8, 1, "n1", "1234")
+    slurm = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1",
+             "SLURM_JOB_NODELIST": "gpu[07-08,11]", "SLURM_JOB_ID": "4242"}
+    rank, size, local, addr, port = dist.launch_env(slurm)
+    assert (rank, size, local) == (5, 8, 1) and addr == "gpu07" and port == str(29500 + 4242 % 1000)
+    assert dist.launch_env({}) == (0, 1, 0, None, None)
+    assert dist.first_node("node17") == "node17"
+
+
+def test_paper_zoo_and_quickgelu_variants_are_known_and_unknown_names_are_errors():
+    known = set(open_clip.list_models())
+    assert all(name in known and f"{name}-quickgelu" in known for name in PAPER_ZOO)
+    with pytest.raises(TrainError, match="not an OpenCLIP model"):
+        models.register(ModelConfig(name="ViT-Z-99"))
+    with pytest.raises(TrainError, match="built-in OpenCLIP model"):
+        models.register(ModelConfig(name="RN50", config={"embed_dim": 1, "vision_cfg": {}, "text_cfg": {}}))
+
+
+def _cfg(tiny_model, **kw) -> TrainConfig:
+    return TrainConfig(shards="s", run_dir="r", model=ModelConfig(tiny_model["name"], tiny_model["config"]), **kw)
+
+
+def test_no_weight_decay_on_gains_biases_and_the_logit_scale(tiny_model):
+    cfg = _cfg(tiny_model, weight_decay=0.2)
+    model = models.create(cfg.model)
+    optimizer, _ = optim.build(model, cfg)
+    decayed, plain = optimizer.param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert decayed["weight_decay"] == 0.2 and plain["weight_decay"] == 0.0
+    assert all(p.ndim >= 2 for p in decayed["params"])
+    plain_names = {names[id(p)] for p in plain["params"]}
+    assert "logit_scale" in plain_names and any(n.endswith(".bias") for n in plain_names)
+    assert optimizer.defaults["betas"] == (0.9, 0.98) and optimizer.defaults["eps"] == 1e-6
+    assert math.isclose(model.logit_scale.exp().item(), 1 / 0.07, rel_tol=1e-6)
+
+
+def test_warmup_then_cosine_schedule(tiny_model):
+    cfg = _cfg(tiny_model, lr=1.0, warmup=10, steps=110, min_lr=0.1)
+    factors = [optim.lr_factor(s, cfg) for s in range(111)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a < b for a, b in zip(factors[:10], factors[1:10]))
+    assert factors[60] == pytest.approx(0.1 + 0.9 * 0.5) and factors[110] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+
+
+def test_logit_scale_is_clamped_at_100(tiny_model):
+    model = models.create(_cfg(tiny_model).model)
+    with torch.no_grad():
+        model.logit_scale.fill_(10.0)
+    models.clamp_logit_scale(model)
+    assert model.logit_scale.exp().item() == pytest.approx(100.0)
+
+
+def test_low_precision_optimizer_state_round_trips_through_a_weights_only_checkpoint(tmp_path, tiny_model):
+    pytest.importorskip("torchao")
+    cfg = _cfg(tiny_model, optimizer_state="8bit")
+    model = models.create(cfg.model)
+    optimizer, schedule = optim.build(model, cfg)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    optimizer.step()
+    checkpoint.save(tmp_path, 1, {"optimizer": optim.plain_state(optimizer.state_dict())}, keep=0)
+    loaded = torch.load(tmp_path / "latest.pt", weights_only=True)
+    fresh, _ = optim.build(model, cfg)
+    fresh.load_state_dict(optim.restore_state(loaded["optimizer"]))
+    before, after = optimizer.state_dict()["state"], fresh.state_dict()["state"]
+    assert before.keys() == after.keys()
+    big = max(before, key=lambda k: before[k]["exp_avg"].numel())
+    assert type(after[big]["exp_avg"]).__name__ == "OptimState8bit"
+    assert torch.equal(after[big]["exp_avg"].codes, before[big]["exp_avg"].codes)
+
+
+def test_checkpoints_keep_the_newest_and_latest_points_at_the_last(tmp_path):
+    for step in (2, 4, 6, 8):
+        checkpoint.save(tmp_path, step, {"step": step}, keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pt", "step_6.pt", "step_8.pt"]
+    assert torch.load(tmp_path / "latest.pt", weights_only=True)["step"] == 8
+    assert checkpoint.resume_path("auto", tmp_path.parent / "nothing") is None
+    with pytest.raises(TrainError, match="resume checkpoint not found"):
+        checkpoint.resume_path(str(tmp_path / "step_2.pt"), tmp_path)

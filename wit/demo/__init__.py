@@ -1,0 +1,1 @@
+"""The demo world: procedural image-text data that a small CLIP can learn on a CPU."""
