@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from train.atomic import atomic_open
 from train.errors import TrainError
 
 STEP_FILE = re.compile(r"step_(\d+)\.pt$")
@@ -41,14 +42,9 @@ def _tuples(value):
 def save(directory: Path, step: int, state: dict, keep: int) -> Path:
     """Write step_N.pt atomically, point latest.pt at it (atomically), and keep only the
     newest `keep` step files (0 = all)."""
-    directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"step_{step}.pt"
-    tmp = directory / f".step_{step}.pt.tmp"
-    with open(tmp, "wb") as f:
+    with atomic_open(path) as f:
         torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
     link = directory / ".latest.pt.tmp"
     link.unlink(missing_ok=True)
     os.link(path, link)

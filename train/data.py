@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import signal
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -231,5 +232,12 @@ def loader(stream: EpochStream, processes: bool, pin_memory: bool, seed: int) ->
     if not processes:
         return stream
     return DataLoader(stream, batch_size=None, num_workers=len(stream.slots), pin_memory=pin_memory,
-                      prefetch_factor=2, persistent_workers=False,
+                      prefetch_factor=2, persistent_workers=False, worker_init_fn=_ignore_stop_signals,
                       generator=torch.Generator().manual_seed(seed))
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """SLURM signals every process of a task before its time limit; the workers must live on
+    while the training process checkpoints (they exit with it)."""
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)

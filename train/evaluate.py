@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
-from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
 from train import retrieval, zeroshot
+from train.atomic import atomic_open
 from train.config import EvalConfig, TrainConfig
 from train.dist import World, gather_objects
 from train.errors import TrainError
@@ -219,17 +217,11 @@ def summary(report: dict) -> str:
 
 def write_json(path: str, data: dict) -> None:
     """Write `data` to `path` atomically (a temporary file beside it, then a rename)."""
-    target, temporary = Path(path), None
     try:
-        with tempfile.NamedTemporaryFile("w", dir=target.parent, prefix=f".{target.name}.", suffix=".tmp",
-                                         delete=False, encoding="utf-8") as f:
-            temporary = Path(f.name)
+        with atomic_open(path, "w") as f:
             json.dump(data, f, indent=1)
             f.write("\n")
-        os.replace(temporary, target)
     except OSError as e:
-        if temporary is not None:
-            temporary.unlink(missing_ok=True)
         raise TrainError(f"{path}: cannot write the metrics ({e.strerror or e})") from None
 
 

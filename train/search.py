@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -25,6 +24,7 @@ from tqdm import tqdm
 
 from train import images
 from train.config import EvalConfig, TrainConfig
+from train.atomic import atomic_open
 from train.errors import TrainError
 from train.features import Encoder, decode_all, inference
 from train.model import Loaded, load
@@ -125,16 +125,10 @@ def cached_index(checkpoint: str | Path, loaded: Loaded, shards: list[Shard], en
 
 def _save(data: dict, path: Path) -> None:
     """torch.save to a temporary file beside `path`, then rename; a cache that cannot be written is only reported."""
-    temporary = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".", suffix=".tmp", delete=False) as f:
-            temporary = Path(f.name)
+        with atomic_open(path) as f:
             torch.save(data, f)
-        os.replace(temporary, path)
     except OSError as e:
-        if temporary is not None:
-            temporary.unlink(missing_ok=True)
         print(f"{PROG}: warning: cannot write the cache {path} ({e.strerror or e}); not cached", file=sys.stderr)
 
 

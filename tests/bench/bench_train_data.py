@@ -30,7 +30,6 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 import open_clip  # noqa: E402
-import torch  # noqa: E402
 import torchvision.transforms as T  # noqa: E402
 import open_clip_train.data  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402

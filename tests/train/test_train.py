@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import subprocess
 import time
@@ -72,12 +73,14 @@ def test_a_run_stopped_by_a_signal_or_killed_resumes_exactly(tmp_path, shards, t
     reference = final_state(straight)
     assert reference["step"] == 12 and reference["data"]["epoch"] >= 1   # crosses an epoch boundary
 
-    # SIGUSR1 (what SLURM sends before the time limit): checkpoint, exit 75, resume
+    # SIGUSR1 to every process of the run, dataloader workers included (what SLURM sends
+    # before the time limit): checkpoint, exit 75, resume
     stopped = tmp_path / "stopped"
     config = write_config(tmp_path / "b.yaml", shards, stopped, tiny_model, save_every=0)
-    proc = run_module("train", "--config", config, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = run_module("train", "--config", config, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                      start_new_session=True)
     _wait_for_step(stopped / "metrics.jsonl", 5, proc)
-    proc.send_signal(signal.SIGUSR1)
+    os.killpg(proc.pid, signal.SIGUSR1)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 75, err.decode()[-2000:]
     stopped_at = final_state(stopped)["step"]
