@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the tests and benchmarks need: WordNet 3.0, Java for pyspark, GNU time.
-DEBIAN_PACKAGES := wordnet-base openjdk-17-jre-headless time
+DEBIAN_PACKAGES := wordnet-base openjdk-17-jre-headless time slurm-wlm munge
 WORDNET := /usr/share/wordnet
 DEMO := demo
 export NO_ALBUMENTATIONS_UPDATE := 1
