@@ -27,7 +27,7 @@ def test_demo_runs_every_stage_and_the_model_learns(tmp_path):
     sources = summary["queries_per_source"]
     assert all(sources[s] > 0 for s in ("unigram", "bigram", "title")), sources
     assert summary["candidates"] >= summary["matched"] >= summary["selected"] >= summary["downloaded"] > 0
-    assert summary["shard_samples"] == summary["downloaded"]   # no duplicates in the demo web
+    assert 0 < summary["shard_samples"] <= summary["downloaded"]
     assert summary["final_loss"] < summary["first_loss"]
     assert summary["recall_t2i@5"] > 5 * summary["retrieval_chance@1"]
     assert "zero-shot top-1" in done.stdout and f"{summary['zero_shot_top1']:.1%}" in done.stdout
