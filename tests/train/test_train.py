@@ -181,3 +181,22 @@ def test_shipped_configs_resolve():
     assert paper.steps * paper.batch_size == pytest.approx(32 * 400_000_000, rel=0.01)
     tiny = load_config(str(REPO / "pipelines/configs/tiny.yaml"), ["shards=x", "run_dir=y", "steps=5"])
     assert tiny.steps == 5 and tiny.model.config is not None
+
+
+def test_resume_with_another_worker_count_continues_at_the_same_step(tmp_path, shards, tiny_model):
+    run_dir = tmp_path / "run"
+    config = write_config(tmp_path / "c.yaml", shards, run_dir, tiny_model, steps=10, save_every=3, workers=2)
+    proc = run_module("train", "--config", config, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not (run_dir / "checkpoints" / "step_3.pt").exists():
+        assert proc.poll() is None
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    resumed_at = final_state(run_dir)["step"]
+    done = run_module("train", "--config", config, "--set", "workers=1")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "1 ranks x 2 workers, this run has 1 x 1" in done.stderr and "not sample-exact" in done.stderr
+    final = final_state(run_dir)
+    assert final["step"] == 10 and final["samples"] == 10 * 8 and resumed_at >= 3
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-(10 - resumed_at):] == list(range(resumed_at + 1, 11))
