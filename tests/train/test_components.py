@@ -120,3 +120,27 @@ def test_checkpoints_keep_the_newest_and_latest_points_at_the_last(tmp_path):
     assert checkpoint.resume_path("auto", tmp_path.parent / "nothing") is None
     with pytest.raises(TrainError, match="resume checkpoint not found"):
         checkpoint.resume_path(str(tmp_path / "step_2.pt"), tmp_path)
+
+
+def test_decoding_caps_pixels_from_the_header_and_crops_where_asked():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from train import images
+
+    buf = io.BytesIO()
+    Image.new("RGB", (3000, 2000), (10, 20, 30)).save(buf, "PNG")
+    with pytest.raises(images.ImageError, match="over the 1,000,000-pixel cap"):
+        images.decode(buf.getvalue(), 32, max_pixels=1_000_000)
+    with pytest.raises(images.ImageError, match="undecodable"):
+        images.decode(b"\xff\xd8\xff\xe0 truncated", 32, max_pixels=10**8)
+    ramp = np.tile(np.arange(128, dtype=np.uint8) * 2, (64, 1))            # 128 wide, 64 high, brighter to the right
+    buf = io.BytesIO()
+    Image.fromarray(np.stack([ramp] * 3, axis=-1)).save(buf, "PNG")
+    left = images.decode(buf.getvalue(), 32, 10**8, crop=(0.0, 0.0)).float().mean()
+    centre = images.decode(buf.getvalue(), 32, 10**8).float().mean()
+    right = images.decode(buf.getvalue(), 32, 10**8, crop=(0.999, 0.0)).float().mean()
+    assert images.decode(buf.getvalue(), 32, 10**8).shape == (3, 32, 32)
+    assert left < centre < right and abs(centre - 127) < 4   # shorter side 64 -> 32: the crop is half the width
