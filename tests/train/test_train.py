@@ -93,18 +93,23 @@ def test_a_run_stopped_by_a_signal_or_killed_resumes_exactly(tmp_path, shards, t
     # kill -9 right after the step-8 checkpoint, then resume=auto
     killed = tmp_path / "killed"
     config = write_config(tmp_path / "c.yaml", shards, killed, tiny_model)
-    proc = run_module("train", "--config", config, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while not (killed / "checkpoints" / "step_8.pt").exists():
-        assert proc.poll() is None
-        time.sleep(0.02)
-    proc.kill()
-    proc.wait()
+    kill_after_checkpoint(config, killed / "checkpoints" / "step_8.pt")
     done = run_module("train", "--config", config, "--set", "resume=auto")
     assert done.returncode == 0, done.stderr[-2000:]
     final = final_state(killed)
     assert final["step"] == 12
     assert same_parameters(final["state_dict"], reference["state_dict"])
     assert final["samples"] == reference["samples"] == 12 * 8
+
+
+def kill_after_checkpoint(config: Path, checkpoint: Path) -> None:
+    """Start a run and SIGKILL it as soon as `checkpoint` exists."""
+    proc = run_module("train", "--config", config, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not checkpoint.exists():
+        assert proc.poll() is None, "the run ended before the checkpoint"
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
 
 
 def _wait_for_step(metrics: Path, step: int, proc: subprocess.Popen) -> None:
@@ -186,12 +191,7 @@ def test_shipped_configs_resolve():
 def test_resume_with_another_worker_count_continues_at_the_same_step(tmp_path, shards, tiny_model):
     run_dir = tmp_path / "run"
     config = write_config(tmp_path / "c.yaml", shards, run_dir, tiny_model, steps=10, save_every=3, workers=2)
-    proc = run_module("train", "--config", config, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while not (run_dir / "checkpoints" / "step_3.pt").exists():
-        assert proc.poll() is None
-        time.sleep(0.02)
-    proc.kill()
-    proc.wait()
+    kill_after_checkpoint(config, run_dir / "checkpoints" / "step_3.pt")
     resumed_at = final_state(run_dir)["step"]
     done = run_module("train", "--config", config, "--set", "workers=1")
     assert done.returncode == 0, done.stderr[-2000:]
