@@ -4,6 +4,7 @@ shards. Launch one process per device with torchrun or SLURM's srun."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
         cfg = load_config(args.config, args.set)
         if rank != 0:
-            cfg = _quiet(cfg)
+            cfg = dataclasses.replace(cfg, progress=False)
         summary = train(cfg)
     except TrainError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
@@ -38,11 +39,6 @@ def main(argv: list[str] | None = None) -> int:
     if rank == 0:
         print(json.dumps(summary), file=sys.stderr)
     return PREEMPTED if summary["preempted"] else 0
-
-
-def _quiet(cfg):
-    import dataclasses
-    return dataclasses.replace(cfg, progress=False)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ wraps to its start (counted as repeats), so the step count never changes."""
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 import signal
@@ -74,30 +75,40 @@ def plan_epoch(shards: list[Shard], seed: int, epoch: int, world: int, workers: 
                          f"{world * local_batch}")
     order = np.random.default_rng([seed, epoch]).permutation(len(shards))
     sequence = [shards[i] for i in order]
-    bounds = _cumulative(sequence)
+    bounds = cumulative(sequence)
     slots, start = [], 0
     for rank in range(world):
         row = []
         for w in range(workers):
-            batches = max(0, math.ceil((steps - w) / workers))
+            batches = batches_of(w, steps, workers)
             count = batches * local_batch
-            row.append(Slot(rank * workers + w, _segments(sequence, bounds, start, count), batches))
+            row.append(Slot(rank * workers + w, span(sequence, start, count, bounds), batches))
             start += count
         slots.append(tuple(row))
     return EpochPlan(epoch, steps, tuple(slots))
 
 
-def _cumulative(sequence: list[Shard]) -> list[int]:
+def batches_of(worker: int, steps: int, workers: int) -> int:
+    """How many of steps 0..steps-1 worker `worker` serves (step k is worker k % workers's)."""
+    return max(0, math.ceil((steps - worker) / workers))
+
+
+def cumulative(sequence: list[Shard]) -> list[int]:
+    """Where each shard starts when the shards are laid end to end (and the total, last)."""
     return [0, *itertools.accumulate(s.samples for s in sequence)]
 
 
-def _segments(sequence: list[Shard], bounds: list[int], start: int, count: int) -> tuple[Segment, ...]:
+def span(sequence: list[Shard], start: int, count: int, bounds: list[int] | None = None) -> tuple[Segment, ...]:
+    """The parts of the shards covering samples [start, start + count) of the sequence laid
+    end to end (`bounds`: its `cumulative`, when already known); only those shards are visited."""
+    bounds = cumulative(sequence) if bounds is None else bounds
     out, end = [], start + count
-    for shard, lo in zip(sequence, bounds):
-        hi = lo + shard.samples
-        a, b = max(lo, start), min(hi, end)
+    i = bisect.bisect_right(bounds, start) - 1
+    while i < len(sequence) and bounds[i] < end:
+        a, b = max(bounds[i], start), min(bounds[i + 1], end)
         if a < b:
-            out.append(Segment(shard.url, a - lo, b - a))
+            out.append(Segment(sequence[i].url, a - bounds[i], b - a))
+        i += 1
     return tuple(out)
 
 
@@ -208,7 +219,7 @@ class EpochStream(IterableDataset):
             yield from self._stream((self.start_step + info.id) % workers)
 
     def _stream(self, w: int) -> Iterator[dict]:
-        done = max(0, math.ceil((self.start_step - w) / len(self.slots)))
+        done = batches_of(w, self.start_step, len(self.slots))
         try:
             yield from worker_batches(self.slots[w], self.plan.epoch, self.positions[w], done,
                                       self.settings, self.tokenize, w)

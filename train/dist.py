@@ -76,13 +76,13 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-def any_rank(flag: bool, world: World) -> bool:
-    """True on every rank when `flag` is true on any rank (every rank must call it)."""
-    if world.size == 1:
-        return flag
-    t = torch.tensor([int(flag)], device=world.device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+def any_rank(world: World, *flags: bool) -> list[bool]:
+    """Each flag, true on every rank when it is true on any rank: one collective for all
+    of them (every rank must call it)."""
+    t = torch.tensor([int(f) for f in flags], device=world.device)
+    if world.size > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]
 
 
 def gather_objects(obj, world: World) -> list:

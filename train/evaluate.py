@@ -13,6 +13,7 @@ the features or counts are gathered so every rank returns the same metrics.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from typing import Callable, Iterator
@@ -22,6 +23,7 @@ import torch
 
 from train import retrieval, zeroshot
 from train.atomic import atomic_open
+from train.data import span
 from train.config import EvalConfig, TrainConfig
 from train.dist import World, gather_objects
 from train.errors import TrainError
@@ -96,13 +98,8 @@ class Retrieval:
 
 def read_range(shards: list[Shard], start: int, stop: int) -> Iterator[Sample]:
     """Samples number start..stop-1 of the shards laid end to end (fewer if a shard is short)."""
-    offset = 0
-    for shard in shards:
-        first, last = max(start, offset), min(stop, offset + shard.samples)
-        if first < last:
-            for _, sample in zip(range(last - first), read_samples(shard.url, skip=first - offset)):
-                yield sample
-        offset += shard.samples
+    for segment in span(shards, start, stop - start):
+        yield from itertools.islice(read_samples(segment.url, skip=segment.first), segment.count)
 
 
 def _sum_over_ranks(counts: dict, world: World, error: str | None = None) -> dict:

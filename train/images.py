@@ -10,15 +10,12 @@ on the device."""
 from __future__ import annotations
 
 import io
-import warnings
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_image
-
-warnings.simplefilter("error", Image.DecompressionBombWarning)
 
 
 class ImageError(ValueError):

@@ -101,7 +101,7 @@ def _loop(cfg, world, model, stepper, evaluator, metrics, stop, shards, settings
             if "error" in batch:
                 raise TrainError(batch["error"])
             loss = stepper(*stepper.inputs(batch))
-            nonfinite, stopping = _flags(world, not torch.isfinite(loss).item(), stop.signal is not None)
+            nonfinite, stopping = dist.any_rank(world, not torch.isfinite(loss).item(), stop.signal is not None)
             if nonfinite:
                 raise TrainError(f"non-finite loss at step {position.step}; lower lr or check the data "
                                  f"(last checkpoint is kept in {cfg.run_dir}/checkpoints)")
@@ -125,14 +125,6 @@ def _loop(cfg, world, model, stepper, evaluator, metrics, stop, shards, settings
             position.epoch, position.epoch_step, position.workers = position.epoch + 1, 0, None
     return {"step": position.step, "samples": position.samples, "loss": float(loss), "preempted": False,
             **{k: v for k, v in position.counts.items()}}
-
-
-def _flags(world, *flags: bool) -> list[bool]:
-    """Each flag true on every rank when it is true on any rank: one collective per step."""
-    t = torch.tensor([int(f) for f in flags], device=world.device)
-    if world.size > 1:
-        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-    return [bool(v) for v in t.tolist()]
 
 
 def _advance(position: Position, batch: dict, global_batch: int) -> None:
@@ -205,8 +197,7 @@ def _restore(state: dict, model, optimizer, schedule, cfg, world) -> Position:
                     d["world_size"], d["workers"], world.size, max(1, cfg.workers), d["epoch"])
     workers = d["positions"][world.rank] if same_layout else None
     if workers is None and d["epoch_step"]:
-        per_worker = max(1, cfg.workers)
-        local = cfg.batch_size // world.size
-        workers = [max(0, -(-(d["epoch_step"] - w) // per_worker)) * local for w in range(per_worker)]
+        count, local = max(1, cfg.workers), cfg.batch_size // world.size
+        workers = [data.batches_of(w, d["epoch_step"], count) * local for w in range(count)]
     return Position(state["step"], state["samples"], d["epoch"], d["epoch_step"], workers,
                     dict(state.get("counts", Position().counts)))

@@ -14,7 +14,7 @@ from typing import Callable
 import open_clip
 import torch
 
-from train.config import ModelConfig
+from train.config import ModelConfig, from_dict
 from train.errors import TrainError
 
 MAX_LOGIT_SCALE = math.log(100.0)   # the paper clips the temperature so logits scale by at most 100
@@ -103,8 +103,6 @@ def write_model_config(cfg: ModelConfig, run_dir: Path) -> Path | None:
 
 def load(checkpoint: str | Path, device: str | torch.device = "cpu") -> Loaded:
     """The model of a trainer checkpoint (loaded with weights_only=True), in eval mode."""
-    from train.config import from_dict
-
     try:
         ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except FileNotFoundError:

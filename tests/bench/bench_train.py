@@ -31,14 +31,15 @@ from tests.train.conftest import write_shards  # noqa: E402
 TARGET = 1.0
 SHARD = 250
 # OpenCLIP's trainer with the tiny model registered and webdataset 0.2.111's end-of-shard
-# marker dropped (its grouping predates it); nothing else changes.
+# marker dropped (bench_train_data.patch_openclip); nothing else changes.
 OPENCLIP = """
-import functools, sys
-import open_clip, open_clip_train.data, webdataset.tariterators
-open_clip.add_model_config(sys.argv[1])
-open_clip_train.data.tar_file_expander = functools.partial(webdataset.tariterators.tar_file_expander, eof_value=None)
+import sys
+import open_clip
+from tests.bench.bench_train_data import patch_openclip
 from open_clip_train.main import main
 if __name__ == "__main__":
+    open_clip.add_model_config(sys.argv[1])
+    patch_openclip()
     main(sys.argv[2:])
 """
 
@@ -47,7 +48,9 @@ def tiny() -> dict:
     return yaml.safe_load((REPO / "pipelines/configs/tiny.yaml").read_text())
 
 
-def run_openclip(work: Path, shards: str, steps: int, batch: int) -> float:
+def run_openclip(work: Path, shards: str, steps: int, batch: int, model: str | None = None,
+                 precision: str = "fp32", device: str = "cpu", workers: int = 1) -> float:
+    """Seconds for `steps` steps of OpenCLIP's trainer; `model` None is the tiny config."""
     cfg = tiny()
     model_json = work / f"{cfg['model']['name']}.json"
     model_json.write_text(json.dumps(cfg["model"]["config"]))
@@ -58,17 +61,22 @@ def run_openclip(work: Path, shards: str, steps: int, batch: int) -> float:
                "--train-data", shards, "--train-num-samples", str(steps * batch), "--dataset-type", "webdataset",
                "--batch-size", str(batch), "--epochs", "1", "--lr", str(cfg["lr"]), "--warmup", str(cfg["warmup"]),
                "--wd", str(cfg["weight_decay"]), "--beta1", "0.9", "--beta2", "0.98", "--eps", "1e-6",
-               "--model", cfg["model"]["name"], "--workers", "1", "--precision", "fp32", "--device", "cpu",
+               "--model", model or cfg["model"]["name"], "--workers", str(workers),
+               "--precision", {"fp32": "fp32", "bf16": "amp_bf16"}[precision], "--device", device,
                "--logs", str(work / "oclogs"), "--name", name, "--save-frequency", "0", "--zeroshot-frequency", "0",
                "--val-frequency", "0", "--log-every-n-steps", "1000", "--report-to", "", "--seed", "0"]
     return _timed(command)
 
 
-def run_wit(work: Path, shards: str, steps: int, batch: int) -> float:
+def run_wit(work: Path, shards: str, steps: int, batch: int, model: str | None = None,
+            precision: str = "fp32", workers: int = 1) -> float:
+    """Seconds for `steps` steps of `python -m train`; `model` None is the tiny config."""
     command = [sys.executable, "-m", "train", "--config", str(REPO / "pipelines/configs/tiny.yaml"), "--set",
                f"shards={shards}", f"run_dir={work / f'wit{steps}-{time.time_ns()}'}", f"steps={steps}",
-               f"batch_size={batch}", "workers=1", "precision=fp32", "save_every=0", "log_every=1000",
-               "tensorboard=false", "progress=false", "resume=none"]
+               f"batch_size={batch}", f"workers={workers}", f"precision={precision}", "save_every=0",
+               "log_every=1000", "tensorboard=false", "progress=false", "resume=none"]
+    if model:
+        command += ["--set", f"model={model}"]
     return _timed(command)
 
 
