@@ -25,6 +25,7 @@ BASELINES = {
     "shard": "`shutil.copyfile` of the same tars",
     "train_data": "OpenCLIP's `get_wds_dataset` pipeline",
     "train": "`python -m open_clip_train.main`",
+    "train_gpu": "`python -m open_clip_train.main` (bf16, one GPU)",
 }
 
 
@@ -71,7 +72,13 @@ def write_results(rows: list[dict], failed: list[str]) -> None:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        if r.get("skipped"):
+            lines.append(f"| `{r['script']}` | {r['metric']} | {BASELINES.get(r['bench'], '')} | | | "
+                         f"not run: {r['skipped']} | | |")
+            continue
         target = f"≥ {r['target']}x" if r.get("target") is not None else "—"
+        if r.get("mfu") is not None:
+            target += f"; MFU {r['mfu']:.0%} (≥ {r['mfu_target']:.0%})"
         met = {True: "yes", False: "**no**", None: "—"}[r.get("met")]
         lines.append(f"| `{r['script']}` | {r['metric']} | {BASELINES.get(r['bench'], '')} | {r['baseline']:,} | "
                      f"{r['wit']:,} | **{r['ratio']:.2f}x** | {target} | {met} |")
