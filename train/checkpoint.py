@@ -20,8 +20,9 @@ STEP_FILE = re.compile(r"step_(\d+)\.pt$")
 
 
 def rng_state() -> dict:
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
     state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64))}
+             "numpy": torch.from_numpy(keys.astype(np.int64)), "numpy_position": [int(pos), int(has_gauss), float(gauss)]}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -30,7 +31,8 @@ def rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(_tuples(state["python"]))
-    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), 624, 0, 0.0))
+    pos, has_gauss, gauss = state.get("numpy_position", (624, 0, 0.0))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), int(pos), int(has_gauss), float(gauss)))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import logging
 import math
 import signal
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from train import images
 from train.errors import TrainError
 from train.shards import Sample, Shard, read_samples
+
+log = logging.getLogger("train.data")
 
 
 @dataclass(frozen=True)
@@ -184,6 +187,9 @@ def _raw_samples(slot: Slot, start: int, stats: dict) -> Iterator[Sample | None]
         for sample in itertools.islice(read_samples(seg.url, seg.first + skip, stats), seg.count - skip):
             got += 1
             yield sample
+        if got < seg.count - skip:
+            log.warning("%s: ended after %d of the %d samples sizes.json lists from there (truncated or "
+                        "unreadable); the rest count as dropped", seg.url, got, seg.count - skip)
         yield from itertools.repeat(None, seg.count - skip - got)
         seen += seg.count
 

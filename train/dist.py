@@ -59,8 +59,9 @@ def init() -> World:
     """Join the process group (if there is more than one process) and pick the device."""
     rank, size, local_rank, addr, port = launch_env()
     if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
+        # a site that binds one GPU to each task shows it as device 0
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
     if size > 1 and not dist.is_initialized():
@@ -83,6 +84,12 @@ def any_rank(world: World, *flags: bool) -> list[bool]:
     if world.size > 1:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return [bool(v) for v in t.tolist()]
+
+
+def barrier(world: World) -> None:
+    """Every rank waits here for every other."""
+    if world.size > 1:
+        dist.barrier()
 
 
 def gather_objects(obj, world: World) -> list:

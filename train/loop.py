@@ -42,6 +42,7 @@ class Position:
 def train(cfg: TrainConfig) -> dict:
     """Run (or resume) training as configured; return the run summary. Every rank calls it."""
     world = dist.init()
+    stop = checkpoint.StopRequest()   # from the start: a signal during set-up still ends in a checkpoint
     run_dir = Path(cfg.run_dir)
     workers = max(1, cfg.workers)
     if cfg.batch_size % (world.size * cfg.accum_steps):
@@ -77,7 +78,6 @@ def train(cfg: TrainConfig) -> dict:
     settings = data.StreamSettings(cfg.seed, local_batch, models.image_size(model), cfg.shuffle_window, cfg.max_pixels)
     evaluator = build_evaluator(cfg.eval, world, tokenize, models.image_size(model), mean, std, cfg.max_pixels)
     metrics = Metrics(run_dir, cfg.tensorboard, cfg.progress, position.step, cfg.steps) if world.is_main else NullMetrics()
-    stop = checkpoint.StopRequest()
     summary = _loop(cfg, world, model, stepper, evaluator, metrics, stop, shards, settings, tokenize, position, workers)
     metrics.close()
     dist.shutdown()
@@ -98,8 +98,8 @@ def _loop(cfg, world, model, stepper, evaluator, metrics, stop, shards, settings
             window.data_wait += time.perf_counter() - waited
             if batch is None:
                 break
-            if "error" in batch:
-                raise TrainError(batch["error"])
+            if dist.any_rank(world, "error" in batch)[0]:   # every rank stops, none waits in a collective
+                raise TrainError(batch.get("error", "a data error on another rank (see its log)"))
             loss = stepper(*stepper.inputs(batch))
             nonfinite, stopping = dist.any_rank(world, not torch.isfinite(loss).item(), stop.signal is not None)
             if nonfinite:
@@ -124,7 +124,15 @@ def _loop(cfg, world, model, stepper, evaluator, metrics, stop, shards, settings
         if position.step < cfg.steps:   # the epoch ran out
             position.epoch, position.epoch_step, position.workers = position.epoch + 1, 0, None
     return {"step": position.step, "samples": position.samples, "loss": float(loss), "preempted": False,
-            **{k: v for k, v in position.counts.items()}}
+            **_global_counts(position.counts, world)}
+
+
+def _global_counts(counts: dict, world) -> dict:
+    """The dropped / repeated / unsafe counts summed over the ranks (a collective)."""
+    t = torch.tensor(list(counts.values()), dtype=torch.float64, device=world.device)
+    if world.size > 1:
+        torch.distributed.all_reduce(t)
+    return {k: int(v) for k, v in zip(counts, t.tolist())}
 
 
 def _advance(position: Position, batch: dict, global_batch: int) -> None:
@@ -153,7 +161,7 @@ class _Window:
                   "logit_scale": model.logit_scale.exp().item(), "samples_per_s": rate,
                   "samples_per_s_per_device": rate / world.size, "data_wait_fraction": t[1].item(),
                   "memory_mb": _memory_mb(world.device), "epoch": position.epoch, "samples": position.samples,
-                  **position.counts}
+                  **_global_counts(position.counts, world)}
         self.step, self.start, self.data_wait = position.step, time.perf_counter(), 0.0
         return values
 
@@ -165,16 +173,21 @@ def _memory_mb(device: torch.device) -> float:
 
 
 def _save(cfg, world, model, stepper, position) -> None:
-    """Every rank's worker positions are gathered (a collective); rank 0 writes."""
-    positions = dist.gather_objects(list(position.workers), world)
-    if not world.is_main:
-        return
+    """Every rank's worker positions and counts are gathered; rank 0 writes; every rank
+    waits until it is written (a rank that exits early would have its launcher kill rank 0)."""
+    gathered = dist.gather_objects((list(position.workers), dict(position.counts)), world)
+    if world.is_main:
+        _write(cfg, world, model, stepper, position, [g[0] for g in gathered], [g[1] for g in gathered])
+    dist.barrier(world)
+
+
+def _write(cfg, world, model, stepper, position, positions: list, counts: list) -> None:
     state = {
         "state_dict": model.state_dict(),
         "optimizer": optim.plain_state(stepper.optimizer.state_dict()),
         "scheduler": stepper.schedule.state_dict(),
         "scaler": {},   # bf16 autocast needs no loss scaling
-        "step": position.step, "samples": position.samples, "counts": dict(position.counts),
+        "step": position.step, "samples": position.samples, "counts": counts,   # per rank
         "data": {"epoch": position.epoch, "epoch_step": position.epoch_step, "positions": positions,
                  "world_size": world.size, "workers": max(1, cfg.workers)},
         "rng": checkpoint.rng_state(),
@@ -184,7 +197,17 @@ def _save(cfg, world, model, stepper, position) -> None:
     checkpoint.save(Path(cfg.run_dir) / "checkpoints", position.step, state, cfg.keep_checkpoints)
 
 
+# Settings a resumed run must share with its checkpoint: they fix the model and the data stream.
+_FIXED_ON_RESUME = ("seed", "batch_size", "accum_steps", "shuffle_window", "model.name", "model.config")
+
+
 def _restore(state: dict, model, optimizer, schedule, cfg, world) -> Position:
+    saved, now = state["config"], cfg.to_dict()
+    for key in _FIXED_ON_RESUME:
+        before, after = _dotted(saved, key), _dotted(now, key)
+        if before != after:
+            raise TrainError(f"resume: {key} was {before!r} in the checkpoint, now {after!r}; use the "
+                             f"checkpoint's value or a new run_dir")
     model.load_state_dict(state["state_dict"])
     optimizer.load_state_dict(optim.restore_state(state["optimizer"]))
     schedule.load_state_dict(state["scheduler"])
@@ -199,5 +222,13 @@ def _restore(state: dict, model, optimizer, schedule, cfg, world) -> Position:
     if workers is None and d["epoch_step"]:
         count, local = max(1, cfg.workers), cfg.batch_size // world.size
         workers = [data.batches_of(w, d["epoch_step"], count) * local for w in range(count)]
-    return Position(state["step"], state["samples"], d["epoch"], d["epoch_step"], workers,
-                    dict(state.get("counts", Position().counts)))
+    counts = state["counts"]
+    if not same_layout:   # rank 0 carries the totals on
+        counts = [{k: sum(c[k] for c in counts) for k in counts[0]}] + [dict.fromkeys(counts[0], 0)] * world.size
+    return Position(state["step"], state["samples"], d["epoch"], d["epoch_step"], workers, dict(counts[world.rank]))
+
+
+def _dotted(tree: dict, key: str):
+    for part in key.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree

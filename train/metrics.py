@@ -9,14 +9,18 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from train.atomic import atomic_open
+
 
 class Metrics:
     def __init__(self, run_dir: Path, tensorboard: bool, progress: bool, start: int, total: int):
-        self.file = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+        path = run_dir / "metrics.jsonl"
+        _keep_until(path, start)
+        self.file = open(path, "a", encoding="utf-8")
         self.writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start or None)
         self.bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True,
                         mininterval=1.0, disable=not progress)
 
@@ -38,6 +42,22 @@ class Metrics:
         self.file.close()
         if self.writer is not None:
             self.writer.close()
+
+
+def _keep_until(path: Path, step: int) -> None:
+    """Drop the lines a stopped run logged after the step it resumes from (it logs them
+    again), and a line a kill cut short."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+        try:
+            if line.endswith("\n") and json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+    with atomic_open(path, "w") as f:
+        f.writelines(kept)
 
 
 class NullMetrics:

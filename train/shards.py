@@ -6,6 +6,7 @@ guessing. Readers refuse members with absolute paths, `..`, links or device file
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import posixpath
@@ -37,12 +38,16 @@ class Sample:
 
 
 def list_shards(spec: str, sizes: str | None = None) -> list[Shard]:
-    """The shards named by `spec` (a SHARDS dir, a brace pattern of local paths, fsspec urls
-    or `pipe:` commands) with their sample counts from `sizes` or the sizes.json next to them."""
+    """The shards named by `spec` (a SHARDS dir, a brace or glob pattern of local paths or
+    fsspec urls, or `pipe:` commands) with their sample counts from `sizes` or the sizes.json next to them."""
     if "://" not in spec and not spec.startswith("pipe:") and os.path.isdir(spec):
         counts = _read_sizes(sizes or os.path.join(spec, "sizes.json"), spec)
         return [Shard(os.path.join(spec, name), n) for name, n in sorted(counts.items())]
     urls = list(braceexpand.braceexpand(spec))
+    if not spec.startswith("pipe:") and any(c in spec for c in "*?["):
+        urls = sorted({match for pattern in urls for match in _glob(pattern)})
+        if not urls:
+            raise TrainError(f"{spec}: no shard matches")
     if sizes is None:
         if urls[0].startswith("pipe:"):
             raise TrainError(f"{spec}: pipe: urls need the sizes file; set sizes=PATH/TO/sizes.json")
@@ -56,6 +61,14 @@ def list_shards(spec: str, sizes: str | None = None) -> list[Shard]:
             raise TrainError(f"{url}: not listed in {sizes}")
         shards.append(Shard(url, counts[name]))
     return shards
+
+
+def _glob(pattern: str) -> list[str]:
+    """The files a glob pattern names, local or fsspec (as urls of the same protocol)."""
+    if "://" not in pattern:
+        return glob.glob(pattern)
+    fs, path = fsspec.core.url_to_fs(pattern)
+    return [fs.unstrip_protocol(p) for p in fs.glob(path)]
 
 
 def _tar_name(url: str) -> str:

@@ -128,6 +128,11 @@ def test_sizes_come_from_sizes_json_or_the_manifest_never_guessed(tmp_path):
     assert [(s.url, s.samples) for s in brace] == [(f"{tmp_path}/000000.tar", 5), (f"{tmp_path}/000001.tar", 6)]
     piped = list_shards(f"pipe:cat {tmp_path}/{{000000..000001}}.tar", sizes=str(tmp_path / "manifest.json"))
     assert len(list(read_samples(piped[1].url))) == 6
+    globbed = list_shards(f"{tmp_path}/*.tar")
+    assert [(s.url, s.samples) for s in globbed] == [(f"{tmp_path}/000000.tar", 5), (f"{tmp_path}/000001.tar", 6)]
+    assert [s.samples for s in list_shards(f"file://{tmp_path}/00000[1].tar")] == [6]
+    with pytest.raises(TrainError, match="no shard matches"):
+        list_shards(f"{tmp_path}/*.tgz")
 
 
 def test_readers_refuse_path_tricks_links_and_devices(tmp_path):

@@ -19,6 +19,8 @@ import yaml
 
 from tests.cli import REPO, assert_one_line_error, run_module
 from tests.train.conftest import write_shards
+from train import data
+from train.shards import list_shards
 
 PROG = "python -m train"
 
@@ -199,4 +201,31 @@ def test_resume_with_another_worker_count_continues_at_the_same_step(tmp_path, s
     final = final_state(run_dir)
     assert final["step"] == 10 and final["samples"] == 10 * 8 and resumed_at >= 3
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert steps[-(10 - resumed_at):] == list(range(resumed_at + 1, 11))
+    assert steps == list(range(1, 11))   # what the killed run logged past its checkpoint is logged once
+
+
+def test_a_data_error_on_one_rank_stops_every_rank_with_the_error(tmp_path, tiny_model):
+    shards = tmp_path / "shards"
+    keys = write_shards(shards, [8, 8, 8, 8])
+    plan = data.plan_epoch(list_shards(str(shards)), 0, 0, 2, 1, 2)
+    rank1 = {int(Path(segment.url).stem) for segment in plan.slots[1][0].segments}
+    write_shards(shards, [8, 8, 8, 8], broken={k for i in rank1 for k in keys[8 * i:8 * i + 8]})
+    config = write_config(tmp_path / "c.yaml", shards, tmp_path / "run", tiny_model, workers=1, batch_size=4,
+                          shuffle_window=4, progress=False)
+    done = run_module("train", "--config", config, nproc=2, timeout=180)
+    assert done.returncode != 0
+    errors = done.stderr.split(f"{PROG}: error: ")[1:]   # the two ranks' lines may interleave
+    assert len(errors) == 2, done.stderr[-3000:]
+    assert any("no usable sample" in e for e in errors) and any("another rank" in e for e in errors)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_resume_refuses_a_changed_seed_or_batch(tmp_path, shards, tiny_model):
+    run_dir = tmp_path / "run"
+    config = write_config(tmp_path / "c.yaml", shards, run_dir, tiny_model, steps=2, save_every=0, workers=0)
+    assert run_module("train", "--config", config).returncode == 0
+    for change, expected in (("seed=1", "resume: seed was 0 in the checkpoint, now 1"),
+                             ("batch_size=4", "resume: batch_size was 8")):
+        done = run_module("train", "--config", config, "--set", "steps=4", change)
+        assert_one_line_error(done, PROG, expected)
+    assert final_state(run_dir)["step"] == 2
