@@ -15,6 +15,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 .PHONY: demo test bench system-packages clean
 
 $(BIN)/.installed: pyproject.toml
+	@$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || $(MAKE) --no-print-directory system-packages PACKAGES=python3-venv
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'

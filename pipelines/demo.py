@@ -66,6 +66,7 @@ def main() -> None:
 
     for stale in ("web", "crawl", "shards", "run", "eval"):
         shutil.rmtree(out / stale, ignore_errors=True)
+    (out / "summary.json").unlink(missing_ok=True)
     _step(f"demo web: {settings.pages} pages x {settings.images_per_page} images; never shown: {sorted(HELD_OUT)}")
     pages = web.build_site(out / "web" / "site", settings.pages, settings.images_per_page, settings.seed,
                            held_out=HELD_OUT)
@@ -88,8 +89,8 @@ def main() -> None:
          f"eval.classnames={folder / 'classnames.txt'}", f"eval.templates={TEMPLATES}",
          f"eval.shards={out / 'eval' / 'shards'}")
     summary = summarise(out, settings, time.time() - started)
-    plot(out)
-    print_table(summary)
+    plot(out, settings.cap)
+    print_table(summary, out)
 
 
 def build_queries(out: Path) -> Path:
@@ -158,8 +159,9 @@ def summarise(out: Path, settings: Settings, seconds: float) -> dict:
     return summary
 
 
-def plot(out: Path) -> None:
-    """Loss curve and logit scale from metrics.jsonl; the query distribution from the data card."""
+def plot(out: Path, cap: int) -> None:
+    """Loss curve and logit scale from metrics.jsonl; pairs per query before balancing (the
+    crawl's match counts), after the crawl's balancing and after the final cap."""
     from matplotlib.figure import Figure
 
     lines = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -172,10 +174,20 @@ def plot(out: Path) -> None:
         ax.set_ylabel(label)
         fig.tight_layout()
         fig.savefig(out / "run" / name, dpi=100)
-    shutil.copyfile(out / "shards" / "datacard.png", out / "run" / "query_distribution.png")
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from wit.shards.datacard import plot_distribution
+
+    matched = pq.read_table(out / "crawl" / "entry_counts.parquet").column("matched").to_numpy()
+    per_query = json.loads((out / "shards" / "datacard.json").read_text())["per_query"]
+    plot_distribution({"matched (before balancing)": matched,
+                       "downloaded (balanced at crawl time)": np.array(per_query["downloaded"]),
+                       "in the shards (after the final cap)": np.array(per_query["kept"])},
+                      cap, out / "run" / "query_distribution.png")
 
 
-def print_table(s: dict) -> None:
+def print_table(s: dict, out: Path) -> None:
     rows = [
         ("queries", f"{s['queries']:,} (" + ", ".join(f"{k} {v:,}" for k, v in s["queries_per_source"].items()) + ")"),
         ("candidates (WAT img alt texts)", f"{s['candidates']:,}"),
@@ -194,7 +206,8 @@ def print_table(s: dict) -> None:
     ]
     width = max(len(k) for k, _ in rows)
     print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
-    print("summary: demo/summary.json; plots: demo/run/loss.png, logit_scale.png, query_distribution.png")
+    print(f"summary: {out / 'summary.json'}; plots in {out / 'run'}: loss.png, logit_scale.png, "
+          "query_distribution.png")
 
 
 def _run(*command) -> None:

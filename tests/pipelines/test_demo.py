@@ -15,6 +15,7 @@ from tests.cli import REPO
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)   # the demo's own limit (below) governs
 def test_demo_runs_every_stage_and_the_model_learns(tmp_path):
     out = tmp_path / "demo"
     env = {**os.environ, "PYTHONPATH": str(REPO), "NO_ALBUMENTATIONS_UPDATE": "1", "TQDM_DISABLE": "1"}

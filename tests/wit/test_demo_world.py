@@ -301,3 +301,20 @@ def test_imagefolder_of_chosen_classes_and_a_foreign_directory(tmp_path):
     (tmp_path / "junk").mkdir()
     with pytest.raises(WitError, match="junk"):
         write_imagefolder(tmp_path, per_class=1, seed=1, class_names=["star"])
+
+
+def test_demo_web_command_writes_a_site_and_its_wat_for_a_base_url(tmp_path):
+    """`python -m wit.demo.web` (the docker-compose web service's content): every
+    candidate of the WAT points at the base url and, but for the deliberately broken
+    links, at an image the site holds."""
+    from wit.crawl.sources import SourceStats, TableColumns, plan_partitions, read_partition
+    from wit.demo import web
+
+    web.main([str(tmp_path / "site"), "--base-url", "http://web:8000/", "--wat", str(tmp_path / "d.wat.gz"),
+              "--pages", "6", "--images-per-page", "5"])
+    [partition] = plan_partitions([str(tmp_path / "d.wat.gz")], True, TableColumns(), 1000)
+    rows = [r for batch in read_partition(partition, TableColumns(), 1000, SourceStats()) for r in batch.to_pylist()]
+    assert 20 <= len(rows) <= 30   # images with an alt text
+    assert all(r["url"].startswith("http://web:8000/img/") for r in rows)
+    present = [(tmp_path / "site" / r["url"].removeprefix("http://web:8000/")).exists() for r in rows]
+    assert sum(present) >= len(rows) - 3 and all(r["text"] for r in rows)

@@ -6,6 +6,7 @@ Like a real crawl, some images have no alt text and a few links are broken."""
 
 from __future__ import annotations
 
+import argparse
 import functools
 import html
 import random
@@ -100,3 +101,22 @@ def serve(directory: Path, host: str = "127.0.0.1", port: int = 0) -> Iterator[s
 class _QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002 - the base class's name
         pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Write the demo site into OUT (for a web server to serve) and its WAT file for the
+    site's base url, e.g. the docker-compose `web` service at http://web:8000."""
+    parser = argparse.ArgumentParser(prog="python -m wit.demo.web", description=main.__doc__.split(";")[0])
+    parser.add_argument("out", type=Path, help="the site's directory (./web for docker-compose)")
+    parser.add_argument("--base-url", required=True, help="where the site will be served, e.g. http://web:8000")
+    parser.add_argument("--wat", type=Path, required=True, help="the WAT file to write")
+    parser.add_argument("--pages", type=int, default=400)
+    parser.add_argument("--images-per-page", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    pages = build_site(args.out, args.pages, args.images_per_page, args.seed)
+    print(write_site_wat(pages, args.base_url.rstrip("/"), args.wat))
+
+
+if __name__ == "__main__":
+    main()

@@ -97,7 +97,8 @@ def shard(config: ShardConfig) -> dict:
     write_json(os.path.join(config.out, "sizes.json"), sizes)
     card = datacard(counts, config.cap, report)
     write_json(os.path.join(config.out, "datacard.json"), card)
-    plot_distribution(counts, config.cap, os.path.join(config.out, "datacard.png"))
+    plot_distribution({"downloaded (before the cap)": counts["downloaded"], "kept (after the cap)": counts["kept"]},
+                      config.cap, os.path.join(config.out, "datacard.png"))
     manifest = {
         "tool": "wit shard", **settings, "plan_sha256": fingerprint,
         "shards": shards, "total_samples": sum(sizes.values()),

@@ -26,16 +26,17 @@ def datacard(counts: dict[str, np.ndarray], cap: int, report: dict) -> dict:
     }
 
 
-def plot_distribution(counts: dict[str, np.ndarray], cap: int, path: str) -> None:
-    """Log-log plot of per-query counts by rank, before and after balancing (MetaCLIP's figure)."""
+def plot_distribution(curves: dict[str, np.ndarray], cap: int, path: str) -> None:
+    """Log-log plot of per-query counts by rank (MetaCLIP's figure), one curve per
+    {label: counts}, e.g. before and after balancing, with the cap."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(6, 4), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.add_axes((0.13, 0.13, 0.82, 0.78))
-    for name, label in (("downloaded", "downloaded (before the cap)"), ("kept", "kept (after the cap)")):
-        values = np.sort(counts[name][counts[name] > 0])[::-1]
+    for label, counts in curves.items():
+        values = np.sort(counts[counts > 0])[::-1]
         if len(values):
             axes.loglog(np.arange(1, len(values) + 1), values, label=label)
     axes.axhline(cap, color="grey", linestyle="--", linewidth=1, label=f"cap t = {cap:,}")
