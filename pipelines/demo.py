@@ -162,7 +162,11 @@ def summarise(out: Path, settings: Settings, seconds: float) -> dict:
 def plot(out: Path, cap: int) -> None:
     """Loss curve and logit scale from metrics.jsonl; pairs per query before balancing (the
     crawl's match counts), after the crawl's balancing and after the final cap."""
+    import numpy as np
+    import pyarrow.parquet as pq
     from matplotlib.figure import Figure
+
+    from wit.shards.datacard import plot_distribution
 
     lines = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
     train = [m for m in lines if m["kind"] == "train"]
@@ -174,11 +178,6 @@ def plot(out: Path, cap: int) -> None:
         ax.set_ylabel(label)
         fig.tight_layout()
         fig.savefig(out / "run" / name, dpi=100)
-    import numpy as np
-    import pyarrow.parquet as pq
-
-    from wit.shards.datacard import plot_distribution
-
     matched = pq.read_table(out / "crawl" / "entry_counts.parquet").column("matched").to_numpy()
     per_query = json.loads((out / "shards" / "datacard.json").read_text())["per_query"]
     plot_distribution({"matched (before balancing)": matched,

@@ -22,7 +22,8 @@ STEP_FILE = re.compile(r"step_(\d+)\.pt$")
 def rng_state() -> dict:
     _, keys, pos, has_gauss, gauss = np.random.get_state()
     state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": torch.from_numpy(keys.astype(np.int64)), "numpy_position": [int(pos), int(has_gauss), float(gauss)]}
+             "numpy": torch.from_numpy(keys.astype(np.int64)),
+             "numpy_position": [int(pos), int(has_gauss), float(gauss)]}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

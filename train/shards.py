@@ -39,7 +39,8 @@ class Sample:
 
 def list_shards(spec: str, sizes: str | None = None) -> list[Shard]:
     """The shards named by `spec` (a SHARDS dir, a brace or glob pattern of local paths or
-    fsspec urls, or `pipe:` commands) with their sample counts from `sizes` or the sizes.json next to them."""
+    fsspec urls, or `pipe:` commands) with their sample counts from `sizes` or the
+    sizes.json next to them."""
     if "://" not in spec and not spec.startswith("pipe:") and os.path.isdir(spec):
         counts = _read_sizes(sizes or os.path.join(spec, "sizes.json"), spec)
         return [Shard(os.path.join(spec, name), n) for name, n in sorted(counts.items())]

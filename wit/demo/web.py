@@ -106,7 +106,7 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 def main(argv: list[str] | None = None) -> None:
     """Write the demo site into OUT (for a web server to serve) and its WAT file for the
     site's base url, e.g. the docker-compose `web` service at http://web:8000."""
-    parser = argparse.ArgumentParser(prog="python -m wit.demo.web", description=main.__doc__.split(";")[0])
+    parser = argparse.ArgumentParser(prog="python -m wit.demo.web", description=main.__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="the site's directory (./web for docker-compose)")
     parser.add_argument("--base-url", required=True, help="where the site will be served, e.g. http://web:8000")
     parser.add_argument("--wat", type=Path, required=True, help="the WAT file to write")
