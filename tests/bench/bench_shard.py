@@ -105,7 +105,7 @@ def shard_all(crawl: Path, out: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=3000, help="N: the small crawl; the large one is 3N")
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     os.environ["TQDM_DISABLE"] = "1"
     with tempfile.TemporaryDirectory(dir=os.getcwd()) as tmp:

@@ -194,6 +194,11 @@ def test_corrupt_tar_and_unsafe_members(tmp_path):
             add(tar, f"{key}.jpg" if key == "html" else f"{key}.png", image)
             add(tar, f"{key}.txt", b"dog")
             add(tar, f"{key}.json", json.dumps({"uid": url_uid(key), "query_ids": [0]}).encode())
+        for key, meta in (("intuid", b'{"uid": 123}'), ("textq", b'{"uid": "q1", "query_ids": ["x"]}'),
+                          ("oneq", b'{"uid": "q2", "query_ids": 0}'), ("list", b'["uid"]'), ("nojson", b"{uid")):
+            add(tar, f"{key}.jpg", jpeg(7))
+            add(tar, f"{key}.txt", b"dog")
+            add(tar, f"{key}.json", meta)
         add(tar, "../evil.jpg", b"x")
         add(tar, "/etc/evil.txt", b"x")
         add(tar, "link.jpg", b"", tarfile.SYMTYPE, "/etc/passwd")
@@ -208,6 +213,7 @@ def test_corrupt_tar_and_unsafe_members(tmp_path):
     counts = json.loads((out / "manifest.json").read_text())["counts"]
     assert counts["refused_members"] == {"path_traversal": 1, "absolute_path": 1, "link": 1, "not_a_file": 1}
     assert counts["undecodable_image"] == 1 and counts["too_many_pixels"] == 1  # from the intact tar
+    assert counts["malformed_json"] == 5
     [damaged] = counts["unreadable_tars"]
     assert damaged["tar"] == "00001.tar" and 0 < damaged["samples_recovered"] < 215
     assert 200 < counts["final_samples"] < 200 + 215

@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import logging
+import mmap
 import multiprocessing
 import os
 import shutil
@@ -35,7 +36,7 @@ from wit.atomic import atomic_path, read_json, remove_temporaries, write_json
 from wit.balance import balanced
 from wit.errors import WitError
 from wit.shards.datacard import datacard, plot_distribution
-from wit.shards.tars import IMAGE_EXTENSIONS, Member, read_member, scan_tar, write_tar
+from wit.shards.tars import IMAGE_EXTENSIONS, Member, mapped, read_member, scan_tar, tar_chunks
 
 log = logging.getLogger("wit.shard")
 
@@ -113,9 +114,7 @@ def shard(config: ShardConfig) -> dict:
 # ---- 1. index ------------------------------------------------------------------------
 
 
-_DROP_REASONS = ("missing_image_or_text", "undecodable_image", "too_many_pixels")
-_COLUMNS = ("uid", "url", "text", "query_ids", "width", "height", "original_width", "original_height",
-            "sha256", "tar", "offset", "size", "extension")
+_DROP_REASONS = ("missing_image_or_text", "malformed_json", "undecodable_image", "too_many_pixels")
 
 
 def _index(tars: list[str], pool: ProcessPoolExecutor) -> tuple[pa.Table, dict]:
@@ -125,8 +124,8 @@ def _index(tars: list[str], pool: ProcessPoolExecutor) -> tuple[pa.Table, dict]:
               **dict.fromkeys(_DROP_REASONS, 0)}
     tables = []
     bar = tqdm(total=len(tars), desc="index", unit="tar", mininterval=1.0, dynamic_ncols=True)
-    for path, table, found in pool.map(index_tar, tars):
-        tables.append(table)
+    for path, rows, found in pool.map(index_tar, tars):
+        tables.append(pa.Table.from_pydict(rows, schema=_INDEX_SCHEMA))
         if found["error"]:
             log.warning("%s: %s; keeping the %d samples before the damage", path, found["error"],
                         found["samples_read"])
@@ -141,18 +140,20 @@ def _index(tars: list[str], pool: ProcessPoolExecutor) -> tuple[pa.Table, dict]:
     return pa.concat_tables(tables), report
 
 
-def index_tar(path: str) -> tuple[str, pa.Table, dict]:
-    """The usable samples of one tar (a worker task)."""
+def index_tar(path: str) -> tuple[str, dict[str, list], dict]:
+    """The usable samples of one tar, as columns of plain values (a worker task: building
+    arrow arrays here would import pandas in every worker)."""
     scan = scan_tar(path)
-    rows: dict[str, list] = {k: [] for k in _COLUMNS}
+    rows: dict[str, list] = {k: [] for k in _INDEX_SCHEMA.names}
+    columns = [rows[k] for k in _INDEX_SCHEMA.names]
     found = {"error": scan.error, "refused": scan.refused, "samples_read": 0,
              **dict.fromkeys(_DROP_REASONS, 0)}
-    with open(path, "rb") as f:
+    with mapped(path) as view:
         for members in scan.samples.values():
             found["samples_read"] += 1
-            sample = _read_sample(f, members)
-            if sample is None:
-                found["missing_image_or_text"] += 1
+            sample, problem = _read_sample(view, members)
+            if problem:
+                found[problem] += 1
                 continue
             meta, text, image, extension, member = sample
             size, problem = _image_size(image)
@@ -160,15 +161,12 @@ def index_tar(path: str) -> tuple[str, pa.Table, dict]:
                 found[problem] += 1
                 continue
             width, height = size
-            values = (meta["uid"], meta.get("url", ""), text, [int(q) for q in meta.get("query_ids") or []],
-                      width, height, meta.get("original_width") or width, meta.get("original_height") or height,
-                      hashlib.sha256(image).hexdigest(), path, member.offset, member.size, extension)
-            for key, value in zip(_COLUMNS, values):
-                rows[key].append(value)
-    table = pa.table({**{k: pa.array(rows[k]) for k in _COLUMNS if k != "query_ids"},
-                      "query_ids": pa.array(rows["query_ids"], pa.list_(pa.int32()))},
-                     schema=_INDEX_SCHEMA)
-    return path, table, found
+            values = (meta["uid"], meta["url"], text, width, height, meta["original_width"] or width,
+                      meta["original_height"] or height, hashlib.sha256(image).hexdigest(), path,
+                      member.offset, member.size, extension, meta["query_ids"])
+            for column, value in zip(columns, values):
+                column.append(value)
+    return path, rows, found
 
 
 _INDEX_SCHEMA = pa.schema([
@@ -179,19 +177,38 @@ _INDEX_SCHEMA = pa.schema([
 ])
 
 
-def _read_sample(f, members: dict[str, Member]):
+def _read_sample(view: mmap.mmap | bytes, members: dict[str, Member]):
+    """((json fields, text, image bytes, image extension, image member), None), or
+    (None, the reason to drop the sample)."""
     extension = next((e for e in IMAGE_EXTENSIONS if e in members), None)
     if extension is None or "txt" not in members or "json" not in members:
-        return None
+        return None, "missing_image_or_text"
     try:
-        meta = json.loads(read_member(f, members["json"]))
-        text = read_member(f, members["txt"]).decode("utf-8")
-        image = read_member(f, members[extension])
-    except (ValueError, EOFError, OSError):
-        return None
-    if not isinstance(meta, dict) or not meta.get("uid") or not text.strip() or not image:
-        return None
-    return meta, text, image, extension, members[extension]
+        text = read_member(view, members["txt"]).decode("utf-8")
+        image = read_member(view, members[extension])
+    except (ValueError, EOFError):
+        return None, "missing_image_or_text"
+    if not text.strip() or not image:
+        return None, "missing_image_or_text"
+    try:
+        meta = json.loads(read_member(view, members["json"]))
+    except (ValueError, EOFError):
+        return None, "malformed_json"
+    if not isinstance(meta, dict) or not isinstance(meta.get("uid"), str) or not meta["uid"]:
+        return None, "malformed_json"
+    query_ids = meta.get("query_ids")
+    query_ids = [] if query_ids is None else query_ids
+    if not isinstance(query_ids, list) or not all(_is_int(q) and 0 <= q < 2 ** 31 for q in query_ids):
+        return None, "malformed_json"
+    url = meta.get("url")
+    fields = {"uid": meta["uid"], "url": url if isinstance(url, str) else "", "query_ids": query_ids,
+              **{k: meta.get(k) if _is_int(meta.get(k)) and meta.get(k) > 0 else None
+                 for k in ("original_width", "original_height")}}
+    return (fields, text, image, extension, members[extension]), None
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _image_size(image: bytes) -> tuple[tuple[int, int] | None, str | None]:
@@ -272,48 +289,86 @@ def _write_all(plan: pa.Table, config: ShardConfig, work: str, fingerprint: str,
 
 
 def write_shard(index: int, rows: pa.Table, out: str, work: str, fingerprint: str) -> dict:
-    """Write shard `index` from its rows (reading image bytes from the source tars)."""
+    """Write shard `index` from its rows (reading image bytes from the source tars),
+    hashing the bytes on their way out (no second read of the shard)."""
     name = f"{index:06d}.tar"
-    handles: dict[str, object] = {}
+    sources: dict[str, int] = {}
+    columns = rows.to_pydict()
 
     def samples():
-        for row in rows.to_pylist():
-            f = handles.get(row["tar"]) or handles.setdefault(row["tar"], open(row["tar"], "rb"))
-            image = read_member(f, Member(row["uid"], row["offset"], row["size"]))
-            meta = {k: row[k] for k in ("uid", "url", "query_ids", "width", "height",
-                                        "original_width", "original_height", "sha256")}
-            yield row["uid"], [(row["extension"], image),
-                               ("json", json.dumps(meta, sort_keys=True, ensure_ascii=False).encode()),
-                               ("txt", row["text"].encode("utf-8"))]
+        for row in range(rows.num_rows):
+            tar, length = columns["tar"][row], columns["size"][row]
+            fd = sources.get(tar) or sources.setdefault(tar, os.open(tar, os.O_RDONLY))
+            image = os.pread(fd, length, columns["offset"][row])
+            if len(image) != length:
+                raise WitError(f"{tar}: changed while `wit shard` ran (a member ends early)")
+            meta = {k: columns[k][row] for k in _META_KEYS}
+            yield columns["uid"][row], [(columns["extension"][row], image),
+                                        ("json", _JSON.encode(meta).encode()),
+                                        ("txt", columns["text"][row].encode("utf-8"))]
 
-    target = os.path.join(out, name)
     try:
-        with atomic_path(target) as tmp:
-            with open(tmp, "wb") as f:
-                hashed = _HashingWriter(f)
-                write_tar(hashed, samples())
+        with atomic_path(os.path.join(out, name)) as tmp, _ShardFile(tmp) as shard_file:
+            for chunk in tar_chunks(samples()):
+                shard_file.write(chunk)
     finally:
-        for handle in handles.values():
-            handle.close()
-    shard_info = {"name": name, "samples": rows.num_rows, "bytes": hashed.size,
-                  "sha256": hashed.digest.hexdigest()}
+        for fd in sources.values():
+            os.close(fd)
+    shard_info = {"name": name, "samples": rows.num_rows, "bytes": shard_file.size,
+                  "sha256": shard_file.digest.hexdigest()}
     write_json(os.path.join(work, f"{index:06d}.json"), {"plan_sha256": fingerprint, "shard": shard_info})
     return {"index": index, "shard": shard_info}
 
 
-class _HashingWriter:
-    """A write-only file that hashes what passes through (no second read of the shard)."""
+_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False)
+_META_KEYS = ("uid", "url", "query_ids", "width", "height", "original_width", "original_height", "sha256")
 
-    def __init__(self, f) -> None:
-        self.f, self.digest, self.size = f, hashlib.sha256(), 0
 
-    def write(self, data: bytes) -> int:
-        self.digest.update(data)
-        self.size += len(data)
-        return self.f.write(data)
+class _ShardFile:
+    """A new file written in gathered `writev`s, hashed on the way (no second read), sent
+    to disk while the rest is computed, and on disk (fsync) when it closes."""
 
-    def tell(self) -> int:
-        return self.size
+    GATHER_BYTES, GATHER_CHUNKS, WRITEBACK_BYTES = 256 << 10, 256, 8 << 20
+
+    def __init__(self, path: str) -> None:
+        self.fd, self.digest, self.size = os.open(path, os.O_WRONLY), hashlib.sha256(), 0
+        self.gathered: list[bytes] = []
+        self.pending = self.synced = self.dropped = 0
+
+    def write(self, chunk: bytes) -> None:
+        self.digest.update(chunk)  # while the chunk is still in the CPU's cache
+        self.gathered.append(chunk)
+        self.pending += len(chunk)
+        if self.pending >= self.GATHER_BYTES or len(self.gathered) == self.GATHER_CHUNKS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.gathered:
+            return
+        done = os.writev(self.fd, self.gathered)
+        if done < self.pending:  # a short write: finish it
+            rest = memoryview(b"".join(self.gathered))[done:]
+            while rest:
+                rest = rest[os.write(self.fd, rest):]
+        self.size += self.pending
+        self.gathered, self.pending = [], 0
+        if self.size - self.synced >= self.WRITEBACK_BYTES:
+            # DONTNEED starts the writeback of the new dirty pages and drops the pages of
+            # the step before (on disk by now) from the page cache
+            os.posix_fadvise(self.fd, self.dropped, self.size - self.dropped, os.POSIX_FADV_DONTNEED)
+            self.dropped, self.synced = self.synced, self.size
+
+    def __enter__(self) -> "_ShardFile":
+        return self
+
+    def __exit__(self, kind, *_) -> None:
+        try:
+            if kind is None:
+                self._flush()
+                os.fsync(self.fd)  # on disk before it gets its name and its marker
+                os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(self.fd)
 
 
 def _describe(path: str) -> dict:

@@ -10,11 +10,13 @@ members in a fixed order, mtime 0, owner root, mode 0644, no user or group names
 
 from __future__ import annotations
 
+import mmap
 import os
 import posixpath
 import tarfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "webp", "png")
 
@@ -153,9 +155,20 @@ def _text(field: bytes) -> str:
     return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
 
-def read_member(f: BinaryIO, member: Member) -> bytes:
-    f.seek(member.offset)
-    data = f.read(member.size)
+@contextmanager
+def mapped(path: str) -> Iterator[mmap.mmap | bytes]:
+    """The file's bytes, memory-mapped (an empty file as b"")."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            yield b""
+            return
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            yield view
+
+
+def read_member(view: mmap.mmap | bytes, member: Member) -> bytes:
+    """A member's bytes from its tar's `mapped` view."""
+    data = view[member.offset:member.offset + member.size]
     if len(data) != member.size:
         raise EOFError(f"{member.name}: truncated")
     return data
@@ -190,17 +203,25 @@ _TEMPLATE[148:156] = b" " * 8   # a header's checksum counts its own field as sp
 _TEMPLATE_SUM = sum(_TEMPLATE)
 
 
-def write_tar(out: BinaryIO, samples: Iterator[tuple[str, list[tuple[str, bytes]]]]) -> None:
-    """Write (key, [(extension, bytes), ...]) samples as a deterministic tar (the bytes
-    tarfile writes in GNU format), one write per sample."""
+def tar_chunks(samples: Iterable[tuple[str, list[tuple[str, bytes]]]]) -> Iterator[bytes]:
+    """The bytes of a deterministic tar of (key, [(extension, bytes), ...]) samples (what
+    tarfile writes in GNU format), in pieces: headers, the data itself (not copied),
+    padding, and the end-of-archive blocks."""
     written = 0
     for key, parts in samples:
-        chunks = []
         for extension, data in parts:
-            chunks += (regular_header(f"{key}.{extension}", len(data)), data,
-                       bytes(-len(data) % tarfile.BLOCKSIZE))
-        blob = b"".join(chunks)
-        out.write(blob)
-        written += len(blob)
+            header = regular_header(f"{key}.{extension}", len(data))
+            padding = _ZERO_BLOCK[:-len(data) % tarfile.BLOCKSIZE]
+            yield header
+            yield data
+            if padding:
+                yield padding
+            written += len(header) + len(data) + len(padding)
     end = written + 2 * tarfile.BLOCKSIZE
-    out.write(bytes(2 * tarfile.BLOCKSIZE + -end % tarfile.RECORDSIZE))
+    yield bytes(2 * tarfile.BLOCKSIZE + -end % tarfile.RECORDSIZE)
+
+
+def write_tar(out: BinaryIO, samples: Iterable[tuple[str, list[tuple[str, bytes]]]]) -> None:
+    """Write samples as a deterministic tar (see `tar_chunks`)."""
+    for chunk in tar_chunks(samples):
+        out.write(chunk)
