@@ -10,7 +10,7 @@ more data is processed, with start-up (process pool, imports, the plot) cancelle
 as in bench_train.py. Target >= 0.5x of the copy. The whole-command ratio on the 3N
 crawl is printed too. Best of `--repeat`, alternating, in one run.
 
-    python tests/bench/bench_shard.py [--samples 3000] [--repeat 2]
+    python tests/bench/bench_shard.py [--samples 3000] [--repeat 3]
 """
 
 from __future__ import annotations
