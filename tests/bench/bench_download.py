@@ -7,7 +7,7 @@ deadline, redirect policy and pixel cap. Each runs in a fresh process, alternati
 of `--repeat`. The figure is downloaded images per second of the download step (wit's
 from crawl.json); target >= 0.95x. The whole `wit crawl` command is reported too.
 
-    python tests/bench/bench_download.py [--images 4000] [--repeat 2]
+    python tests/bench/bench_download.py [--images 4000] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def _env() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=4000)
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, TestWeb() as web:
         work = Path(tmp)

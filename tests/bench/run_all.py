@@ -1,5 +1,7 @@
 """Run every benchmark in tests/bench/ (each runs the toolkit and its baseline side by side)
-and write tests/bench/results.md: each ratio against its baseline and target.
+and write tests/bench/results.md: each ratio against its baseline and target. With
+`--only`, the named benchmarks run and replace their rows; the other rows stay (the
+results are kept in tests/bench/results.json).
 
     python tests/bench/run_all.py [--only NAME ...]
 """
@@ -17,6 +19,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
+RESULTS = HERE / "results.json"
 BASELINES = {
     "build_queries": "mwxml + mwparserfromhell `strip_code()` + `str.split()`",
     "match": "MetaCLIP's per-text pyahocorasick loop",
@@ -48,6 +51,11 @@ def main() -> None:
             failed.append(script.name)
             continue
         rows.append({**result, "script": script.name, "seconds": round(time.time() - started)})
+    if args.only and RESULTS.exists():  # keep the rows of the benchmarks that did not run
+        ran = {s.name for s in scripts}
+        rows = sorted([r for r in json.loads(RESULTS.read_text()) if r["script"] not in ran] + rows,
+                      key=lambda r: r["script"])
+    RESULTS.write_text(json.dumps(rows, indent=1) + "\n")
     write_results(rows, failed)
     print(f"wrote {HERE / 'results.md'} ({len(rows)} benchmarks, {len(failed)} failed)", file=sys.stderr)
     sys.exit(1 if failed else 0)

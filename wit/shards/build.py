@@ -17,13 +17,13 @@ import hashlib
 import io
 import json
 import logging
-import mmap
 import multiprocessing
 import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -36,7 +36,7 @@ from wit.atomic import atomic_path, read_json, remove_temporaries, write_json
 from wit.balance import balanced
 from wit.errors import WitError
 from wit.shards.datacard import datacard, plot_distribution
-from wit.shards.tars import IMAGE_EXTENSIONS, Member, mapped, read_member, scan_tar, tar_chunks
+from wit.shards.tars import IMAGE_EXTENSIONS, Member, read_member, scan_tar, tar_chunks
 
 log = logging.getLogger("wit.shard")
 
@@ -148,10 +148,10 @@ def index_tar(path: str) -> tuple[str, dict[str, list], dict]:
     columns = [rows[k] for k in _INDEX_SCHEMA.names]
     found = {"error": scan.error, "refused": scan.refused, "samples_read": 0,
              **dict.fromkeys(_DROP_REASONS, 0)}
-    with mapped(path) as view:
+    with open(path, "rb") as f:
         for members in scan.samples.values():
             found["samples_read"] += 1
-            sample, problem = _read_sample(view, members)
+            sample, problem = _read_sample(f, members)
             if problem:
                 found[problem] += 1
                 continue
@@ -177,21 +177,21 @@ _INDEX_SCHEMA = pa.schema([
 ])
 
 
-def _read_sample(view: mmap.mmap | bytes, members: dict[str, Member]):
+def _read_sample(f: BinaryIO, members: dict[str, Member]):
     """((json fields, text, image bytes, image extension, image member), None), or
     (None, the reason to drop the sample)."""
     extension = next((e for e in IMAGE_EXTENSIONS if e in members), None)
     if extension is None or "txt" not in members or "json" not in members:
         return None, "missing_image_or_text"
     try:
-        text = read_member(view, members["txt"]).decode("utf-8")
-        image = read_member(view, members[extension])
+        text = read_member(f, members["txt"]).decode("utf-8")
+        image = read_member(f, members[extension])
     except (ValueError, EOFError):
         return None, "missing_image_or_text"
     if not text.strip() or not image:
         return None, "missing_image_or_text"
     try:
-        meta = json.loads(read_member(view, members["json"]))
+        meta = json.loads(read_member(f, members["json"]))
     except (ValueError, EOFError):
         return None, "malformed_json"
     if not isinstance(meta, dict) or not isinstance(meta.get("uid"), str) or not meta["uid"]:
@@ -292,16 +292,17 @@ def write_shard(index: int, rows: pa.Table, out: str, work: str, fingerprint: st
     """Write shard `index` from its rows (reading image bytes from the source tars),
     hashing the bytes on their way out (no second read of the shard)."""
     name = f"{index:06d}.tar"
-    sources: dict[str, int] = {}
+    sources: dict[str, BinaryIO] = {}
     columns = rows.to_pydict()
 
     def samples():
         for row in range(rows.num_rows):
-            tar, length = columns["tar"][row], columns["size"][row]
-            fd = sources.get(tar) or sources.setdefault(tar, os.open(tar, os.O_RDONLY))
-            image = os.pread(fd, length, columns["offset"][row])
-            if len(image) != length:
-                raise WitError(f"{tar}: changed while `wit shard` ran (a member ends early)")
+            tar = columns["tar"][row]
+            f = sources.get(tar) or sources.setdefault(tar, open(tar, "rb"))
+            try:
+                image = read_member(f, Member(columns["uid"][row], columns["offset"][row], columns["size"][row]))
+            except EOFError as e:
+                raise WitError(f"{tar}: changed while `wit shard` ran ({e})") from None
             meta = {k: columns[k][row] for k in _META_KEYS}
             yield columns["uid"][row], [(columns["extension"][row], image),
                                         ("json", _JSON.encode(meta).encode()),
@@ -312,8 +313,8 @@ def write_shard(index: int, rows: pa.Table, out: str, work: str, fingerprint: st
             for chunk in tar_chunks(samples()):
                 shard_file.write(chunk)
     finally:
-        for fd in sources.values():
-            os.close(fd)
+        for f in sources.values():
+            f.close()
     shard_info = {"name": name, "samples": rows.num_rows, "bytes": shard_file.size,
                   "sha256": shard_file.digest.hexdigest()}
     write_json(os.path.join(work, f"{index:06d}.json"), {"plan_sha256": fingerprint, "shard": shard_info})

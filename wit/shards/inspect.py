@@ -12,7 +12,7 @@ from PIL import Image
 
 from wit.atomic import read_json
 from wit.errors import WitError
-from wit.shards.tars import IMAGE_EXTENSIONS, mapped, read_member, scan_tar
+from wit.shards.tars import IMAGE_EXTENSIONS, read_member, scan_tar
 
 
 @dataclass
@@ -66,12 +66,12 @@ def verify(directory: str, manifest: dict) -> Verification:
         if scan.error or scan.refused:
             result.problems.append(f"{shard['name']}: {scan.error or 'unsafe members ' + str(scan.refused)}")
         good = 0
-        with mapped(path) as view:
+        with open(path, "rb") as f:
             for key, members in scan.samples.items():
                 try:
-                    image = next(read_member(view, members[e]) for e in IMAGE_EXTENSIONS if e in members)
-                    meta = json.loads(read_member(view, members["json"]))
-                    read_member(view, members["txt"]).decode("utf-8")
+                    image = next(read_member(f, members[e]) for e in IMAGE_EXTENSIONS if e in members)
+                    meta = json.loads(read_member(f, members["json"]))
+                    read_member(f, members["txt"]).decode("utf-8")
                     with Image.open(io.BytesIO(image)) as img:
                         img.verify()
                     if hashlib.sha256(image).hexdigest() != meta["sha256"]:
@@ -91,11 +91,11 @@ def show(directory: str, manifest: dict, count: int) -> list[str]:
     for shard in manifest["shards"]:
         path = os.path.join(directory, shard["name"])
         scan = scan_tar(path)
-        with mapped(path) as view:
+        with open(path, "rb") as f:
             for key, members in scan.samples.items():
                 if len(lines) == count:
                     return lines
-                meta = json.loads(read_member(view, members["json"]))
-                text = read_member(view, members["txt"]).decode("utf-8")
+                meta = json.loads(read_member(f, members["json"]))
+                text = read_member(f, members["txt"]).decode("utf-8")
                 lines.append(f"{key}  {meta['width']}x{meta['height']}  queries {meta['query_ids']}  {text!r}")
     return lines

@@ -10,11 +10,9 @@ members in a fixed order, mtime 0, owner root, mode 0644, no user or group names
 
 from __future__ import annotations
 
-import mmap
 import os
 import posixpath
 import tarfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterable, Iterator
 
@@ -155,20 +153,9 @@ def _text(field: bytes) -> str:
     return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
 
-@contextmanager
-def mapped(path: str) -> Iterator[mmap.mmap | bytes]:
-    """The file's bytes, memory-mapped (an empty file as b"")."""
-    with open(path, "rb") as f:
-        if os.fstat(f.fileno()).st_size == 0:
-            yield b""
-            return
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
-            yield view
-
-
-def read_member(view: mmap.mmap | bytes, member: Member) -> bytes:
-    """A member's bytes from its tar's `mapped` view."""
-    data = view[member.offset:member.offset + member.size]
+def read_member(f: BinaryIO, member: Member) -> bytes:
+    """A member's bytes (one `pread`, so the file's position does not matter)."""
+    data = os.pread(f.fileno(), member.size, member.offset)
     if len(data) != member.size:
         raise EOFError(f"{member.name}: truncated")
     return data
