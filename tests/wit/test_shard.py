@@ -277,11 +277,15 @@ def test_errors(tmp_path):
 
 def test_tar_writer_matches_tarfile():
     """The template-built headers give exactly the bytes of Python's tarfile (GNU format,
-    mtime 0, root, 0644), long and non-ASCII names and an empty archive included."""
+    mtime 0, root, 0644), long and non-ASCII names, small and larger members and an
+    empty archive included."""
     rng = np.random.default_rng(7)
     names = ["0" * 32, "a" * 95, "b" * 99, "c" * 100, "d" * 140, "bild-ä€", "x"]
-    samples = [(name, [(ext, rng.bytes(int(rng.integers(0, 3000)))) for ext in ("jpg", "json", "txt")])
-               for name in names for _ in range(2)]
+
+    def size() -> int:
+        return int(rng.integers(0, 3000) if rng.random() < 0.7 else rng.integers(4000, 9000))
+
+    samples = [(name, [(ext, rng.bytes(size())) for ext in ("jpg", "json", "txt")]) for name in names for _ in range(4)]
     for chosen in (samples, []):
         reference = io.BytesIO()
         with tarfile.open(fileobj=reference, mode="w", format=tarfile.GNU_FORMAT) as tar:

@@ -96,8 +96,8 @@ def _scan_with_tarfile(path: str) -> TarScan:
 _MAGICS = (b"ustar\x0000", b"ustar  \x00")                # POSIX ustar, GNU
 _PLAIN_TYPES = {bytes([t]) for t in b"01234567\x00"}       # no extended, long-name or sparse headers
 _ZERO_BLOCK = bytes(tarfile.BLOCKSIZE)
-# mode, uid, gid, mtime, devmajor, devminor (offset, width) in `numbers`: tarfile checks them too
-_OTHER_NUMBERS = ((0, 8), (8, 8), (16, 8), (24, 12), (36, 8), (44, 8))
+# mode, uid, gid, mtime, devmajor, devminor: (offset, width) in a header's `rest`; tarfile checks them too
+_OTHER_NUMBERS = ((0, 8), (8, 8), (16, 8), (24, 12), (209, 8), (217, 8))
 
 
 def _scan_plain(path: str) -> TarScan | None:
@@ -105,7 +105,7 @@ def _scan_plain(path: str) -> TarScan | None:
     tarfile reads them; None at the first thing that needs tarfile itself."""
     with open(path, "rb") as f:
         fd, size = f.fileno(), os.fstat(f.fileno()).st_size
-        scan, offset, valid_numbers = TarScan(), 0, set()
+        scan, offset, known = TarScan(), 0, {}
         while offset + 2 * tarfile.BLOCKSIZE <= size:
             block = os.pread(fd, tarfile.BLOCKSIZE, offset)
             if len(block) < tarfile.BLOCKSIZE:
@@ -113,16 +113,20 @@ def _scan_plain(path: str) -> TarScan | None:
             if block == _ZERO_BLOCK:
                 return scan
             kind = block[156:157]
-            if block[257:265] not in _MAGICS or kind not in _PLAIN_TYPES:
-                return None
-            checksum, length = _octal(block[148:156]), _octal(block[124:136])
-            if checksum != sum(block) - sum(block[148:156]) + 256 or length is None:
-                return None   # the checksum counts its own field as spaces
-            numbers = block[100:124] + block[136:148] + block[329:345]
-            if numbers not in valid_numbers:
-                if any(_octal(numbers[a:a + n]) is None for a, n in _OTHER_NUMBERS):
+            # everything but the name, size and checksum: the same in most headers of a
+            # tar, so it is checked and summed once
+            rest = block[100:124] + block[136:148] + block[156:]
+            rest_sum = known.get(rest)
+            if rest_sum is None:
+                if block[257:265] not in _MAGICS or kind not in _PLAIN_TYPES \
+                        or any(_octal(rest[a:a + n]) is None for a, n in _OTHER_NUMBERS):
                     return None
-                valid_numbers.add(numbers)
+                if len(known) == 1024:  # many kinds of headers (a time per member): keep few
+                    known.clear()
+                rest_sum = known[rest] = sum(rest)
+            checksum, length = _octal(block[148:156]), _octal(block[124:136])
+            if checksum != rest_sum + sum(block[:100]) + sum(block[124:136]) + 256 or length is None:
+                return None   # the checksum counts its own field as spaces
             name, prefix = _text(block[:100]), _text(block[345:500])
             if kind == tarfile.AREGTYPE and name.endswith("/"):
                 kind = tarfile.DIRTYPE
