@@ -186,13 +186,13 @@ def _read_sample(f: BinaryIO, members: dict[str, Member]):
     try:
         text = read_member(f, members["txt"]).decode("utf-8")
         image = read_member(f, members[extension])
-    except (ValueError, EOFError):
+    except (ValueError, EOFError, OSError):
         return None, "missing_image_or_text"
     if not text.strip() or not image:
         return None, "missing_image_or_text"
     try:
         meta = json.loads(read_member(f, members["json"]))
-    except (ValueError, EOFError):
+    except (ValueError, EOFError, OSError):
         return None, "malformed_json"
     if not isinstance(meta, dict) or not isinstance(meta.get("uid"), str) or not meta["uid"]:
         return None, "malformed_json"
@@ -202,7 +202,7 @@ def _read_sample(f: BinaryIO, members: dict[str, Member]):
         return None, "malformed_json"
     url = meta.get("url")
     fields = {"uid": meta["uid"], "url": url if isinstance(url, str) else "", "query_ids": query_ids,
-              **{k: meta.get(k) if _is_int(meta.get(k)) and meta.get(k) > 0 else None
+              **{k: meta[k] if _is_int(meta.get(k)) and meta[k] > 0 else None
                  for k in ("original_width", "original_height")}}
     return (fields, text, image, extension, members[extension]), None
 
@@ -337,7 +337,7 @@ class _ShardFile:
         self.pending = self.synced = self.dropped = 0
 
     def write(self, chunk: bytes) -> None:
-        self.digest.update(chunk)  # while the chunk is still in the CPU's cache
+        self.digest.update(chunk)
         self.gathered.append(chunk)
         self.pending += len(chunk)
         if self.pending >= self.GATHER_BYTES or len(self.gathered) == self.GATHER_CHUNKS:
