@@ -53,7 +53,7 @@ def baseline(path: str) -> dict:
 
 def wit(path: str, workers: int) -> dict:
     """`wit build-queries` on the same file, thresholds lowered to the excerpt's size."""
-    from wit.queries.build import BuildConfig, build_queries
+    from wit.queries.build import BuildConfig, run as build_queries
 
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()

@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from wit.crawl.urls import url_uid
-from wit.shards.build import ShardConfig, shard
+from wit.formats.uids import url_uid
+from wit.shards.build import ShardConfig, run as shard
 
 TARGET = 0.5
 PER_TAR, DISTINCT = 500, 200

@@ -2,7 +2,7 @@ import numpy as np
 import pyarrow as pa
 
 from wit.balance import balanced, draws, uid_keys
-from wit.crawl.urls import url_uid
+from wit.formats.uids import url_uid
 
 
 def pool(n, queries, seed=0):

@@ -18,7 +18,8 @@ import pytest
 
 from tests.wit.cli import assert_one_line_error, run_wit
 from tests.wit.wikidump import WikiPage, write_dump
-from wit.queries.build import BuildConfig, build_queries
+from wit.formats.errors import WitError
+from wit.queries.build import BuildConfig, run as build_queries
 
 PAGES = [
     WikiPage("Alpha", "Alpha beta gamma. Alpha beta delta.{{cite|template words}}<ref>ref words</ref>"),
@@ -79,7 +80,7 @@ def test_hand_computed_list(tmp_path):
     assert stats["sources"]["title"] == {"qualified": 1, "listed": 1, "first_listed_by": 0}
     assert stats["sources"]["wordnet"]["qualified"] == 6 and stats["queries"] == 7
     assert json.loads((tmp_path / "q" / "stats.json").read_text()) == stats
-    assert sorted(os.listdir(tmp_path / "q")) == ["metadata.json", "queries.parquet", "stats.json"]
+    assert sorted(os.listdir(tmp_path / "q")) == [".wit", "metadata.json", "queries.parquet", "stats.json"]
 
 
 def test_pmi_threshold_and_min_bigram_count(tmp_path):
@@ -151,14 +152,14 @@ def test_kill_and_resume_gives_the_same_outputs(tmp_path):
 
     out = tmp_path / "killed"
     proc = wit(*common, "--out", out, stderr=subprocess.DEVNULL)
-    work = out / ".work"
+    units = tmp_path / ".killed.partial" / ".wit" / "units"   # built beside the output
     deadline = time.time() + 60
-    while time.time() < deadline and len(list(work.glob("*.json"))) < 30:
+    while time.time() < deadline and len(list(units.glob("*.json"))) < 30:
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    finished = len(list(work.glob("*.json"))) - 1  # job.json
-    assert finished >= 29 and not (out / "queries.parquet").exists()
+    finished = len(list(units.glob("*.json")))
+    assert finished >= 30 and not out.exists()
 
     result = wit(*common, "--out", out)
     assert result.returncode == 0, result.stderr
@@ -166,18 +167,24 @@ def test_kill_and_resume_gives_the_same_outputs(tmp_path):
     assert finished <= stats["chunks_resumed"] < stats["chunks"]
     for name in ("queries.parquet", "metadata.json"):
         assert (out / name).read_bytes() == (tmp_path / "straight" / name).read_bytes()
-    assert not work.exists()
+    assert not (out / ".wit" / "scratch").exists() and not units.exists()
 
 
-def test_work_left_by_other_settings_is_discarded(tmp_path):
+def test_other_settings_are_refused_and_overwrite_replaces(tmp_path):
     pages, _, _ = random_corpus(3, 200)
     dump = write_dump(tmp_path / "dump.xml", pages)
     out = tmp_path / "q"
-    (out / ".work").mkdir(parents=True)
-    (out / ".work" / "job.json").write_text('{"version": "old"}')
-    (out / ".work" / "000-000000.json").write_text('{"pages": 999999}')
-    stats = build_queries(BuildConfig(wiki_dumps=(str(dump),), out=str(out), workers=1))
-    assert stats["chunks_resumed"] == 0 and stats["pages"]["pages"] == 200
+    first = build_queries(BuildConfig(wiki_dumps=(str(dump),), out=str(out), workers=1, min_count=1))
+    assert build_queries(BuildConfig(wiki_dumps=(str(dump),), out=str(out), workers=1, min_count=1)) == first
+    before = (out / "queries.parquet").read_bytes()
+    with pytest.raises(WitError, match="other settings or inputs \\(min_count\\).*--overwrite"):
+        build_queries(BuildConfig(wiki_dumps=(str(dump),), out=str(out), workers=1, min_count=50))
+    assert (out / "queries.parquet").read_bytes() == before
+    stats = build_queries(BuildConfig(wiki_dumps=(str(dump),), out=str(out), workers=1, min_count=50,
+                                      overwrite=True))
+    assert stats["thresholds"]["min_count"] == 50 and stats["queries"] < first["queries"]
+    assert json.loads((out / "stats.json").read_text()) == stats
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dump.xml", "q"]   # nothing left beside it
 
 
 def bad_inputs(tmp_path):
@@ -217,8 +224,9 @@ def test_failed_run_keeps_earlier_outputs(tmp_path):
     good = write_dump(tmp_path / "good.xml", pages)
     out = tmp_path / "out"
     assert wit("--wiki-dump", good, "--out", out, "--min-count", "1").returncode == 0
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     bad = write_dump(tmp_path / "bad.xml.bz2", pages, "bz2")
     bad.write_bytes(bad.read_bytes()[:-100])
-    assert_one_line_error(wit("--wiki-dump", bad, "--out", out), "build-queries", bad)
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert_one_line_error(wit("--wiki-dump", bad, "--out", out, "--overwrite"), "build-queries", bad)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.xml.bz2", "good.xml", "out"]

@@ -81,10 +81,19 @@ def test_redirects_follow_the_policy(web, monkeypatch):
 def test_pixel_cap_applies_before_decoding(web, monkeypatch):
     monkeypatch.setattr(fetch, "_policy", FetchPolicy(allow_private_hosts=True, max_pixels=320 * 240 - 1))
     _, stream, error = download_image((0, web.url("/img/a.jpg")), 5, None, None)
-    assert stream is None and error == f"image too large (320x240 pixels, at most {320 * 240 - 1})"
+    assert stream is None and error == "image refused: too_many_pixels (320x240 pixels, over the 76,799-pixel cap)"
     monkeypatch.setattr(fetch, "_policy", FetchPolicy(allow_private_hosts=True))
     _, stream, error = download_image((0, web.url("/huge.png")), 5, None, None)
-    assert stream is None and error.startswith("image too large")
+    assert stream is None and error.startswith("image refused: too_many_pixels")
+
+
+def test_formats_without_a_readable_header_are_refused_before_decoding(web, monkeypatch):
+    """A 6 MB Radiance HDR declaring 10000x10000 pixels is decoded by OpenCV (1.2 GB) if it
+    reaches img2dataset's resizer; the downloader refuses it, and an HTML page, unread."""
+    monkeypatch.setattr(fetch, "_policy", FetchPolicy(allow_private_hosts=True))
+    for path in ("/bomb.hdr", "/html.jpg"):
+        _, stream, error = download_image((0, web.url(path)), 5, None, None)
+        assert stream is None and error.startswith("image refused: unsupported_format"), (path, error)
 
 
 # ---- the whole stage ------------------------------------------------------------------
@@ -97,7 +106,8 @@ def test_crawl_exact_counts(web, queries_dir, tmp_path):
     failing = {
         "/404": "failed_to_download", "/500": "failed_to_download", "/redirect-loop": "failed_to_download",
         "/stall": "failed_to_download", "/drip": "failed_to_download", "/noai.jpg": "failed_to_download",
-        "/huge.png": "failed_to_download", "/truncated.jpg": "failed_to_resize", "/html.jpg": "failed_to_resize",
+        "/huge.png": "failed_to_download", "/truncated.jpg": "failed_to_resize", "/html.jpg": "failed_to_download",
+        "/bomb.hdr": "failed_to_download",
     }
     bad = [(web.url(path), f"dog at {path}") for path in failing]
     refused = [("ftp://127.0.0.1/dog.jpg", "dog"), ("http://user:pw@127.0.0.1/dog.jpg", "dog"),
@@ -125,11 +135,12 @@ def test_crawl_exact_counts(web, queries_dir, tmp_path):
     assert download["errors"][DEADLINE_ERROR] == 2
     assert download["errors"]["Use of image disallowed by X-Robots-Tag directive"] == 1
     assert download["errors"]["HTTP Error 404: Not Found"] == 1
-    assert sum(e.startswith("image too large") for e in download["errors"]) == 1
+    assert sum(e.startswith("image refused: too_many_pixels") for e in download["errors"]) == 1
+    assert sum(n for e, n in download["errors"].items() if e.startswith("image refused: unsupported_format")) == 2
     assert summary["seconds"]["download"] < 60
 
     entry = pq.read_table(out / "entry_counts.parquet").to_pylist()
-    assert [(e["query_id"], e["matched"]) for e in entry] == [(0, 17), (1, 3), (2, 8), (3, 1)]
+    assert [(e["query_id"], e["matched"]) for e in entry] == [(0, 18), (1, 3), (2, 8), (3, 1)]
     successes = [s for s in samples(out / "download") if s["status"] == "success"]
     selected = pq.read_table(out / "selected").to_pylist()
     by_url = {row["url"]: row for row in selected}
@@ -190,13 +201,14 @@ def test_kill_9_mid_download_then_resume(web, queries_dir, tmp_path):
     out = tmp_path / "killed"
     proc = wit_crawl(*crawl_args(queries_dir, pool, out), start_new_session=True,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    building = tmp_path / ".killed.partial" / "download"   # the output is built beside its place
     deadline = time.time() + 120
-    while time.time() < deadline and len(list((out / "download").glob("*_stats.json"))) < 3:
+    while time.time() < deadline and len(list(building.glob("*_stats.json"))) < 3:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # the crawl and every process it started
     proc.wait()
-    finished = len(list((out / "download").glob("*_stats.json")))
-    assert 3 <= finished < 9
+    finished = len(list(building.glob("*_stats.json")))
+    assert 3 <= finished < 9 and not out.exists()
 
     result = wit_crawl(*crawl_args(queries_dir, pool, out))
     assert result.returncode == 0, result.stderr
@@ -264,8 +276,10 @@ def test_output_from_another_configuration_is_refused_and_kept(web, queries_dir,
             "--processes", "1"]
     assert wit_crawl(*args).returncode == 0
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    one_line_error(wit_crawl(*args, "--cap", "5", "--seed", "2"), out, "other settings (cap, seed)")
+    one_line_error(wit_crawl(*args, "--cap", "5", "--seed", "2"), out, "other settings or inputs (cap, seed)",
+                   "--overwrite")
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
-    rerun = wit_crawl(*args)  # the same settings: resumes, nothing to do
-    assert rerun.returncode == 0 and "resuming" in rerun.stderr
+    rerun = wit_crawl(*args)  # the same settings: nothing to do
+    assert rerun.returncode == 0 and "nothing to do" in rerun.stderr
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert json.loads((out / "crawl.json").read_text())["counts"]["downloaded"] == 3

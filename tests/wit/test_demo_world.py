@@ -20,7 +20,7 @@ from torchvision.datasets import ImageFolder
 
 from wit.demo.world import (COLOURS, COUNTS, NUMBERS, POSITION_PHRASES, POSITIONS, SHAPES, Scene, class_dir,
                             class_scene, classes, jpeg, render, sample_scene, write_imagefolder, write_shards)
-from wit.errors import WitError
+from wit.formats.errors import WitError
 
 PLURALS = {shape + ("es" if shape.endswith("s") else "s"): shape for shape in SHAPES}
 

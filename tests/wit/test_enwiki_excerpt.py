@@ -10,7 +10,7 @@ import mwxml
 import pyarrow.parquet as pq
 import pytest
 
-from wit.queries.build import BuildConfig, build_queries
+from wit.queries.build import BuildConfig, run as build_queries
 from wit.queries.ngrams import count_ngrams
 
 RESIDUE = re.compile(r"\{\{|\}\}|\[\[|\]\]|\||<[^>]*>|\bref\b|\bthumb\b|\d*px\b|\bhttps?\b|&\w+;|==")

@@ -2,8 +2,12 @@ import gzip
 
 import pytest
 
-from wit.errors import WitError
-from wit.queries.pageviews import expand_globs, read_pageviews
+from tests.wit.cli import assert_one_line_error, run_wit
+from tests.wit.test_build_queries import random_corpus
+from tests.wit.wikidump import write_dump
+from wit.formats.errors import WitError
+from wit.formats.globs import expand
+from wit.queries.pageviews import read_pageviews
 
 HOUR_1 = (
     "en Albert_Einstein 50 0\n"
@@ -28,7 +32,7 @@ def write(path, text, compress=True):
 def test_views_summed_over_files_english_wikipedia_only(tmp_path):
     write(tmp_path / "pageviews-20240101-000000.gz", HOUR_1)
     write(tmp_path / "pageviews-20240101-010000.gz", HOUR_2)
-    views = read_pageviews(expand_globs([str(tmp_path / "pageviews-*.gz")]))
+    views = read_pageviews(expand([str(tmp_path / "pageviews-*.gz")], "page-view"))
     assert dict(views.views) == {"Albert Einstein": 81, "Dog": 15, "Café": 7}
     assert views.lines == 12
     assert views.malformed_lines == 3
@@ -42,7 +46,7 @@ def test_plain_text_files_are_read_too(tmp_path):
 
 def test_glob_matching_nothing_is_an_error(tmp_path):
     with pytest.raises(WitError, match="no page-view file matches"):
-        expand_globs([str(tmp_path / "nothing-*.gz")])
+        expand([str(tmp_path / "nothing-*.gz")], "page-view")
 
 
 def test_corrupt_gzip_is_an_error_naming_the_file(tmp_path):
@@ -50,3 +54,15 @@ def test_corrupt_gzip_is_an_error_naming_the_file(tmp_path):
     path.write_bytes(path.read_bytes()[:60])
     with pytest.raises(WitError, match=f"{path}: cannot read page-view file"):
         read_pageviews([str(path)])
+
+
+@pytest.mark.parametrize("lines", ["en Dog 9223372036854775808 0\n",                     # 2^63 on one line
+                                   "en Dog 9223372036854775000 0\nen Dog 9000 0\n"])    # 2^63 summed
+def test_views_beyond_64_bits_are_a_one_line_error_and_leave_no_output(tmp_path, lines):
+    pages, _, _ = random_corpus(6, 30)
+    dump = write_dump(tmp_path / "dump.xml", pages)
+    views = write(tmp_path / "pageviews-1.gz", "en Cat 3 0\n" + lines)
+    out = tmp_path / "out"
+    result = run_wit("build-queries", "--wiki-dump", dump, "--pageviews", views, "--out", out)
+    assert_one_line_error(result, "build-queries", views, "line", "'Dog'", "2^63 - 1")
+    assert not out.exists()

@@ -18,11 +18,12 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from tests.wit.cli import run_wit
+from tests.wit.cli import assert_one_line_error, run_wit
+from tests.wit.faults import kill_during_overwrite, small_filesystem
 from tests.wit.testweb import bomb_png
 from wit.balance import draws, uid_keys
-from wit.crawl.urls import url_uid
-from wit.shards.tars import _scan_plain, _scan_with_tarfile, scan_tar, write_tar
+from wit.formats.uids import url_uid
+from wit.formats.tars import _scan_plain, _scan_with_tarfile, scan_tar, write_tar
 
 
 @dataclass
@@ -50,10 +51,12 @@ def add(tar: tarfile.TarFile, name: str, data: bytes, kind: bytes = tarfile.REGT
     tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
 
 
-def write_download(crawl: Path, shards: list[list[Sample]], extra=None) -> Path:
-    """img2dataset-style download/NNNNN.tar (+ _stats.json) for the given samples."""
+def write_download(crawl: Path, shards: list[list[Sample]], extra=None, queries: int = 3) -> Path:
+    """img2dataset-style download/NNNNN.tar (+ _stats.json) for the given samples, and the
+    crawl.json that says how many queries the crawl had."""
     download = crawl / "download"
     download.mkdir(parents=True, exist_ok=True)
+    (crawl / "crawl.json").write_text(json.dumps({"tool": "wit crawl", "queries": queries}))
     for shard_id, samples in enumerate(shards):
         with tarfile.open(download / f"{shard_id:05d}.tar", "w") as tar:
             for i, s in enumerate(samples):
@@ -160,8 +163,13 @@ def test_byte_identical_and_idempotent(tmp_path):
     again = wit("shard", *args, "--out", tmp_path / "a")
     assert again.returncode == 0 and "nothing to do" in again.stderr
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "a").iterdir()} == before
-    fewer = wit("shard", *args[:-1], "400", "--out", tmp_path / "a")  # one shard instead of several
+    fewer = wit("shard", *args[:-1], "400", "--out", tmp_path / "a")  # other settings: refused
+    assert_one_line_error(fewer, "shard", tmp_path / "a", "other settings or inputs (samples_per_shard)",
+                          "--overwrite")
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "a").iterdir()} == before
+    fewer = wit("shard", *args[:-1], "400", "--out", tmp_path / "a", "--overwrite")  # one shard, not several
     assert fewer.returncode == 0 and sorted(p.name for p in (tmp_path / "a").glob("*.tar")) == ["000000.tar"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "crawl"]
 
 
 @pytest.mark.slow
@@ -173,17 +181,19 @@ def test_kill_and_resume(tmp_path):
     out = tmp_path / "killed"
     proc = wit(*args, "--out", out, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while time.time() < deadline and len(list((out / ".work").glob("*.json"))) < 50:
+    units = tmp_path / ".killed.partial" / ".wit" / "units"
+    while time.time() < deadline and len(list(units.glob("*.json"))) < 50:
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (out / "manifest.json").exists()
+    assert not out.exists()
     resumed = wit(*args, "--out", out)
     assert resumed.returncode == 0, resumed.stderr
     assert "written before" in resumed.stderr
     strip = lambda d: {k: v for k, v in files(d).items() if k != "manifest.json"}  # noqa: E731
     assert strip(out) == strip(tmp_path / "straight")
-    assert not list(out.glob(".*.tmp")) and not (out / ".work").exists()
+    assert not list(out.rglob(".*.tmp")) and not (out / ".wit" / "scratch").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["crawl", "killed", "straight"]
 
 
 def test_corrupt_tar_and_unsafe_members(tmp_path):
@@ -194,11 +204,21 @@ def test_corrupt_tar_and_unsafe_members(tmp_path):
             add(tar, f"{key}.jpg" if key == "html" else f"{key}.png", image)
             add(tar, f"{key}.txt", b"dog")
             add(tar, f"{key}.json", json.dumps({"uid": url_uid(key), "query_ids": [0]}).encode())
-        for key, meta in (("intuid", b'{"uid": 123}'), ("textq", b'{"uid": "q1", "query_ids": ["x"]}'),
-                          ("oneq", b'{"uid": "q2", "query_ids": 0}'), ("list", b'["uid"]'), ("nojson", b"{uid")):
+        good = url_uid("good")
+        for key, meta in (("textq", {"uid": good, "query_ids": ["x"]}), ("oneq", {"uid": good, "query_ids": 0}),
+                          ("farq", {"uid": good, "query_ids": [3]}), ("negq", {"uid": good, "query_ids": [-1]}),
+                          ("hugeq", {"uid": good, "query_ids": [2**40]}), ("list", ["uid"]), ("nojson", "{uid"),
+                          ("intuid", {"uid": 123}), ("short", {"uid": good[:31]}), ("upper", {"uid": good.upper()}),
+                          ("slash", {"uid": good[:30] + "/a"}), ("dots", {"uid": "../" + good[3:]}),
+                          ("nul", {"uid": good[:31] + "\0"}), ("dotdot", {"uid": ".."})):
             add(tar, f"{key}.jpg", jpeg(7))
             add(tar, f"{key}.txt", b"dog")
-            add(tar, f"{key}.json", meta)
+            add(tar, f"{key}.json", meta.encode() if isinstance(meta, str) else json.dumps(meta).encode())
+        hdr = b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 10000 +X 10000\n" + bytes(1000)
+        add(tar, "hdr.jpg", hdr)
+        add(tar, "hdr.txt", b"dog")
+        add(tar, "hdr.json", json.dumps({"uid": url_uid("hdr"), "query_ids": [0]}).encode())
+        add(tar, "00000" + "0000.txt", b"a second run of the first sample's key")
         add(tar, "../evil.jpg", b"x")
         add(tar, "/etc/evil.txt", b"x")
         add(tar, "link.jpg", b"", tarfile.SYMTYPE, "/etc/passwd")
@@ -211,9 +231,11 @@ def test_corrupt_tar_and_unsafe_members(tmp_path):
     result = wit("shard", "--crawl", crawl, "--out", out, "--cap", "1000")
     assert result.returncode == 0, result.stderr
     counts = json.loads((out / "manifest.json").read_text())["counts"]
-    assert counts["refused_members"] == {"path_traversal": 1, "absolute_path": 1, "link": 1, "not_a_file": 1}
-    assert counts["undecodable_image"] == 1 and counts["too_many_pixels"] == 1  # from the intact tar
-    assert counts["malformed_json"] == 5
+    assert counts["refused_members"] == {"path_traversal": 1, "absolute_path": 1, "link": 1, "not_a_file": 1,
+                                         "duplicate_key": 1}
+    assert counts["too_many_pixels"] == 1  # from the intact tar
+    assert counts["unsupported_format"] == 2   # the HTML page and the Radiance HDR, neither decoded
+    assert counts["malformed_json"] == 7 and counts["malformed_uid"] == 7
     [damaged] = counts["unreadable_tars"]
     assert damaged["tar"] == "00001.tar" and 0 < damaged["samples_recovered"] < 215
     assert 200 < counts["final_samples"] < 200 + 215
@@ -333,3 +355,47 @@ def test_direct_header_scan_matches_tarfile(tmp_path):
         assert ours == reference, case
         direct += _scan_plain(str(path)) is not None
     assert direct >= 20  # the direct reading really took part
+
+
+def shard_outputs(directory: Path) -> dict[str, bytes]:
+    """What a SHARDS dir holds, without the run's timing."""
+    return {k: v for k, v in files(directory).items() if k != "manifest.json"} if directory.exists() else {}
+
+
+@pytest.mark.slow
+def test_kill_9_during_overwrite_leaves_the_old_or_the_new_output(tmp_path):
+    shards, _ = pool()
+    crawl = write_download(tmp_path / "crawl", shards)
+    common = ["shard", "--crawl", crawl, "--samples-per-shard", "2", "--workers", "1"]
+    kill_during_overwrite([*common, "--cap", "20000"], [*common, "--cap", "5"], tmp_path / "shards",
+                          shard_outputs)
+
+
+def test_out_inside_the_crawl_or_holding_other_files_is_refused(tmp_path):
+    shards, _ = pool()
+    crawl = write_download(tmp_path / "crawl", shards)
+    before = files(crawl / "download")
+    for out in (crawl / "download", crawl, crawl / "download" / "shards", tmp_path):
+        assert_one_line_error(wit("shard", "--crawl", crawl, "--out", out), "shard", out,
+                              "must not be, contain or lie inside the input")
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "holiday.tar").write_bytes(b"the user's own tar")
+    assert_one_line_error(wit("shard", "--crawl", crawl, "--out", user, "--overwrite"), "shard", user,
+                          "not an output of this toolkit")
+    assert files(crawl / "download") == before and files(user) == {"holiday.tar": b"the user's own tar"}
+
+
+def test_full_disk_is_one_line_and_keeps_the_earlier_output(tmp_path):
+    shards, _ = pool()
+    crawl = write_download(tmp_path / "crawl", shards)
+    with small_filesystem(tmp_path / "disk", "400k") as disk:
+        out = disk / "shards"
+        assert wit("shard", "--crawl", crawl, "--out", out, "--cap", "5").returncode == 0
+        before = shard_outputs(out)
+        result = wit("shard", "--crawl", crawl, "--out", out, "--cap", "20000", "--overwrite")
+        assert_one_line_error(result, "shard", disk, "No space left on device", "run the same command again")
+        assert "Traceback" not in result.stderr and shard_outputs(out) == before
+        fresh = wit("shard", "--crawl", crawl, "--out", disk / "fresh", "--cap", "20000")
+        assert_one_line_error(fresh, "shard", "No space left on device")
+        assert not (disk / "fresh").exists()

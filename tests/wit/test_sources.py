@@ -6,8 +6,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.wit.watgen import WatImage, WatPage, truncate_file, write_wat
-from wit.crawl.sources import SourceStats, TableColumns, expand, plan_partitions, read_partition
-from wit.errors import WitError
+from wit.crawl.sources import SourceStats, TableColumns, plan_partitions, read_partition
+from wit.formats.globs import expand
+from wit.formats.errors import WitError
 
 ROWS = [("http://a.example/1.jpg", "a red dog"), ("http://a.example/2.jpg", "two, cats"),
         ("", "no url"), ("http://a.example/4.jpg", None), ("http://a.example/5.jpg", "five")]

@@ -5,7 +5,8 @@ import pytest
 
 from wit.crawl import urls
 
-from wit.crawl.urls import refusal, url_uid
+from wit.crawl.urls import refusal
+from wit.formats.uids import url_uid
 
 
 @pytest.mark.parametrize("url, reason", [

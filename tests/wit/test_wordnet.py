@@ -3,7 +3,7 @@ import zipfile
 
 import pytest
 
-from wit.errors import WitError
+from wit.formats.errors import WitError
 from wit.queries.wordnet import DATA_FILES, read_wordnet
 
 WORDNET_30_SYNSETS = 117_659  # 82,115 nouns, 13,767 verbs, 18,156 adjectives, 3,621 adverbs

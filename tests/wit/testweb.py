@@ -17,6 +17,7 @@ Routes (GET; HEAD sends the same status and headers without a body):
     /truncated.jpg                    the first half of a valid JPEG (Content-Length matches)
     /html.jpg                         an HTML page served as image/jpeg
     /huge.png                         a ~1 MB PNG declaring 30000x30000 pixels (a decompression bomb)
+    /bomb.hdr                         a 6 MB Radiance HDR of 10000x10000 pixels (OpenCV decodes it: 1.2 GB)
     /noai.jpg                         a valid JPEG with `X-Robots-Tag: noai`
     /page/<name>.html                 a small HTML page with a few <img> tags
     anything else                     404
@@ -91,6 +92,15 @@ def bomb_png(side: int = BOMB_SIDE, rows_per_piece: int = 100) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", stream) + png_chunk(b"IEND", b"")
 
 
+def bomb_hdr(side: int = 10_000) -> bytes:
+    """A black `side` x `side` Radiance HDR: every scanline run-length encoded (new-style
+    RLE: a 2, 2, width marker, then each of the 4 channels as runs of at most 127 zeros)."""
+    runs, rest = divmod(side, 127)
+    channel = bytes([128 + 127, 0]) * runs + (bytes([128 + rest, 0]) if rest else b"")
+    line = bytes([2, 2, side >> 8, side & 0xFF]) + channel * 4
+    return b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n" + f"-Y {side} +X {side}\n".encode() + line * side
+
+
 def page_html(name: str) -> bytes:
     """A small HTML page with a few images, some with alt text."""
     return (
@@ -106,6 +116,7 @@ class Handler(BaseHTTPRequestHandler):
     """Dispatches the routes listed in the module docstring."""
 
     huge_png: bytes = b""  # set by `make_server`
+    huge_hdr: bytes = b""
 
     def log_message(self, format: str, *args: object) -> None:
         """Silence request logging."""
@@ -147,6 +158,8 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(200, b"<html><body>not an image</body></html>", "image/jpeg", send_body)
         elif path == "/huge.png":
             self.reply(200, self.huge_png, "image/png", send_body)
+        elif path == "/bomb.hdr":
+            self.reply(200, self.huge_hdr, "image/vnd.radiance", send_body)
         elif path == "/noai.jpg":
             body = render_image("noai", "jpg", *DEFAULT_SIZE)
             self.reply(200, body, "image/jpeg", send_body, {"X-Robots-Tag": "noai"})
@@ -206,7 +219,7 @@ class Handler(BaseHTTPRequestHandler):
 
 def make_server(port: int) -> ThreadingHTTPServer:
     """Bind 127.0.0.1:`port` (0 = any free port) with one daemon thread per request."""
-    Handler.huge_png = bomb_png()
+    Handler.huge_png, Handler.huge_hdr = bomb_png(), bomb_hdr()
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     return server

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 
 import img2dataset
 
-from wit.atomic import read_json
+from wit.formats.atomic import read_json
 from wit.crawl.fetch import FetchPolicy, WitDownloader
-from wit.errors import WitError
+from wit.formats.errors import WitError
 
 if TYPE_CHECKING:
     from wit.crawl.run import CrawlConfig

@@ -5,7 +5,8 @@ second holds a thread for as long as it likes. Here every socket a download open
 redirects' too) is shut down by a watchdog thread when the download's deadline passes, so one attempt
 takes at most `timeout` plus a small margin, and `retries + 1` attempts at most
 `timeout * (retries + 1)`. Redirects to urls the policy refuses are not followed. An
-image whose header declares more than `max_pixels` pixels is refused before decoding.
+image is refused before decoding when its header declares more than `max_pixels` pixels or
+its format's size cannot be read from a header (`wit.formats.images`).
 
 `WitDownloader` is img2dataset's `Downloader` with these settings: img2dataset pickles it
 to each worker process (multiprocessing or Spark), where unpickling imports this module,
@@ -24,9 +25,8 @@ import urllib.request
 from dataclasses import dataclass
 
 import img2dataset.downloader as i2d_downloader
-from PIL import Image
-
 from wit.crawl.urls import refusal
+from wit.formats.images import MAX_PIXELS, ImageRefused, header_size
 
 USER_AGENT = "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:72.0) Gecko/20100101 Firefox/72.0"
 DEADLINE_ERROR = "download took longer than the timeout"
@@ -35,7 +35,7 @@ DEADLINE_ERROR = "download took longer than the timeout"
 @dataclass(frozen=True)
 class FetchPolicy:
     allow_private_hosts: bool = False
-    max_pixels: int = 89_478_485  # Pillow's decompression-bomb limit
+    max_pixels: int = MAX_PIXELS
 
 
 _policy = FetchPolicy()
@@ -163,8 +163,8 @@ def download_image(row, timeout, user_agent_token, disallowed_header_directives)
             data = response.read()
         if attempt.expired:
             return key, None, DEADLINE_ERROR
-        too_large = _too_many_pixels(data)
-        return (key, None, too_large) if too_large else (key, io.BytesIO(data), None)
+        refused = _refusal(data)
+        return (key, None, refused) if refused else (key, io.BytesIO(data), None)
     except Exception as err:  # noqa: BLE001 - img2dataset records any failure as the sample's error
         return key, None, DEADLINE_ERROR if attempt.expired else str(err)
     finally:
@@ -172,17 +172,13 @@ def download_image(row, timeout, user_agent_token, disallowed_header_directives)
         _current.download = None
 
 
-def _too_many_pixels(data: bytes) -> str | None:
-    """An error if the image header declares more than the cap (the header only is read)."""
+def _refusal(data: bytes) -> str | None:
+    """Why the downloaded bytes must not reach img2dataset's decoder (read from the header
+    only: an unsupported format, an unreadable header, too many pixels), or None."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-    except Image.DecompressionBombError as e:  # Pillow's own limit, from the header too
-        return f"image too large ({e})"
-    except Exception:  # noqa: BLE001 - not an image Pillow knows: img2dataset's decoder decides
-        return None
-    if width * height > _policy.max_pixels:
-        return f"image too large ({width}x{height} pixels, at most {_policy.max_pixels})"
+        header_size(data, _policy.max_pixels)
+    except ImageRefused as e:
+        return f"image refused: {e.reason} ({e})"
     return None
 
 

@@ -1,9 +1,8 @@
 """`wit crawl`: match the pool partition by partition, count, balance, download.
 
-CRAWL dir:
-- `crawl_config.json`: the settings that decide the output; a rerun must match them.
+CRAWL dir (claimed with the settings that decide it, see `wit.formats.workdir`):
 - `candidates/ID.parquet`: candidates matching at least one query (uid, url, text,
-  query_ids, source columns); `.work/ID.json` marks a partition done (its counts).
+  query_ids, source columns), one per partition, each marked done with its counts.
 - `entry_counts.parquet`: query_id, matched (over the whole pool).
 - `selected/ID.parquet`: the balanced subset (cap * oversample), same columns.
 - `download/`: img2dataset's webdataset output; a shard with `NNNNN_stats.json` is done.
@@ -13,8 +12,6 @@ A killed crawl run again with the same command skips finished partitions and sha
 
 from __future__ import annotations
 
-import glob
-import hashlib
 import logging
 import multiprocessing
 import os
@@ -30,49 +27,61 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from wit import __version__
-from wit.atomic import atomic_path, read_json, remove_temporaries, write_json, write_parquet
+from wit.flags import option
+from wit.formats.images import MAX_PIXELS
+from wit.formats.atomic import atomic_path, write_json, write_parquet
 from wit.balance import balanced
 from wit.crawl.match import QueryMatcher
-from wit.crawl.sources import Partition, SourceStats, TableColumns, expand, plan_partitions, read_partition
-from wit.crawl.urls import REFUSAL_REASONS, refusal, url_uid
-from wit.errors import WitError
+from wit.crawl.sources import Partition, SourceStats, TableColumns, plan_partitions, read_partition
+from wit.crawl.urls import REFUSAL_REASONS, refusal
+from wit.formats.uids import url_uid
+from wit.formats.errors import WitError
+from wit.formats.crawl import CANDIDATE_SCHEMA, CANDIDATES, DOWNLOAD, ENTRY_COUNTS, SELECTED, SUMMARY
+from wit.formats.globs import expand
+from wit.formats.queries import read_queries
+from wit.formats.workdir import STATE, WorkDir, claim
 
 log = logging.getLogger("wit.crawl")
 
 DISTRIBUTORS = ("multiprocessing", "pyspark")
 RESIZE_MODES = ("no", "keep_ratio", "keep_ratio_largest", "center_crop", "border")
-CANDIDATE_SCHEMA_BASE = [("uid", pa.string()), ("url", pa.string()), ("text", pa.string()),
-                         ("query_ids", pa.list_(pa.int32()))]
+# settings that do not change the output (how fast, where, what to do now)
+_NOT_DECIDING = ("queries", "out", "candidates", "wat", "processes", "threads", "distributor", "spark_master",
+                 "match_only", "batch_rows", "overwrite")
 
 
 @dataclass(frozen=True)
 class CrawlConfig:
-    """One `wit crawl` run. Fields above `processes` decide the output (see crawl_config.json)."""
+    """One `wit crawl` run."""
 
-    queries: str
-    out: str
-    candidates: tuple[str, ...] = ()
-    wat: tuple[str, ...] = ()
-    url_col: str = "url"
-    text_col: str = "text"
-    cap: int = 20_000
-    oversample: float = 1.3
-    seed: int = 0
-    lowercase: bool = False
-    allow_private_hosts: bool = False
-    image_size: int = 256
-    resize_mode: str = "keep_ratio"
-    samples_per_shard: int = 10_000
-    max_pixels: int = 89_478_485
-    processes: int = os.cpu_count() or 1
-    threads: int = 32
-    timeout: float = 10.0
-    retries: int = 1
-    distributor: str = "multiprocessing"
-    spark_master: str | None = None
-    match_only: bool = False
-    rows_per_partition: int = 1_000_000
-    batch_rows: int = 100_000
+    queries: str = option(help="QUERIES dir (wit build-queries)", metavar="DIR")
+    out: str = option(help="CRAWL output directory", metavar="DIR")
+    candidates: tuple[str, ...] = option((), "Parquet/CSV/TSV/JSONL files (local or fsspec urls) of url + text",
+                                         metavar="GLOB")
+    wat: tuple[str, ...] = option((), "Common Crawl WAT files (instead of --candidates)", metavar="GLOB")
+    url_col: str = option("url", "url column of the candidate files")
+    text_col: str = option("text", "text column of the candidate files")
+    cap: int = option(20_000, "pairs per query (MetaCLIP's t)")
+    oversample: float = option(1.3, "crawl-time cap is cap * oversample, leaving room for failed downloads")
+    seed: int = option(0, "seed of the balancing draws")
+    lowercase: bool = option(False, "case-insensitive matching")
+    allow_private_hosts: bool = option(False, "fetch private, loopback and link-local addresses too "
+                                              "(tests, intranets)")
+    image_size: int = option(256, "img2dataset's image size")
+    resize_mode: str = option("keep_ratio", f"img2dataset's resize mode ({', '.join(RESIZE_MODES)})")
+    samples_per_shard: int = option(10_000, "samples per download shard")
+    max_pixels: int = option(MAX_PIXELS, "largest image accepted, in pixels, read from its header")
+    processes: int = option(os.cpu_count() or 1, "download processes")
+    threads: int = option(32, "download threads per process")
+    timeout: float = option(10.0, "seconds per download attempt, in all")
+    retries: int = option(1, "download retries")
+    distributor: str = option("multiprocessing", f"img2dataset distributor ({', '.join(DISTRIBUTORS)})")
+    spark_master: str | None = option(None, "e.g. spark://host:7077 (default: local mode)", metavar="URL")
+    match_only: bool = option(False, "stop after writing selected/")
+    rows_per_partition: int = option(1_000_000, "candidate rows per partition (unit of work and of resume)")
+    batch_rows: int = option(100_000, "rows read at a time", cli=False)
+    overwrite: bool = option(False, "replace an existing output made with other settings (built beside it, "
+                                    "swapped in when complete)")
 
     def __post_init__(self) -> None:
         if bool(self.candidates) == bool(self.wat):
@@ -95,23 +104,37 @@ class CrawlConfig:
         return self.cap * self.oversample
 
 
-def crawl(config: CrawlConfig) -> dict:
+def run(config: CrawlConfig) -> dict:
     """Run the stage; return the summary also written to `CRAWL/crawl.json`."""
     started = time.time()
-    queries, queries_digest = load_queries(config.queries)
-    files = expand(list(config.candidates or config.wat), "WAT" if config.wat else "candidate")
+    query_list = read_queries(config.queries)
+    queries = query_list.queries
+    files = expand(config.candidates or config.wat, "WAT" if config.wat else "candidate")
     columns = TableColumns(config.url_col, config.text_col)
     partitions = plan_partitions(files, bool(config.wat), columns, config.rows_per_partition)
-    _claim_output(config, files, queries_digest)
+    fingerprint = {f.name: getattr(config, f.name) for f in fields(config) if f.name not in _NOT_DECIDING}
+    fingerprint |= {"candidate_files": files, "wat": bool(config.wat), "queries_sha256": query_list.sha256}
+    with claim(config.out, "crawl", fingerprint, config.overwrite, inputs=(config.queries,)) as work:
+        done = work.complete()
+        if done is not None and (config.match_only or "download" in done):
+            return done
+        for sub in (CANDIDATES, SELECTED):
+            os.makedirs(work.path(sub), exist_ok=True)
+        summary = _crawl(config, work, partitions, queries, columns, started)
+        work.finish(summary)
+    return summary
 
+
+def _crawl(config: CrawlConfig, work: WorkDir, partitions: list[Partition], queries: list[str],
+           columns: TableColumns, started: float) -> dict:
     timings: dict[str, float] = {}
     step = time.time()
-    partition_stats = _match_all(config, partitions, queries, columns)
-    matched = _entry_counts(config.out, partitions, len(queries))
+    partition_stats = _match_all(config, work, partitions, queries, columns)
+    matched = _entry_counts(work, partitions, len(queries))
     timings["match"] = time.time() - step
 
     step = time.time()
-    selected = _select_all(config, partitions, matched)
+    selected = _select_all(config, work, partitions, matched)
     timings["select"] = time.time() - step
 
     summary = {
@@ -127,59 +150,17 @@ def crawl(config: CrawlConfig) -> dict:
 
         step = time.time()
         if selected:
-            download(config, os.path.join(config.out, "selected"),
-                     os.path.join(config.out, "download"))
+            download(config, work.path(SELECTED), work.path(DOWNLOAD))
         timings["download"] = time.time() - step
-        summary["download"] = download_summary(os.path.join(config.out, "download"))
+        summary["download"] = download_summary(work.path(DOWNLOAD))
         summary["counts"]["downloaded"] = summary["download"]["successes"]
     summary["seconds"] = {k: round(v, 3) for k, v in timings.items()} | {"total": round(time.time() - started, 3)}
     throughput = {"match_rows_per_s": round(summary["counts"]["read"] / max(timings["match"], 1e-9), 1)}
     if "download" in summary:
         throughput["download_samples_per_s"] = round(summary["download"]["count"] / max(timings["download"], 1e-9), 2)
     summary["throughput"] = throughput
-    write_json(os.path.join(config.out, "crawl.json"), summary)
+    write_json(work.path(SUMMARY), summary)
     return summary
-
-
-def load_queries(directory: str) -> tuple[list[str], str]:
-    """The query strings in query_id order, and the file's sha256 (for crawl_config.json)."""
-    path = os.path.join(directory, "queries.parquet")
-    try:
-        table = pq.read_table(path, columns=["query_id", "query"])
-        with open(path, "rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
-    except FileNotFoundError:
-        raise WitError(f"{path}: no query list (run `wit build-queries` first)") from None
-    except (OSError, pa.ArrowException) as e:
-        raise WitError(f"{path}: cannot read query list ({e})") from None
-    if table.num_rows == 0:
-        raise WitError(f"{path}: the query list is empty")
-    ids = table.column("query_id").to_numpy()
-    if not np.array_equal(ids, np.arange(len(ids))):
-        raise WitError(f"{path}: query_id must run densely from 0")
-    return table.column("query").to_pylist(), digest
-
-
-def _claim_output(config: CrawlConfig, files: list[str], queries_digest: str) -> None:
-    """Write crawl_config.json, or check that an existing one has the same settings."""
-    deciding = [f.name for f in fields(config)]
-    deciding = deciding[deciding.index("url_col") : deciding.index("processes")]
-    identity = {name: getattr(config, name) for name in deciding}
-    identity |= {"candidate_files": files, "wat": bool(config.wat), "queries_sha256": queries_digest}
-    path = os.path.join(config.out, "crawl_config.json")
-    if os.path.exists(path):
-        previous = read_json(path)
-        changed = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))
-        if changed:
-            raise WitError(f"{config.out}: holds a crawl with other settings ({', '.join(changed)}); "
-                           "use another --out")
-        log.info("resuming the crawl in %s", config.out)
-        for sub in ("candidates", "selected", ".work"):
-            remove_temporaries(os.path.join(config.out, sub))
-        return
-    for sub in ("candidates", "selected", ".work"):
-        os.makedirs(os.path.join(config.out, sub), exist_ok=True)
-    write_json(path, identity)
 
 
 # ---- matching (one worker process per partition) -------------------------------------
@@ -192,13 +173,14 @@ def _init_worker(queries: list[str], lowercase: bool) -> None:
     _matcher = QueryMatcher(queries, lowercase)
 
 
-def _match_partition(partition: Partition, config: CrawlConfig, columns: TableColumns) -> dict:
-    """Read, police, match one partition; write its candidates; return its counts."""
+def _match_partition(partition: Partition, config: CrawlConfig, columns: TableColumns, root: str) -> dict:
+    """Read, police, match one partition; write its candidates and its per-query counts;
+    return its counts (the caller marks it done)."""
     stats = SourceStats()
     refused: Counter[str] = Counter()
     counts = np.zeros(_matcher.query_count, dtype=np.int64)
     read = matched = 0
-    target = os.path.join(config.out, "candidates", f"{partition.partition_id}.parquet")
+    target = os.path.join(root, *_candidates_file(partition))
     with atomic_path(target) as tmp:
         writer = None
         for batch in read_partition(partition, columns, config.batch_rows, stats):
@@ -219,25 +201,28 @@ def _match_partition(partition: Partition, config: CrawlConfig, columns: TableCo
                 writer = pq.ParquetWriter(tmp, table.schema)
             writer.write_table(table)
         if writer is None:
-            writer = pq.ParquetWriter(tmp, pa.schema(CANDIDATE_SCHEMA_BASE))
+            writer = pq.ParquetWriter(tmp, CANDIDATE_SCHEMA)
         writer.close()
     nonzero = np.flatnonzero(counts)
-    write_parquet(_work_file(config.out, partition, "counts.parquet"),
+    write_parquet(os.path.join(root, *_counts_file(partition)),
                   pa.table({"query_id": nonzero.astype(np.int32), "matched": counts[nonzero]}))
-    result = {"read": read, "missing_url_or_text": stats.missing_url_or_text,
-              "wat_records": stats.records, "corrupt_records": stats.corrupt_records,
-              "refused": dict(refused), "matched": matched}
-    write_json(_work_file(config.out, partition, "json"), result)  # last: marks the partition done
-    return result
+    return {"read": read, "missing_url_or_text": stats.missing_url_or_text,
+            "wat_records": stats.records, "corrupt_records": stats.corrupt_records,
+            "refused": dict(refused), "matched": matched}
 
 
-def _work_file(out: str, partition: Partition, suffix: str) -> str:
-    return os.path.join(out, ".work", f"{partition.partition_id}.{suffix}")
+def _candidates_file(partition: Partition) -> tuple[str, str]:
+    return CANDIDATES, f"{partition.partition_id}.parquet"
 
 
-def _match_all(config: CrawlConfig, partitions: list[Partition], queries: list[str],
+def _counts_file(partition: Partition) -> tuple[str, str, str, str]:
+    return STATE, "scratch", "counts", f"{partition.partition_id}.parquet"
+
+
+def _match_all(config: CrawlConfig, work: WorkDir, partitions: list[Partition], queries: list[str],
                columns: TableColumns) -> list[dict]:
-    done = {p.partition_id: _done(config.out, p) for p in partitions}
+    os.makedirs(work.path(*_counts_file(partitions[0])[:-1]), exist_ok=True)
+    done = {p.partition_id: work.done(p.partition_id) for p in partitions}
     todo = [p for p in partitions if done[p.partition_id] is None]
     if len(todo) < len(partitions):
         log.info("%d of %d partitions matched before", len(partitions) - len(todo), len(partitions))
@@ -249,10 +234,12 @@ def _match_all(config: CrawlConfig, partitions: list[Partition], queries: list[s
     context.set_forkserver_preload(["wit.crawl.run"])
     with ProcessPoolExecutor(min(config.processes, max(len(todo), 1)), mp_context=context,
                              initializer=_init_worker, initargs=(queries, config.lowercase)) as pool:
-        futures = {pool.submit(_match_partition, p, config, columns): p for p in todo}
+        futures = {pool.submit(_match_partition, p, config, columns, work.root): p for p in todo}
         for future in as_completed(futures):
-            result = future.result()
-            results[futures[future].partition_id] = result
+            result, partition = future.result(), futures[future]
+            work.mark_done(partition.partition_id, result,
+                           [os.path.join(*_candidates_file(partition)), os.path.join(*_counts_file(partition))])
+            results[partition.partition_id] = result
             rows += result["read"]
             bar.update()
             bar.set_postfix_str(f"{rows / max(time.time() - started, 1e-9):,.0f} rows/s", refresh=False)
@@ -260,19 +247,13 @@ def _match_all(config: CrawlConfig, partitions: list[Partition], queries: list[s
     return [results[p.partition_id] for p in partitions]
 
 
-def _done(out: str, partition: Partition) -> dict | None:
-    marker = _work_file(out, partition, "json")
-    candidates = os.path.join(out, "candidates", f"{partition.partition_id}.parquet")
-    return read_json(marker) if os.path.exists(marker) and os.path.exists(candidates) else None
-
-
-def _entry_counts(out: str, partitions: list[Partition], query_count: int) -> np.ndarray:
+def _entry_counts(work: WorkDir, partitions: list[Partition], query_count: int) -> np.ndarray:
     """Sum the partitions' counts into entry_counts.parquet (every query_id, dense)."""
     matched = np.zeros(query_count, dtype=np.int64)
     for p in partitions:
-        counts = pq.read_table(_work_file(out, p, "counts.parquet"))
+        counts = pq.read_table(work.path(*_counts_file(p)))
         np.add.at(matched, counts["query_id"].to_numpy(), counts["matched"].to_numpy())
-    write_parquet(os.path.join(out, "entry_counts.parquet"), pa.table({
+    write_parquet(work.path(ENTRY_COUNTS), pa.table({
         "query_id": pa.array(np.arange(query_count, dtype=np.int32)), "matched": pa.array(matched)}))
     return matched
 
@@ -287,23 +268,16 @@ def _sum_partition_stats(results: list[dict]) -> dict:
             "refused_total": sum(refused.values())}
 
 
-def _select_all(config: CrawlConfig, partitions: list[Partition], matched: np.ndarray) -> int:
+def _select_all(config: CrawlConfig, work: WorkDir, partitions: list[Partition], matched: np.ndarray) -> int:
     """Balance each partition's candidates into selected/ with the crawl-time cap."""
     selected = 0
     for p in partitions:
-        candidates = pq.ParquetFile(os.path.join(config.out, "candidates", f"{p.partition_id}.parquet"))
-        target = os.path.join(config.out, "selected", f"{p.partition_id}.parquet")
+        candidates = pq.ParquetFile(work.path(*_candidates_file(p)))
+        target = work.path(SELECTED, f"{p.partition_id}.parquet")
         with atomic_path(target) as tmp, pq.ParquetWriter(tmp, candidates.schema_arrow) as writer:
             for batch in candidates.iter_batches(config.batch_rows):
                 keep = balanced(batch["uid"], batch["query_ids"], matched, config.crawl_cap, config.seed)
                 chosen = batch.filter(pa.array(keep, pa.bool_()))
                 writer.write_batch(chosen)
                 selected += chosen.num_rows
-    _remove_stale(os.path.join(config.out, "selected"), {p.partition_id for p in partitions})
     return selected
-
-
-def _remove_stale(directory: str, ids: set[str]) -> None:
-    for path in glob.glob(os.path.join(directory, "*.parquet")):
-        if os.path.basename(path)[: -len(".parquet")] not in ids:
-            os.remove(path)

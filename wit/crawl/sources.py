@@ -25,7 +25,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from wit.errors import WitError
+from wit.formats.errors import WitError
 
 TABLE_FORMATS = {".parquet": "parquet", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
 IMAGE_LINK = "IMG@/src"
@@ -54,18 +54,6 @@ class SourceStats:
 class TableColumns:
     url: str = "url"
     text: str = "text"
-
-
-def expand(patterns: list[str], what: str) -> list[str]:
-    """Files matching each glob (local or fsspec), sorted; none is an error."""
-    files: list[str] = []
-    for pattern in patterns:
-        found = sorted(f.full_name if "://" in pattern else f.path
-                       for f in fsspec.open_files(pattern))
-        if not found:
-            raise WitError(f"{pattern}: no {what} file matches")
-        files.extend(found)
-    return files
 
 
 def table_format(path: str) -> str:

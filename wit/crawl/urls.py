@@ -1,4 +1,4 @@
-"""Which image urls the crawler may fetch, and the stable id of a url.
+"""Which image urls the crawler may fetch.
 
 Only http and https, no credentials, and no literal private, loopback, link-local,
 multicast, reserved or unspecified address, nor a `localhost`-style name, unless
@@ -8,7 +8,6 @@ private hosts are explicitly allowed. IPv4 written the ways `inet_aton` accepts
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import re
 import socket
@@ -84,8 +83,3 @@ def _address_class(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> st
     if address.is_private:
         return "private"
     return None if address.is_global else "reserved"  # e.g. 100.64.0.0/10, shared address space
-
-
-def url_uid(url: str) -> str:
-    """Stable 32-hex-digit id of a url (BLAKE2b, 128 bits): the same url, the same id."""
-    return hashlib.blake2b(url.encode("utf-8"), digest_size=16).hexdigest()

@@ -17,7 +17,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
 
-from wit.atomic import atomic_path
+from wit.formats.atomic import atomic_path
 from wit.demo import world
 from wit.demo.wat import WatImage, WatPage, html_envelope, write_wat
 

@@ -31,9 +31,9 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from wit.atomic import atomic_path, remove_temporaries, write_json
-from wit.errors import WitError
-from wit.shards.tars import write_tar
+from wit.formats.atomic import atomic_path, remove_temporaries, write_json
+from wit.formats.errors import WitError
+from wit.formats.tars import write_tar
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "ring", "diamond")
 COLOURS = {  # nominal sRGB; far apart from each other and from the light background

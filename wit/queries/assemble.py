@@ -10,18 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import pyarrow as pa
-
-SOURCES = ("unigram", "bigram", "title", "wordnet")
-
-QUERIES_SCHEMA = pa.schema([
-    ("query_id", pa.int32()),
-    ("query", pa.string()),
-    ("sources", pa.list_(pa.string())),
-    ("count", pa.int64()),
-    ("pmi", pa.float64()),
-    ("views", pa.int64()),
-])
+from wit.formats.queries import SOURCES
 
 
 @dataclass
@@ -91,15 +80,8 @@ def assemble(candidates: Candidates, size: int) -> tuple[list[Query], dict[str, 
     return queries, summary
 
 
-def queries_table(queries: list[Query]) -> pa.Table:
-    return pa.table(
-        {
-            "query_id": list(range(len(queries))),
-            "query": [q.query for q in queries],
-            "sources": [q.sources for q in queries],
-            "count": [q.count for q in queries],
-            "pmi": [q.pmi for q in queries],
-            "views": [q.views for q in queries],
-        },
-        schema=QUERIES_SCHEMA,
-    )
+def query_columns(queries: list[Query]) -> dict[str, list]:
+    """The columns of queries.parquet (query_id aside) in query order."""
+    return {"query": [q.query for q in queries], "sources": [q.sources for q in queries],
+            "count": [q.count for q in queries], "pmi": [q.pmi for q in queries],
+            "views": [q.views for q in queries]}

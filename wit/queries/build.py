@@ -1,9 +1,10 @@
 """`wit build-queries`: dump chunks counted in parallel, summed, ranked, written atomically.
 
-Work in progress lives in `OUT/.work/` (one set of files per finished chunk, plus
-`job.json` naming the inputs it belongs to); a killed run started again skips the
-finished chunks. The outputs are written at the end, `stats.json` last; then the work
-directory is removed. On bad input nothing is left behind.
+The output dir is claimed with a fingerprint of the inputs and thresholds
+(`wit.formats.workdir`); each counted chunk leaves its counts in the scratch directory and
+a marker, so a killed run started again skips the finished chunks. The outputs are
+written at the end, `stats.json` last; then the scratch files are removed. On bad input
+nothing is left behind.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ import hashlib
 import logging
 import multiprocessing
 import os
-import shutil
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from itertools import chain
 from typing import Iterable
@@ -26,37 +26,45 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from wit import __version__
-from wit.atomic import read_json, write_json, write_parquet
-from wit.errors import WitError
-from wit.queries.assemble import Candidates, assemble, queries_table
-from wit.queries.chunks import ChunkStats, chunk_files, count_chunk, load_done
+from wit.flags import option
+from wit.formats.atomic import write_json
+from wit.formats.errors import WitError
+from wit.formats.globs import expand
+from wit.formats.queries import STATS, write_queries
+from wit.formats.workdir import WorkDir, claim
+from wit.queries.assemble import Candidates, assemble, query_columns
+from wit.queries.chunks import ChunkStats, chunk_files, count_chunk
 from wit.queries.dumps import DumpFile, open_dump, plan_chunks
 from wit.queries.merge import bigram_counts, qualifying_bigrams, sum_counts
-from wit.queries.pageviews import PageViews, expand_globs, read_pageviews
+from wit.queries.pageviews import PageViews, read_pageviews
 from wit.queries.wordnet import DATA_FILES, WordNetLemmas, read_wordnet
 
 log = logging.getLogger("wit.build_queries")
 
-WORK_DIR = ".work"
-OUTPUT_FILES = ("queries.parquet", "metadata.json", "stats.json")
 
 
 @dataclass(frozen=True)
 class BuildConfig:
     """Inputs and thresholds of one `wit build-queries` run (MetaCLIP's defaults)."""
 
-    wiki_dumps: tuple[str, ...]
-    out: str
-    pageviews: tuple[str, ...] = ()
-    wordnet: str | None = None
-    size: int = 500_000
-    min_count: int = 100
-    min_pmi: float = 30.0
-    min_bigram_count: int = 2
-    min_views: int = 70
-    workers: int = os.cpu_count() or 1
-    lowercase: bool = False
-    chunk_mb: float = 4.0
+    wiki_dumps: tuple[str, ...] = option(help="pages-articles XML export(s), plain or .bz2 (multistream too)",
+                                         metavar="PATH")
+    out: str = option(help="QUERIES output directory", metavar="DIR")
+    pageviews: tuple[str, ...] = option((), "page-view dump files (pageviews-YYYYMMDD-HHMMSS.gz); globs allowed",
+                                        metavar="GLOB")
+    wordnet: str | None = option(None, "WordNet 3.0 database dir (e.g. /usr/share/wordnet) or NLTK data dir",
+                                 metavar="DIR")
+    size: int = option(500_000, "maximum number of queries")
+    min_count: int = option(100, "minimum unigram count")
+    min_pmi: float = option(30.0, "minimum bigram PMI (log2)")
+    min_bigram_count: int = option(2, "bigrams seen fewer times are not ranked by PMI (a bigram seen once is "
+                                      "indistinguishable from noise)")
+    min_views: int = option(70, "minimum summed views of a title")
+    workers: int = option(os.cpu_count() or 1, "worker processes")
+    lowercase: bool = option(False, "lower-case texts and titles")
+    chunk_mb: float = option(4.0, "MB of XML per unit of work (and of resume)")
+    overwrite: bool = option(False, "replace an existing output made with other settings (built beside it, "
+                                    "swapped in when complete)")
 
     def __post_init__(self) -> None:
         if not self.wiki_dumps:
@@ -75,44 +83,36 @@ class BuildConfig:
         return int(self.chunk_mb * (1 << 20))
 
 
-def build_queries(config: BuildConfig) -> dict:
+def run(config: BuildConfig) -> dict:
     """Run the whole stage; return the stats also written to `OUT/stats.json`."""
     started = time.time()
-    created_out = not os.path.exists(config.out)
-    work_dir = os.path.join(config.out, WORK_DIR)
-    try:
-        dumps = [open_dump(path) for path in config.wiki_dumps]
-        wordnet = read_wordnet(config.wordnet) if config.wordnet else None
-        views = read_pageviews(expand_globs(list(config.pageviews)))
-        os.makedirs(config.out, exist_ok=True)
-        _prepare_work_dir(work_dir, dumps, config)
-        pages, chunk_ids, resumed = _count_all(dumps, work_dir, config)
-        stats = _finish(config, dumps, wordnet, views, pages, chunk_ids, resumed, work_dir, started)
-    except WitError:
-        shutil.rmtree(work_dir, ignore_errors=True)
-        if created_out and os.path.isdir(config.out) and not os.listdir(config.out):
-            os.rmdir(config.out)
-        raise
-    shutil.rmtree(work_dir, ignore_errors=True)
+    dumps = [open_dump(path) for path in config.wiki_dumps]
+    wordnet = read_wordnet(config.wordnet) if config.wordnet else None
+    views = read_pageviews(expand(config.pageviews, "page-view"))
+    with claim(config.out, "build-queries", _fingerprint(config, dumps, views, wordnet), config.overwrite) as work:
+        done = work.complete()
+        if done is not None:
+            return done
+        os.makedirs(work.scratch(), exist_ok=True)
+        pages, chunk_ids, resumed = _count_all(dumps, work, config)
+        stats = _finish(config, dumps, wordnet, views, pages, chunk_ids, resumed, work, started)
+        work.finish(stats)
     return stats
 
 
-def _prepare_work_dir(work_dir: str, dumps: list[DumpFile], config: BuildConfig) -> None:
-    """Keep finished chunks only if they were made from the same inputs the same way."""
-    job = {
-        "version": __version__,
-        "dumps": [[os.path.abspath(d.path), d.size, d.mtime_ns] for d in dumps],
-        "lowercase": config.lowercase,
-        "chunk_bytes": config.chunk_bytes,
-    }
-    job_file = os.path.join(work_dir, "job.json")
-    if os.path.exists(job_file) and read_json(job_file) != job:
-        log.warning("%s: left by a run on other inputs or settings; starting afresh", work_dir)
-        shutil.rmtree(work_dir)
-    if os.path.exists(job_file):
-        log.info("resuming from %s", work_dir)
-    os.makedirs(work_dir, exist_ok=True)
-    write_json(job_file, job)
+def _fingerprint(config: BuildConfig, dumps: list[DumpFile], views: PageViews,
+                 wordnet: WordNetLemmas | None) -> dict:
+    """What decides the query list: the inputs (path, size, mtime) and every threshold."""
+    def identity(path: str) -> list:
+        stat = os.stat(path)
+        return [os.path.abspath(path), stat.st_size, stat.st_mtime_ns]
+
+    wordnet_files = [] if wordnet is None else [os.path.join(wordnet.source, n) for n in DATA_FILES] \
+        if os.path.isdir(wordnet.source) else [wordnet.source]
+    settings = {f.name: getattr(config, f.name) for f in fields(config)
+                if f.name not in ("wiki_dumps", "out", "pageviews", "wordnet", "workers", "overwrite")}
+    return {"wiki_dumps": [identity(d.path) for d in dumps], "pageviews": [identity(p) for p in views.files],
+            "wordnet": [identity(p) for p in wordnet_files], **settings}
 
 
 class _InlineExecutor:
@@ -130,7 +130,7 @@ class _InlineExecutor:
         pass
 
 
-def _count_all(dumps: list[DumpFile], work_dir: str, config: BuildConfig) -> tuple[ChunkStats, list[str], int]:
+def _count_all(dumps: list[DumpFile], work: WorkDir, config: BuildConfig) -> tuple[ChunkStats, list[str], int]:
     """Count every chunk not already done, at most two per worker in flight; return the
     page counts, every chunk's id and how many chunks an earlier run had finished."""
     total = ChunkStats()
@@ -143,6 +143,12 @@ def _count_all(dumps: list[DumpFile], work_dir: str, config: BuildConfig) -> tup
     def record(stats: ChunkStats) -> None:
         nonlocal total
         total += stats
+
+    def finished(result: tuple[str, ChunkStats]) -> None:
+        chunk_id, stats = result
+        work.mark_done(chunk_id, asdict(stats), [os.path.relpath(f, work.root)
+                                                 for f in chunk_files(work.scratch(), chunk_id).values()])
+        record(stats)
         elapsed = max(time.time() - started, 1e-9)
         bar.update(stats.input_bytes)
         bar.set_postfix_str(
@@ -157,14 +163,14 @@ def _count_all(dumps: list[DumpFile], work_dir: str, config: BuildConfig) -> tup
             all_chunks = (plan_chunks(d, i, config.chunk_bytes) for i, d in enumerate(dumps))
             for chunk in chain.from_iterable(all_chunks):
                 chunk_ids.append(chunk.chunk_id)
-                done = load_done(work_dir, chunk.chunk_id)
+                done = work.done(chunk.chunk_id)
                 if done is not None:
-                    record(done)
+                    record(ChunkStats(**done))
                     resumed += 1
                     continue
-                pending = _collect(pending, 2 * config.workers - 1, record)
-                pending.add(executor.submit(count_chunk, chunk, work_dir, config.lowercase))
-            pending = _collect(pending, 0, record)
+                pending = _collect(pending, 2 * config.workers - 1, finished)
+                pending.add(executor.submit(count_chunk, chunk, work.scratch(), config.lowercase))
+            pending = _collect(pending, 0, finished)
     except BaseException:
         for future in pending:
             future.cancel()
@@ -195,10 +201,10 @@ def _collect(pending: set[Future], keep: int, record) -> set[Future]:
 
 def _finish(
     config: BuildConfig, dumps: list[DumpFile], wordnet: WordNetLemmas | None, views: PageViews,
-    pages: ChunkStats, chunk_ids: list[str], resumed: int, work_dir: str, started: float,
+    pages: ChunkStats, chunk_ids: list[str], resumed: int, work: WorkDir, started: float,
 ) -> dict:
     """Sum the chunks, rank every source, write the outputs."""
-    files = [chunk_files(work_dir, c) for c in chunk_ids]
+    files = [chunk_files(work.scratch(), c) for c in chunk_ids]
     unigrams = sum_counts((f["unigrams"] for f in files), ["word"])
     total_tokens = int(pc.sum(unigrams.column("count")).as_py() or 0)
     titles = _ranked_titles(views, _article_titles(f["titles"] for f in files), config)
@@ -215,8 +221,7 @@ def _finish(
         counts=_known_counts(unigrams, bigrams, others),
     )
     queries, per_source = assemble(candidates, config.size)
-    write_parquet(os.path.join(config.out, "queries.parquet"), queries_table(queries))
-    write_json(os.path.join(config.out, "metadata.json"), [q.query for q in queries])
+    write_queries(work.root, query_columns(queries))
     stats = {
         "tool": "wit build-queries",
         "version": __version__,
@@ -245,7 +250,7 @@ def _finish(
         "workers": config.workers,
         "seconds": round(time.time() - started, 3),
     }
-    write_json(os.path.join(config.out, "stats.json"), stats)
+    write_json(work.path(STATS), stats)
     return stats
 
 

@@ -1,8 +1,7 @@
 """One worker task: count the words of one chunk of a dump and write them to disk.
 
-Each finished chunk leaves in the work directory `ID.unigrams.parquet`,
-`ID.bigrams.parquet`, `ID.titles.parquet` and, written last, `ID.json` with its page
-counts: a chunk with its json is done, and a rerun skips it.
+Each chunk leaves `ID.unigrams.parquet`, `ID.bigrams.parquet` and `ID.titles.parquet` in
+the stage's scratch directory; the stage then marks the chunk done with its page counts.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 import pyarrow as pa
 
-from wit.atomic import read_json, write_json, write_parquet
+from wit.formats.atomic import write_parquet
 from wit.queries.dumps import Chunk, check_footer, iter_pages, read_chunk_xml
 from wit.queries.ngrams import count_ngrams
 from wit.queries.wikitext import wikitext_to_text
@@ -35,24 +34,14 @@ class ChunkStats:
         return ChunkStats(**{k: v + getattr(other, k) for k, v in asdict(self).items()})
 
 
-def chunk_files(work_dir: str, chunk_id: str) -> dict[str, str]:
-    """Paths of a chunk's outputs, by kind: unigrams, bigrams, titles, and the done marker."""
-    base = os.path.join(work_dir, chunk_id)
-    return {
-        "unigrams": f"{base}.unigrams.parquet",
-        "bigrams": f"{base}.bigrams.parquet",
-        "titles": f"{base}.titles.parquet",
-        "done": f"{base}.json",
-    }
+def chunk_files(scratch: str, chunk_id: str) -> dict[str, str]:
+    """Paths of a chunk's outputs, by kind: unigrams, bigrams, titles."""
+    base = os.path.join(scratch, chunk_id)
+    return {kind: f"{base}.{kind}.parquet" for kind in ("unigrams", "bigrams", "titles")}
 
 
-def load_done(work_dir: str, chunk_id: str) -> ChunkStats | None:
-    marker = chunk_files(work_dir, chunk_id)["done"]
-    return ChunkStats(**read_json(marker)) if os.path.exists(marker) else None
-
-
-def count_chunk(chunk: Chunk, work_dir: str, lowercase: bool) -> ChunkStats:
-    """Clean and count the articles of `chunk`, write its files, return its page counts."""
+def count_chunk(chunk: Chunk, scratch: str, lowercase: bool) -> tuple[str, ChunkStats]:
+    """Clean and count the articles of `chunk`, write its files; its id and page counts."""
     xml, own_length = read_chunk_xml(chunk)
     check_footer(chunk, xml)
     stats = ChunkStats(input_bytes=chunk.end - chunk.start)
@@ -69,9 +58,8 @@ def count_chunk(chunk: Chunk, work_dir: str, lowercase: bool) -> ChunkStats:
             titles.append(page.title)
             texts.append(wikitext_to_text(page.text))
     unigrams, bigrams = count_ngrams(texts, lowercase)
-    files = chunk_files(work_dir, chunk.chunk_id)
+    files = chunk_files(scratch, chunk.chunk_id)
     write_parquet(files["unigrams"], unigrams)
     write_parquet(files["bigrams"], bigrams)
     write_parquet(files["titles"], pa.table({"title": pa.array(titles, pa.string())}))
-    write_json(files["done"], asdict(stats))
-    return stats
+    return chunk.chunk_id, stats

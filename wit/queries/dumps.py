@@ -18,7 +18,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Iterator
 
-from wit.errors import WitError
+from wit.formats.errors import WitError
 
 PAGE_OPEN = b"<page>"
 PAGE_CLOSE = b"</page>"

@@ -7,15 +7,15 @@ Titles get spaces for underscores, and titles with a colon (other namespaces) ar
 
 from __future__ import annotations
 
-import glob
 import gzip
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 
-from wit.errors import WitError
+from wit.formats.errors import WitError
 
 ENGLISH_WIKIPEDIA = (b"en", b"en.m")
+MAX_VIEWS = 2**63 - 1   # views are int64 in queries.parquet
 
 
 @dataclass
@@ -26,25 +26,16 @@ class PageViews:
     files: list[str] = field(default_factory=list)
 
 
-def expand_globs(patterns: list[str]) -> list[str]:
-    """Files matching each pattern, sorted; a pattern matching nothing is an error."""
-    files: list[str] = []
-    for pattern in patterns:
-        matched = sorted(glob.glob(pattern))
-        if not matched:
-            raise WitError(f"{pattern}: no page-view file matches")
-        files.extend(matched)
-    return files
-
-
 def read_pageviews(files: list[str]) -> PageViews:
     """Sum English Wikipedia views per title over `files` (gzip or plain text)."""
     result = PageViews(files=list(files))
     for path in files:
         try:
             with _open(path) as f:
-                for line in f:
-                    _add_line(line, result)
+                for number, line in enumerate(f, 1):
+                    if _add_line(line, result) > MAX_VIEWS:
+                        raise WitError(f"{path}: line {number}: views of {line.split()[1].decode(errors='replace')!r} "
+                                       f"add up to more than {MAX_VIEWS:,} (2^63 - 1)")
         except (OSError, EOFError, zlib.error) as e:
             raise WitError(f"{path}: cannot read page-view file ({e})") from None
     return result
@@ -56,18 +47,21 @@ def _open(path: str):
     return gzip.open(path, "rb") if gzipped else open(path, "rb")
 
 
-def _add_line(line: bytes, result: PageViews) -> None:
+def _add_line(line: bytes, result: PageViews) -> int:
+    """Count one line; the title's views so far (0 for a line that does not count)."""
     result.lines += 1
     fields = line.split()
     if len(fields) != 4 or not fields[2].isdigit() or not fields[3].isdigit():
         result.malformed_lines += 1
-        return
+        return 0
     if fields[0] not in ENGLISH_WIKIPEDIA:
-        return
+        return 0
     try:
         title = fields[1].decode("utf-8").replace("_", " ")
     except UnicodeDecodeError:
         result.malformed_lines += 1
-        return
-    if ":" not in title:
-        result.views[title] += int(fields[2])
+        return 0
+    if ":" in title:
+        return 0
+    result.views[title] += int(fields[2])
+    return result.views[title]

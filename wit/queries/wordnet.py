@@ -12,7 +12,7 @@ import re
 import zipfile
 from dataclasses import dataclass
 
-from wit.errors import WitError
+from wit.formats.errors import WitError
 
 DATA_FILES = ("data.noun", "data.verb", "data.adj", "data.adv")
 _SUBDIRS = ("", "dict", "wordnet", os.path.join("corpora", "wordnet"))

@@ -12,14 +12,11 @@ The same input gives byte-identical shards; a rerun resumes or, when done, does 
 
 from __future__ import annotations
 
-import glob
 import hashlib
-import io
 import json
 import logging
 import multiprocessing
 import os
-import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -28,33 +25,41 @@ from typing import BinaryIO
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from PIL import Image
 from tqdm import tqdm
 
 from wit import __version__
-from wit.atomic import atomic_path, read_json, remove_temporaries, write_json
+from wit.flags import option
 from wit.balance import balanced
-from wit.errors import WitError
+from wit.formats.atomic import atomic_path, write_json
+from wit.formats.crawl import DOWNLOAD, MAX_SAMPLE_JSON_BYTES, downloaded_tars, parse_sample_json, query_count
+from wit.formats.errors import WitError
+from wit.formats.images import REASONS as IMAGE_REASONS, ImageRefused, header_size
+from wit.formats.shards import DATACARD, MANIFEST, SAMPLE_JSON_FIELDS, shard_name, write_sizes
+from wit.formats.tars import Member, image_extension, read_member, scan_tar, tar_chunks
+from wit.formats.workdir import WorkDir, claim
 from wit.shards.datacard import datacard, plot_distribution
-from wit.shards.tars import IMAGE_EXTENSIONS, Member, read_member, scan_tar, tar_chunks
 
 log = logging.getLogger("wit.shard")
 
 DEDUP_KEYS = ("uid", "sha256")
-MAX_PIXELS = 89_478_485
 
 
 @dataclass(frozen=True)
 class ShardConfig:
-    crawl: str
-    out: str
-    cap: int = 20_000
-    seed: int = 0
-    samples_per_shard: int = 10_000
-    dedup: tuple[str, ...] = DEDUP_KEYS
-    workers: int = os.cpu_count() or 1
+    crawl: str = option(help="CRAWL dir (wit crawl)", metavar="DIR")
+    out: str = option("", "SHARDS dir (default: shards/<crawl dir name>)", metavar="DIR")
+    cap: int = option(20_000, "final pairs per query")
+    seed: int = option(0, "seed of the balancing draws")
+    samples_per_shard: int = option(10_000, "samples per shard")
+    dedup: tuple[str, ...] = option(DEDUP_KEYS, "keys to de-duplicate by, comma-separated (uid, sha256)",
+                                    separator=",")
+    workers: int = option(os.cpu_count() or 1, "worker processes")
+    overwrite: bool = option(False, "replace an existing output made with other settings (built beside it, "
+                                    "swapped in when complete)")
 
     def __post_init__(self) -> None:
+        if not self.out:
+            object.__setattr__(self, "out", default_out(self.crawl))
         unknown = [k for k in self.dedup if k not in DEDUP_KEYS]
         if unknown:
             raise WitError(f"--dedup: unknown {', '.join(unknown)} (choose from: {', '.join(DEDUP_KEYS)})")
@@ -63,68 +68,58 @@ class ShardConfig:
                 raise WitError(f"--{name.replace('_', '-')}: must be at least 1")
 
 
-def shard(config: ShardConfig) -> dict:
+def run(config: ShardConfig) -> dict:
     """Build (or finish, or confirm) the SHARDS dir; return the manifest."""
     started = time.time()
-    download = os.path.join(config.crawl, "download")
-    tars = sorted(glob.glob(os.path.join(download, "*.tar")))
+    tars = downloaded_tars(config.crawl)
     if not tars:
-        raise WitError(f"{download}: no downloaded shards (run `wit crawl` first)")
+        raise WitError(f"{os.path.join(config.crawl, DOWNLOAD)}: no downloaded shards (run `wit crawl` first)")
+    queries = query_count(config.crawl)
     inputs = {"crawl": os.path.abspath(config.crawl), "tars": [_describe(t) for t in tars]}
     settings = {"cap": config.cap, "seed": config.seed, "samples_per_shard": config.samples_per_shard,
-                "dedup": list(config.dedup), "version": __version__}
-    manifest_path = os.path.join(config.out, "manifest.json")
-    if os.path.exists(manifest_path):  # the same inputs and settings: no need to read them again
-        previous = read_json(manifest_path)
-        if previous.get("inputs") == inputs and all(previous.get(k) == v for k, v in settings.items()):
-            log.info("%s is up to date: nothing to do", config.out)
-            return previous
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["wit.shards.build"])
-    with ProcessPoolExecutor(config.workers, mp_context=context) as pool:
-        index, report = _index(tars, pool)
-        plan, counts = _plan(index, config, report)
-        fingerprint = _fingerprint(plan, config)
-        if os.path.exists(manifest_path) and read_json(manifest_path).get("plan_sha256") == fingerprint:
-            log.info("%s is up to date: nothing to do", config.out)
-            return read_json(manifest_path)
-        work = os.path.join(config.out, ".work")
-        os.makedirs(work, exist_ok=True)
-        remove_temporaries(config.out)
-        shards = _write_all(plan, config, work, fingerprint, pool)
-    sizes = {s["name"]: s["samples"] for s in shards}
-    for stale in set(glob.glob(os.path.join(config.out, "*.tar"))) - {os.path.join(config.out, n) for n in sizes}:
-        os.remove(stale)  # from an earlier plan with more shards
-    write_json(os.path.join(config.out, "sizes.json"), sizes)
-    card = datacard(counts, config.cap, report)
-    write_json(os.path.join(config.out, "datacard.json"), card)
-    plot_distribution({"downloaded (before the cap)": counts["downloaded"], "kept (after the cap)": counts["kept"]},
-                      config.cap, os.path.join(config.out, "datacard.png"))
-    manifest = {
-        "tool": "wit shard", **settings, "plan_sha256": fingerprint,
-        "shards": shards, "total_samples": sum(sizes.values()),
-        "total_bytes": sum(s["bytes"] for s in shards),
-        "counts": report, "inputs": inputs, "seconds": round(time.time() - started, 3),
-    }
-    write_json(manifest_path, manifest)
-    shutil.rmtree(work)
+                "dedup": list(config.dedup)}
+    with claim(config.out, "shard", {**settings, "inputs": inputs}, config.overwrite,
+               inputs=(config.crawl,)) as work:
+        done = work.complete()
+        if done is not None:
+            return done
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["wit.shards.build"])
+        with ProcessPoolExecutor(config.workers, mp_context=context) as pool:
+            index, report = _index(tars, queries, pool)
+            plan, counts = _plan(index, config, report)
+            shards = _write_all(plan, config, work, pool)
+        sizes = {s["name"]: s["samples"] for s in shards}
+        write_sizes(work.root, sizes)
+        card = datacard(counts, config.cap, report)
+        write_json(work.path(DATACARD), card)
+        plot_distribution({"downloaded (before the cap)": counts["downloaded"], "kept (after the cap)": counts["kept"]},
+                          config.cap, work.path("datacard.png"))
+        manifest = {
+            "tool": "wit shard", **settings, "version": __version__,
+            "shards": shards, "total_samples": sum(sizes.values()),
+            "total_bytes": sum(s["bytes"] for s in shards),
+            "counts": report, "inputs": inputs, "seconds": round(time.time() - started, 3),
+        }
+        write_json(work.path(MANIFEST), manifest)
+        work.finish(manifest)
     return manifest
 
 
 # ---- 1. index ------------------------------------------------------------------------
 
 
-_DROP_REASONS = ("missing_image_or_text", "malformed_json", "undecodable_image", "too_many_pixels")
+_DROP_REASONS = ("missing_image_or_text", "malformed_json", "malformed_uid", *IMAGE_REASONS)
 
 
-def _index(tars: list[str], pool: ProcessPoolExecutor) -> tuple[pa.Table, dict]:
+def _index(tars: list[str], queries: int, pool: ProcessPoolExecutor) -> tuple[pa.Table, dict]:
     """One row per usable sample of every tar (tars indexed in parallel), and what was
     dropped, by reason."""
     report = {"tars": len(tars), "unreadable_tars": [], "refused_members": {}, "samples_read": 0,
               **dict.fromkeys(_DROP_REASONS, 0)}
     tables = []
     bar = tqdm(total=len(tars), desc="index", unit="tar", mininterval=1.0, dynamic_ncols=True)
-    for path, rows, found in pool.map(index_tar, tars):
+    for path, rows, found in pool.map(index_tar, tars, [queries] * len(tars)):
         tables.append(pa.Table.from_pydict(rows, schema=_INDEX_SCHEMA))
         if found["error"]:
             log.warning("%s: %s; keeping the %d samples before the damage", path, found["error"],
@@ -140,7 +135,7 @@ def _index(tars: list[str], pool: ProcessPoolExecutor) -> tuple[pa.Table, dict]:
     return pa.concat_tables(tables), report
 
 
-def index_tar(path: str) -> tuple[str, dict[str, list], dict]:
+def index_tar(path: str, queries: int) -> tuple[str, dict[str, list], dict]:
     """The usable samples of one tar, as columns of plain values (a worker task: building
     arrow arrays here would import pandas in every worker)."""
     scan = scan_tar(path)
@@ -149,18 +144,18 @@ def index_tar(path: str) -> tuple[str, dict[str, list], dict]:
     found = {"error": scan.error, "refused": scan.refused, "samples_read": 0,
              **dict.fromkeys(_DROP_REASONS, 0)}
     with open(path, "rb") as f:
-        for members in scan.samples.values():
+        for _, members in scan.samples:
             found["samples_read"] += 1
-            sample, problem = _read_sample(f, members)
+            sample, problem = _read_sample(f, members, queries)
             if problem:
                 found[problem] += 1
                 continue
             meta, text, image, extension, member = sample
-            size, problem = _image_size(image)
-            if problem:
-                found[problem] += 1
+            try:
+                width, height, _ = header_size(image)
+            except ImageRefused as refused:
+                found[refused.reason] += 1
                 continue
-            width, height = size
             values = (meta["uid"], meta["url"], text, width, height, meta["original_width"] or width,
                       meta["original_height"] or height, hashlib.sha256(image).hexdigest(), path,
                       member.offset, member.size, extension, meta["query_ids"])
@@ -177,12 +172,14 @@ _INDEX_SCHEMA = pa.schema([
 ])
 
 
-def _read_sample(f: BinaryIO, members: dict[str, Member]):
+def _read_sample(f: BinaryIO, members: dict[str, Member], queries: int):
     """((json fields, text, image bytes, image extension, image member), None), or
     (None, the reason to drop the sample)."""
-    extension = next((e for e in IMAGE_EXTENSIONS if e in members), None)
+    extension = image_extension(members)
     if extension is None or "txt" not in members or "json" not in members:
         return None, "missing_image_or_text"
+    if members["json"].size > MAX_SAMPLE_JSON_BYTES:
+        return None, "malformed_json"
     try:
         text = read_member(f, members["txt"]).decode("utf-8")
         image = read_member(f, members[extension])
@@ -191,37 +188,11 @@ def _read_sample(f: BinaryIO, members: dict[str, Member]):
     if not text.strip() or not image:
         return None, "missing_image_or_text"
     try:
-        meta = json.loads(read_member(f, members["json"]))
-    except (ValueError, EOFError, OSError):
+        raw = read_member(f, members["json"])
+    except (EOFError, OSError):
         return None, "malformed_json"
-    if not isinstance(meta, dict) or not isinstance(meta.get("uid"), str) or not meta["uid"]:
-        return None, "malformed_json"
-    query_ids = meta.get("query_ids")
-    query_ids = [] if query_ids is None else query_ids
-    if not isinstance(query_ids, list) or not all(_is_int(q) and 0 <= q < 2 ** 31 for q in query_ids):
-        return None, "malformed_json"
-    url = meta.get("url")
-    fields = {"uid": meta["uid"], "url": url if isinstance(url, str) else "", "query_ids": query_ids,
-              **{k: meta[k] if _is_int(meta.get(k)) and meta[k] > 0 else None
-                 for k in ("original_width", "original_height")}}
-    return (fields, text, image, extension, members[extension]), None
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _image_size(image: bytes) -> tuple[tuple[int, int] | None, str | None]:
-    """(width, height) from the image header only, or the reason to drop the sample;
-    nothing is decoded, so a decompression bomb costs nothing."""
-    try:
-        with Image.open(io.BytesIO(image)) as img:
-            width, height = img.size
-    except Image.DecompressionBombError:
-        return None, "too_many_pixels"
-    except Exception:  # noqa: BLE001 - Pillow raises many types for bytes that are no image
-        return None, "undecodable_image"
-    return ((width, height), None) if width * height <= MAX_PIXELS else (None, "too_many_pixels")
+    fields, problem = parse_sample_json(raw, queries)
+    return (None, problem) if problem else ((fields, text, image, extension, members[extension]), None)
 
 
 # ---- 2-3. de-duplicate and balance ---------------------------------------------------
@@ -251,47 +222,38 @@ def _plan(index: pa.Table, config: ShardConfig, report: dict) -> tuple[pa.Table,
     return plan, {"downloaded": downloaded, "kept": kept}
 
 
-def _fingerprint(plan: pa.Table, config: ShardConfig) -> str:
-    digest = hashlib.sha256()
-    for uid, sha in zip(plan["uid"].to_pylist(), plan["sha256"].to_pylist()):
-        digest.update(f"{uid}:{sha}\n".encode())
-    digest.update(json.dumps({"samples_per_shard": config.samples_per_shard, "version": __version__}).encode())
-    return digest.hexdigest()
-
-
 # ---- 4. write ------------------------------------------------------------------------
 
 
-def _write_all(plan: pa.Table, config: ShardConfig, work: str, fingerprint: str,
-               pool: ProcessPoolExecutor) -> list[dict]:
+def _write_all(plan: pa.Table, config: ShardConfig, work: WorkDir, pool: ProcessPoolExecutor) -> list[dict]:
     n = config.samples_per_shard
     jobs = [(i, plan.slice(start, n)) for i, start in enumerate(range(0, plan.num_rows, n))]
     done: dict[int, dict] = {}
     todo = []
     for i, rows in jobs:
-        marker = os.path.join(work, f"{i:06d}.json")
-        if os.path.exists(marker) and read_json(marker).get("plan_sha256") == fingerprint \
-                and os.path.exists(os.path.join(config.out, f"{i:06d}.tar")):
-            done[i] = read_json(marker)["shard"]
+        shard_info = work.done(shard_name(i))
+        if shard_info is not None:
+            done[i] = shard_info
         else:
             todo.append((i, rows))
     if done:
         log.info("%d of %d shards written before", len(done), len(jobs))
     bar = tqdm(total=len(jobs), initial=len(done), desc="shards", unit="shard", mininterval=1.0,
                dynamic_ncols=True)
-    futures = [pool.submit(write_shard, i, rows, config.out, work, fingerprint) for i, rows in todo]
+    futures = [pool.submit(write_shard, i, rows, work.root) for i, rows in todo]
     for future in futures:
-        result = future.result()
-        done[result["index"]] = result["shard"]
+        index, shard_info = future.result()
+        work.mark_done(shard_name(index), shard_info, [shard_info["name"]])
+        done[index] = shard_info
         bar.update()
     bar.close()
     return [done[i] for i in sorted(done)]
 
 
-def write_shard(index: int, rows: pa.Table, out: str, work: str, fingerprint: str) -> dict:
+def write_shard(index: int, rows: pa.Table, out: str) -> tuple[int, dict]:
     """Write shard `index` from its rows (reading image bytes from the source tars),
-    hashing the bytes on their way out (no second read of the shard)."""
-    name = f"{index:06d}.tar"
+    hashing the bytes on their way out (no second read of the shard); its manifest entry."""
+    name = shard_name(index)
     sources: dict[str, BinaryIO] = {}
     columns = rows.to_pydict()
 
@@ -303,7 +265,7 @@ def write_shard(index: int, rows: pa.Table, out: str, work: str, fingerprint: st
                 image = read_member(f, Member(columns["uid"][row], columns["offset"][row], columns["size"][row]))
             except EOFError as e:
                 raise WitError(f"{tar}: changed while `wit shard` ran ({e})") from None
-            meta = {k: columns[k][row] for k in _META_KEYS}
+            meta = {k: columns[k][row] for k in SAMPLE_JSON_FIELDS}
             yield columns["uid"][row], [(columns["extension"][row], image),
                                         ("json", _JSON.encode(meta).encode()),
                                         ("txt", columns["text"][row].encode("utf-8"))]
@@ -317,12 +279,10 @@ def write_shard(index: int, rows: pa.Table, out: str, work: str, fingerprint: st
             f.close()
     shard_info = {"name": name, "samples": rows.num_rows, "bytes": shard_file.size,
                   "sha256": shard_file.digest.hexdigest()}
-    write_json(os.path.join(work, f"{index:06d}.json"), {"plan_sha256": fingerprint, "shard": shard_info})
-    return {"index": index, "shard": shard_info}
+    return index, shard_info
 
 
 _JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False)
-_META_KEYS = ("uid", "url", "query_ids", "width", "height", "original_width", "original_height", "sha256")
 
 
 class _ShardFile:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from wit.atomic import atomic_path
+from wit.formats.atomic import atomic_path
 
 
 def datacard(counts: dict[str, np.ndarray], cap: int, report: dict) -> dict:

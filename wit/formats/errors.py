@@ -2,4 +2,4 @@
 
 
 class WitError(Exception):
-    """Bad input or configuration; the CLI prints the message on one line and exits 1."""
+    """Bad input or configuration; the commands print the message on one line and exit 1."""

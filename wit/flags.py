@@ -1,0 +1,57 @@
+"""Command-line flags generated from a stage's config dataclass, and the config built back
+from the parsed flags: each field is one flag (`--field-name`), its help and metavar in
+the field's metadata; a field without a default is required; `cli: False` hides one."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from typing import Any, TypeVar
+
+C = TypeVar("C")
+
+
+def option(default: Any = dataclasses.MISSING, help: str | None = None, **metadata: Any) -> Any:
+    """A config field with its command-line help (and `metavar`, `separator`, `cli`)."""
+    return dataclasses.field(default=default, metadata={"help": help, **metadata})
+
+
+def add_flags(parser: argparse.ArgumentParser, config: type) -> None:
+    hints = typing.get_type_hints(config)
+    for f in dataclasses.fields(config):
+        if f.metadata.get("cli", True) is False:
+            continue
+        kind, kwargs = hints[f.name], {"dest": f.name, "help": f.metadata.get("help")}
+        if "metavar" in f.metadata:
+            kwargs["metavar"] = f.metadata["metavar"]
+        if f.default is dataclasses.MISSING:
+            kwargs["required"] = True
+        else:
+            kwargs["default"] = f.default
+        if kind is bool:
+            kwargs["action"] = "store_true"
+        elif typing.get_origin(kind) is tuple:
+            separator = f.metadata.get("separator")
+            if separator:
+                kwargs["type"] = lambda value, s=separator: tuple(v for v in value.split(s) if v)
+            else:
+                kwargs["nargs"] = "+"
+        else:
+            kwargs["type"] = _scalar(kind)
+        if kwargs.get("help") and "default" in kwargs and kwargs["default"] not in (None, False, (), ""):
+            kwargs["help"] += " (default: %(default)s)"
+        parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+
+
+def _scalar(kind: Any) -> type:
+    """int, float or str, also out of `X | None`."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        kind = next(k for k in typing.get_args(kind) if k is not type(None))
+    return kind
+
+
+def config_from(args: argparse.Namespace, config: type[C]) -> C:
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config) if hasattr(args, f.name)}
+    return config(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})

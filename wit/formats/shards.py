@@ -1,0 +1,71 @@
+"""The SHARDS dir: `NNNNNN.tar` WebDataset shards, `sizes.json` (OpenCLIP reads it),
+`manifest.json` (every shard's samples, bytes and sha256) and `datacard.json`."""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+
+from wit.formats.atomic import read_json_object, write_json
+from wit.formats.errors import WitError
+
+SIZES, MANIFEST, DATACARD = "sizes.json", "manifest.json", "datacard.json"
+SAMPLE_JSON_FIELDS = ("uid", "url", "query_ids", "width", "height", "original_width", "original_height",
+                      "sha256")
+MANIFEST_SHARD_FIELDS = {"name": str, "samples": int, "bytes": int, "sha256": str}
+MANIFEST_FIELDS = {"shards": list, "total_samples": int, "total_bytes": int, "cap": int, "counts": dict}
+
+
+def shard_name(index: int) -> str:
+    return f"{index:06d}.tar"
+
+
+def write_sizes(directory: str, sizes: dict[str, int]) -> None:
+    write_json(os.path.join(directory, SIZES), sizes)
+
+
+def read_manifest(directory: str) -> dict:
+    """manifest.json of a SHARDS dir, checked field by field; shard names are plain file
+    names (no path), so a manifest cannot point a reader elsewhere."""
+    path = os.path.join(directory, MANIFEST)
+    manifest = read_json_object(path, "shard manifest (not a finished `wit shard` output?)")
+    for name, kind in MANIFEST_FIELDS.items():
+        if not isinstance(manifest.get(name), kind) or isinstance(manifest.get(name), bool):
+            raise WitError(f"{path}: field {name!r} missing or not a {kind.__name__}")
+    for i, shard in enumerate(manifest["shards"]):
+        if not isinstance(shard, dict):
+            raise WitError(f"{path}: shards[{i}] is not an object")
+        for name, kind in MANIFEST_SHARD_FIELDS.items():
+            if not isinstance(shard.get(name), kind) or isinstance(shard.get(name), bool):
+                raise WitError(f"{path}: shards[{i}].{name} missing or not a {kind.__name__}")
+        if shard["name"] != os.path.basename(shard["name"]) or shard["name"] in ("", ".", ".."):
+            raise WitError(f"{path}: shards[{i}].name {shard['name']!r} is not a plain file name")
+    return manifest
+
+
+def read_sizes(path: str, spec: str) -> dict[str, int]:
+    """{tar name: samples} from sizes.json (local or fsspec), else from manifest.json beside it."""
+    import fsspec
+
+    manifest = posixpath.join(posixpath.dirname(path), MANIFEST)
+    for candidate in (path, manifest):
+        try:
+            with fsspec.open(candidate, "rt") as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as e:
+            raise WitError(f"{candidate}: cannot read the shard sizes ({e})") from None
+        if candidate == manifest:
+            shards = data.get("shards", []) if isinstance(data, dict) else None
+            if not isinstance(shards, list) or not all(isinstance(s, dict) and "name" in s for s in shards):
+                raise WitError(f"{candidate}: expected {{\"shards\": [{{\"name\": ..., \"samples\": ...}}]}}")
+            data = {s["name"]: s.get("samples") for s in shards}
+        if not isinstance(data, dict) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                                 for v in data.values()):
+            raise WitError(f"{candidate}: expected {{\"NNNNNN.tar\": samples, ...}}")
+        if not data:
+            raise WitError(f"{candidate}: lists no shards")
+        return data
+    raise WitError(f"{spec}: no sizes.json or manifest.json found ({path}); the epoch size is never guessed")

@@ -1,0 +1,19 @@
+"""The uid of a sample: exactly 32 lower-case hex digits, derived from its image url."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+UID_LENGTH = 32
+_UID = re.compile(r"[0-9a-f]{32}")
+
+
+def url_uid(url: str) -> str:
+    """Stable id of a url (BLAKE2b, 128 bits): the same url, the same id."""
+    return hashlib.blake2b(url.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def is_uid(value: object) -> bool:
+    """Whether `value` is a well-formed uid (so it is safe as a file or member name)."""
+    return isinstance(value, str) and _UID.fullmatch(value) is not None

@@ -1,0 +1,208 @@
+"""How every data stage claims its output dir, records finished units of work and resumes.
+
+A stage builds its output in `.NAME.partial` beside the output dir NAME and moves it into
+place when it is complete, in one step (a rename, or an exchange with the old output under
+`overwrite`, which is then deleted). So the output dir holds a complete output or none:
+a kill, a full disk or bad input never leave a mix. The build dir holds, besides the
+stage's files, `.wit/`:
+- `claim.json`: the stage and the fingerprint of the settings that decide the output;
+- `units/UNIT.json`: written last for each finished unit of work: its counters and the
+  files it wrote (a unit whose files are all present is not done again);
+- `scratch/`: intermediate files, removed when the stage completes;
+- `complete.json`: the stage's summary.
+A rerun with the same settings resumes the build dir, or finds the output complete and
+does nothing; a complete output made with other settings is refused, naming the settings
+that differ, unless `overwrite`; a non-empty dir that is not this stage's output is refused.
+Bad input removes the build dir; any other failure keeps its finished units for a rerun.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from wit import __version__
+from wit.formats.atomic import exchange_dirs, read_json, remove_temporaries, write_json
+from wit.formats.errors import WitError
+
+log = logging.getLogger("wit.work")
+STATE = ".wit"
+
+
+class WorkDir:
+    """A stage's claim on its output dir. Write to `path(...)`, not to the dir the user
+    named: the output is built beside it."""
+
+    def __init__(self, out: str, root: str, stage: str, fingerprint: dict) -> None:
+        self.out, self.root, self.stage, self.fingerprint = out, root, stage, fingerprint
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.root, *parts)
+
+    def scratch(self, *parts: str) -> str:
+        return os.path.join(self.root, STATE, "scratch", *parts)
+
+    def _unit(self, unit: str) -> str:
+        return os.path.join(self.root, STATE, "units", f"{unit}.json")
+
+    def done(self, unit: str) -> Any | None:
+        """The counters of a finished unit, or None if it must be done (again)."""
+        marker = self._unit(unit)
+        if not os.path.exists(marker):
+            return None
+        record = read_json(marker)
+        if not all(os.path.exists(self.path(f)) for f in record["files"]):
+            return None
+        return record["counters"]
+
+    def mark_done(self, unit: str, counters: Any, files: tuple[str, ...] | list[str] = ()) -> None:
+        """Record a unit as finished (after its files are written), with the files it wrote
+        (relative to the output dir) and its counters."""
+        write_json(self._unit(unit), {"counters": counters, "files": list(files)})
+
+    def units(self) -> list[str]:
+        directory = os.path.join(self.root, STATE, "units")
+        return sorted(n[:-5] for n in os.listdir(directory) if n.endswith(".json")) \
+            if os.path.isdir(directory) else []
+
+    def complete(self) -> dict | None:
+        """The summary of a finished run of this claim, or None."""
+        marker = os.path.join(self.root, STATE, "complete.json")
+        return read_json(marker) if os.path.exists(marker) else None
+
+    def finish(self, summary: dict) -> None:
+        """Mark the output complete, drop the scratch files and move the output into place
+        (swapping out and deleting an old one)."""
+        write_json(os.path.join(self.root, STATE, "complete.json"), summary)
+        shutil.rmtree(self.scratch(), ignore_errors=True)
+        if self.root == self.out:
+            return
+        if _claim_of(self.out) is None:          # missing or empty
+            os.replace(self.root, self.out)
+        else:
+            exchange_dirs(self.root, self.out)   # the old output is now at self.root
+            replaced = _beside(self.out, "replaced")
+            os.replace(self.root, replaced)
+            shutil.rmtree(replaced)
+        self.root = self.out
+
+    def abandon(self, bad_input: bool) -> None:
+        """After a failure: remove the build dir on bad input or when nothing was finished
+        in it yet; otherwise keep its finished units for a rerun."""
+        if self.root != self.out and (bad_input or not self.units()) and os.path.isdir(self.root):
+            shutil.rmtree(self.root)
+
+
+def sum_counters(values: list) -> Any:
+    """Counters of several units added up: numbers summed, dicts key by key, lists joined."""
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, dict) for v in present):
+        keys = list(dict.fromkeys(k for v in present for k in v))
+        return {k: sum_counters([v.get(k) for v in present]) for k in keys}
+    if present and all(isinstance(v, list) for v in present):
+        return [x for v in present for x in v]
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+        return sum(present)
+    return present[0] if present else None
+
+
+@contextmanager
+def claim(out: str, stage: str, fingerprint: dict, overwrite: bool = False,
+          inputs: tuple[str, ...] = ()) -> Iterator[WorkDir]:
+    """Claim `out` for `stage` (see the module docstring); on an error inside the block the
+    claim is abandoned (`WorkDir.abandon`)."""
+    identity = json.loads(json.dumps({"stage": stage, "fingerprint": fingerprint, "version": __version__}))
+    out = os.path.normpath(out)
+    _refuse_overlap(out, inputs)
+    _remove_if_exists(_beside(out, "replaced"))
+    previous = _claim_of(out)
+    if previous is not None:
+        if previous.get("stage") != stage:
+            raise WitError(f"{out}: holds the output of `wit {previous.get('stage')}`, not of `wit {stage}`; "
+                           "use another --out")
+        if previous == identity and not overwrite:
+            log.info("%s is complete: nothing to do", out)
+            yield WorkDir(out, out, stage, identity["fingerprint"])
+            return
+        if not overwrite:
+            before, now = previous.get("fingerprint") or {}, identity["fingerprint"]
+            changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+            changed += ["version"] if previous.get("version") != identity["version"] else []
+            raise WitError(f"{out}: holds a `wit {stage}` output made with other settings or inputs "
+                           f"({', '.join(changed)}); use another --out, or --overwrite to replace it")
+    work = _open(out, _beside(out, "partial"), identity)
+    try:
+        yield work
+    except BaseException as e:
+        work.abandon(isinstance(e, WitError))
+        raise
+
+
+def _open(out: str, root: str, identity: dict) -> WorkDir:
+    """The build dir: resumed when it holds the same claim, else started afresh."""
+    claimed = _claim_of(root, ours=True)
+    if claimed is not None and claimed != identity:
+        log.warning("%s: left by an unfinished run with other settings; starting afresh", root)
+        shutil.rmtree(root)
+        claimed = None
+    if claimed is not None:
+        remove_temporaries_below(root)
+        log.info("resuming in %s", root)
+    else:
+        os.makedirs(os.path.join(root, STATE), exist_ok=True)
+        write_json(os.path.join(root, STATE, "claim.json"), identity)
+    return WorkDir(out, root, identity["stage"], identity["fingerprint"])
+
+
+def _claim_of(directory: str, ours: bool = False) -> dict | None:
+    """The claim of an output dir of some stage, None for a missing or empty dir (or, `ours`,
+    a build dir without a claim); an error for anything else (a file, a dir of other files)."""
+    if not os.path.lexists(directory):
+        return None
+    if not os.path.isdir(directory) or os.path.islink(directory):
+        raise WitError(f"{directory}: exists and is not a directory")
+    claim_file = os.path.join(directory, STATE, "claim.json")
+    if not os.path.exists(claim_file):
+        if ours:
+            shutil.rmtree(directory)   # a build dir killed before its claim was written
+            return None
+        if os.listdir(directory):
+            raise WitError(f"{directory}: not empty and not an output of this toolkit; use an empty or new "
+                           "--out (nothing in it is touched)")
+        return None
+    try:
+        value = read_json(claim_file)
+    except (OSError, ValueError) as e:
+        raise WitError(f"{claim_file}: unreadable claim ({e}); use another --out") from None
+    if not isinstance(value, dict):
+        raise WitError(f"{claim_file}: unreadable claim (not an object); use another --out")
+    return value
+
+
+def _beside(out: str, what: str) -> str:
+    parent, name = os.path.split(os.path.abspath(out))
+    return os.path.join(parent, f".{name}.{what}")
+
+
+def _remove_if_exists(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+
+
+def _refuse_overlap(out: str, inputs: tuple[str, ...]) -> None:
+    """--out must not be, contain or lie inside an input dir."""
+    target = os.path.realpath(out)
+    for given in inputs:
+        source = os.path.realpath(given)
+        if target == source or target.startswith(source + os.sep) or source.startswith(target + os.sep):
+            raise WitError(f"{out}: --out must not be, contain or lie inside the input {given}")
+
+
+def remove_temporaries_below(root: str) -> None:
+    """The temporary files killed writers left anywhere in an output dir."""
+    for directory, _, _ in os.walk(root):
+        remove_temporaries(directory)
