@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from wit.samples import enwiki_excerpt as fetch_enwiki_excerpt
+from wit.enwiki_excerpt import enwiki_excerpt as fetch_enwiki_excerpt
 
 WORDNET_DIR = Path("/usr/share/wordnet")
 

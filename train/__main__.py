@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 
-from train.errors import TrainError
+from wit.formats.errors import WitError
 
 PROG = "python -m train"
 
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         if rank != 0:
             cfg = dataclasses.replace(cfg, progress=False)
         summary = train(cfg)
-    except TrainError as e:
+    except WitError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1
     if rank == 0:

@@ -1,6 +1,9 @@
 """Checkpoints: everything a run needs to continue exactly where it stopped, written
 atomically as RUN/checkpoints/step_N.pt with RUN/checkpoints/latest.pt beside it; and
-the signals (SIGTERM, SIGUSR1: what SLURM sends before a time limit) that ask for one."""
+the signals (SIGTERM, SIGUSR1: what SLURM sends before a time limit) that ask for one.
+
+A checkpoint holds one entry per part of the run, each part's own `state_dict()`; the
+`Checkpointer` composes the parts, so new state is one more part."""
 
 from __future__ import annotations
 
@@ -9,33 +12,65 @@ import random
 import re
 import signal
 from pathlib import Path
+from typing import Any, Iterable, Protocol
 
 import numpy as np
 import torch
 
-from train.atomic import atomic_open
-from train.errors import TrainError
+from train import dist
+from train.dist import World
+from wit.formats.atomic import atomic_open
+from wit.formats.errors import WitError
 
 STEP_FILE = re.compile(r"step_(\d+)\.pt$")
 
 
-def rng_state() -> dict:
-    _, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": torch.from_numpy(keys.astype(np.int64)),
-             "numpy_position": [int(pos), int(has_gauss), float(gauss)]}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+class Stateful(Protocol):
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> Any: ...
 
 
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(_tuples(state["python"]))
-    pos, has_gauss, gauss = state.get("numpy_position", (624, 0, 0.0))
-    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), int(pos), int(has_gauss), float(gauss)))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+class Checkpointer:
+    """Saves and restores the parts of a run, `{entry name: part}`, restored in that order."""
+
+    def __init__(self, directory: Path, keep: int, world: World, parts: dict[str, Stateful]):
+        self.directory, self.keep, self.world, self.parts = directory, keep, world, parts
+
+    def save(self, step: int) -> None:
+        """Every rank calls it (a part may gather from every rank); rank 0 writes; every rank
+        waits until it is written (a rank that exits early would have its launcher kill rank 0)."""
+        state = {name: part.state_dict() for name, part in self.parts.items()}
+        if self.world.is_main:
+            save(self.directory, step, state, self.keep)
+        dist.barrier(self.world)
+
+    def restore(self, path: Path) -> None:
+        state = load(path, self.parts)
+        for name, part in self.parts.items():
+            part.load_state_dict(state[name])
+
+
+class Rng:
+    """The RNG states of torch (CPU and CUDA), Python and NumPy, as a checkpoint part."""
+
+    def state_dict(self) -> dict:
+        _, keys, pos, has_gauss, gauss = np.random.get_state()
+        state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+                 "numpy": torch.from_numpy(keys.astype(np.int64)),
+                 "numpy_position": [int(pos), int(has_gauss), float(gauss)]}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        torch.set_rng_state(state["torch"])
+        random.setstate(_tuples(state["python"]))
+        pos, has_gauss, gauss = state["numpy_position"]
+        np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), int(pos), int(has_gauss),
+                             float(gauss)))
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _tuples(value):
@@ -76,18 +111,19 @@ def resume_path(resume: str, run_dir: Path) -> Path | None:
         return latest if latest.exists() else None
     path = Path(resume)
     if not path.is_file():
-        raise TrainError(f"{resume}: resume checkpoint not found")
+        raise WitError(f"{resume}: resume checkpoint not found")
     return path
 
 
-def load(path: Path) -> dict:
+def load(path: Path, entries: Iterable[str]) -> dict:
+    """A checkpoint (loaded with weights_only=True) that holds every one of `entries`."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise TrainError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e)[:120]})") from None
-    missing = {"state_dict", "optimizer", "scheduler", "step", "rng", "data"} - set(state)
+        raise WitError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e)[:120]})") from None
+    missing = set(entries) - set(state) if isinstance(state, dict) else set(entries)
     if missing:
-        raise TrainError(f"{path}: not a resumable checkpoint (missing {', '.join(sorted(missing))})")
+        raise WitError(f"{path}: not a resumable checkpoint (missing {', '.join(sorted(missing))})")
     return state
 
 

@@ -4,6 +4,7 @@ overrides, resolved and validated once, then never mutated."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -12,7 +13,10 @@ from typing import Any
 
 import yaml
 
-from train.errors import TrainError
+from wit.formats.errors import WitError
+from wit.formats.images import MAX_PIXELS
+
+MODEL_NAME = re.compile(r"[A-Za-z0-9._-]+")   # a plain name: OpenCLIP's, and RUN/<name>.json
 
 
 @dataclass(frozen=True)
@@ -25,8 +29,11 @@ class ModelConfig:
     compile: bool = False
 
     def __post_init__(self):
+        if not MODEL_NAME.fullmatch(self.name) or self.name in (".", ".."):
+            raise WitError(f"model.name {self.name[:100]!r} is not a plain model name ({MODEL_NAME.pattern}, "
+                           f"not . or ..)")
         if self.config is not None and not {"embed_dim", "vision_cfg", "text_cfg"} <= set(self.config):
-            raise TrainError("model.config needs embed_dim, vision_cfg and text_cfg (an OpenCLIP model config)")
+            raise WitError("model.config needs embed_dim, vision_cfg and text_cfg (an OpenCLIP model config)")
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,7 @@ class EvalConfig:
 
     def __post_init__(self):
         if self.imagefolder and not self.classnames:
-            raise TrainError("eval.imagefolder needs eval.classnames (a file with one class name per line)")
+            raise WitError("eval.imagefolder needs eval.classnames (a file with one class name per line)")
 
     @property
     def enabled(self) -> bool:
@@ -68,7 +75,7 @@ class TrainConfig:
     optimizer_state: str = "fp32"  # fp32, or 8bit / 4bit (torchao low-precision AdamW states)
     workers: int = 4               # dataloader workers per rank
     shuffle_window: int = 2048     # samples shuffled together inside a worker
-    max_pixels: int = 89_478_485   # decoder cap (PIL's default bomb limit)
+    max_pixels: int = MAX_PIXELS   # decoder cap (PIL's default bomb limit)
     seed: int = 0
     save_every: int = 1000
     keep_checkpoints: int = 3      # step_N.pt files kept besides latest.pt (0 = all)
@@ -82,21 +89,21 @@ class TrainConfig:
 
     def __post_init__(self):
         if not self.shards:
-            raise TrainError("shards is not set (a SHARDS dir or a brace pattern of tar urls)")
+            raise WitError("shards is not set (a SHARDS dir or a brace pattern of tar urls)")
         if not self.run_dir:
-            raise TrainError("run_dir is not set")
+            raise WitError("run_dir is not set")
         for name in ("batch_size", "accum_steps", "steps", "shuffle_window", "max_pixels", "log_every"):
             if getattr(self, name) < 1:
-                raise TrainError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise WitError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("warmup", "workers", "save_every", "eval_every", "keep_checkpoints"):
             if getattr(self, name) < 0:
-                raise TrainError(f"{name} must not be negative, got {getattr(self, name)}")
+                raise WitError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.lr <= 0:
-            raise TrainError(f"lr must be positive, got {self.lr}")
+            raise WitError(f"lr must be positive, got {self.lr}")
         if self.precision not in ("auto", "bf16", "fp32"):
-            raise TrainError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
+            raise WitError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
         if self.optimizer_state not in ("fp32", "8bit", "4bit"):
-            raise TrainError(f"optimizer_state must be fp32, 8bit or 4bit, got {self.optimizer_state!r}")
+            raise WitError(f"optimizer_state must be fp32, 8bit or 4bit, got {self.optimizer_state!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -110,15 +117,15 @@ def load_config(path: str | None, overrides: list[str] = ()) -> TrainConfig:
         try:
             raw = yaml.safe_load(Path(path).read_text()) or {}
         except OSError as e:
-            raise TrainError(f"{path}: cannot read the config: {e.strerror}") from None
+            raise WitError(f"{path}: cannot read the config: {e.strerror}") from None
         except yaml.YAMLError as e:
-            raise TrainError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+            raise WitError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
         if not isinstance(raw, dict):
-            raise TrainError(f"{path}: the config must be a mapping of keys to values")
+            raise WitError(f"{path}: the config must be a mapping of keys to values")
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise TrainError(f"--set {item!r}: expected key=value")
+            raise WitError(f"--set {item!r}: expected key=value")
         _set_dotted(raw, key, yaml.safe_load(value) if value else "")
     return from_dict(raw, source=path or "--set")
 
@@ -127,8 +134,8 @@ def from_dict(raw: dict, source: str = "config") -> TrainConfig:
     """Build a TrainConfig from plain values (a saved config.json, or the YAML tree)."""
     try:
         return _build(TrainConfig, raw, "")
-    except TrainError as e:
-        raise TrainError(f"{source}: {e}") from None
+    except WitError as e:
+        raise WitError(f"{source}: {e}") from None
 
 
 def _set_dotted(tree: dict, key: str, value: Any) -> None:
@@ -148,12 +155,12 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     if cls is ModelConfig and isinstance(raw, str):
         raw = {"name": raw}
     if not isinstance(raw, dict):
-        raise TrainError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {raw!r}")
+        raise WitError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - names)
     if unknown:
-        raise TrainError(f"unknown key {prefix}{unknown[0]} (valid: {', '.join(sorted(names))})")
+        raise WitError(f"unknown key {prefix}{unknown[0]} (valid: {', '.join(sorted(names))})")
     values = {}
     for name, value in raw.items():
         hint = hints[name]
@@ -173,16 +180,16 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise TrainError(f"{key} must be a list of {len(args)} values, got {value!r}")
+            raise WitError(f"{key} must be a list of {len(args)} values, got {value!r}")
         return tuple(_coerce(v, a, key) for v, a in zip(value, args))
     if hint is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
         try:
             return float(value)   # YAML reads `1e-3` (no dot) as a string
         except ValueError:
-            raise TrainError(f"{key} must be float, got {value!r}") from None
+            raise WitError(f"{key} must be float, got {value!r}") from None
     if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     base = origin or hint
     if not isinstance(value, base) or (base is int and isinstance(value, bool)):
-        raise TrainError(f"{key} must be {getattr(base, '__name__', base)}, got {value!r}")
+        raise WitError(f"{key} must be {getattr(base, '__name__', base)}, got {value!r}")
     return value

@@ -14,7 +14,9 @@ batch size):
 
 A worker's position (samples of its sequence consumed) is all a checkpoint needs to
 resume it exactly. An unusable sample is counted and skipped; a slot that runs short
-wraps to its start (counted as repeats), so the step count never changes."""
+wraps to its start (counted as repeats), so the step count never changes. Tars are read
+by `wit.formats.tars` (its grouping, safety rules and image choice); `TrainStream` is
+the run's data stream over the epochs, with its resumable state."""
 
 from __future__ import annotations
 
@@ -23,18 +25,59 @@ import itertools
 import logging
 import math
 import signal
+from collections import Counter
 from dataclasses import dataclass
+from tarfile import TarError   # what a damaged stream raises from wit.formats.tars.stream_samples
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from train import images
-from train.errors import TrainError
-from train.shards import Sample, Shard, read_samples
+from train import dist, images
+from train.dist import World
+from train.shards import Shard
+from wit.formats import tars
+from wit.formats.errors import WitError
+from wit.formats.images import ImageRefused
 
 log = logging.getLogger("train.data")
+COUNTS = ("dropped", "repeated", "refused_members", "truncated_shards")   # what a batch reports
+SAMPLE_PARTS = (*tars.IMAGE_EXTENSIONS, "txt", "json")
+
+
+@dataclass(frozen=True)
+class Sample:
+    key: str
+    image: bytes | None
+    text: str | None
+    meta: bytes | None
+
+
+def read_samples(url: str, skip: int = 0, counts: Counter | None = None) -> Iterator[Sample]:
+    """The samples of one tar in order, from sample number `skip` on, as
+    `wit.formats.tars.stream_samples` reads them (its safety rules and image choice); the
+    caption is the `txt` part, `meta` the `json` part. Refused and dropped members are
+    added to `counts["refused_members"]`; a damaged tar ends the iteration (counted in
+    `counts["truncated_shards"]`)."""
+    counts = Counter() if counts is None else counts
+    try:
+        stream = tars.open_url(url)
+    except FileNotFoundError:
+        raise WitError(f"{url}: shard listed in sizes.json is missing") from None
+    except OSError as e:
+        raise WitError(f"{url}: cannot open the shard ({e})") from None
+    refused: Counter[str] = Counter()
+    try:
+        with stream:
+            for sample in tars.stream_samples(stream, SAMPLE_PARTS, skip, refused):
+                text = sample.parts.get("txt")
+                yield Sample(sample.key, sample.image, None if text is None else text.decode("utf-8", "replace"),
+                             sample.parts.get("json"))
+    except (TarError, EOFError, OSError):
+        counts["truncated_shards"] += 1
+    finally:
+        counts["refused_members"] += sum(refused.values())
 
 
 @dataclass(frozen=True)
@@ -68,13 +111,13 @@ def plan_epoch(shards: list[Shard], seed: int, epoch: int, world: int, workers: 
     """The deterministic plan of one epoch (see the module docstring)."""
     workers = max(1, workers)
     if len(shards) < world * workers:
-        raise TrainError(f"{len(shards)} shards for {world} ranks x {workers} dataloader workers: "
+        raise WitError(f"{len(shards)} shards for {world} ranks x {workers} dataloader workers: "
                          f"each worker needs a shard of its own; write more, smaller shards "
                          f"(wit shard --samples-per-shard) or set fewer workers")
     total = sum(s.samples for s in shards)
     steps = total // (world * local_batch)
     if steps == 0:
-        raise TrainError(f"the shards hold {total} samples, fewer than one global batch of "
+        raise WitError(f"the shards hold {total} samples, fewer than one global batch of "
                          f"{world * local_batch}")
     order = np.random.default_rng([seed, epoch]).permutation(len(shards))
     sequence = [shards[i] for i in order]
@@ -128,18 +171,18 @@ def worker_batches(slot: Slot, epoch: int, position: int, done_batches: int, set
                    tokenize: Callable, worker: int) -> Iterator[dict]:
     """The remaining batches of `slot`, starting `position` samples into its sequence, after
     `done_batches` of its batches were already consumed. Each batch carries the position
-    after its last sample, and the samples dropped and repeated since the previous batch."""
+    after its last sample, and its `counts` (COUNTS) since the previous batch."""
     if slot.batches == 0:
         return
     length, b = slot.samples, settings.batch_size
     images_, texts = [], []
     dropped = repeated = 0
     since_usable = 0
-    stats: dict = {}
+    found: Counter[str] = Counter()   # refused members and truncated shards, from the reader
     cycle, offset = divmod(position, length)
     while done_batches < slot.batches:
         window = (offset // settings.shuffle_window) * settings.shuffle_window
-        cursor = _raw_samples(slot, window, stats)
+        cursor = _raw_samples(slot, window, found)
         while window < length and done_batches < slot.batches:
             n = min(settings.shuffle_window, length - window)
             raw = list(itertools.islice(cursor, n))
@@ -154,7 +197,7 @@ def worker_batches(slot: Slot, epoch: int, position: int, done_batches: int, set
                     dropped += 1
                     since_usable += 1
                     if since_usable >= length:
-                        raise TrainError(f"no usable sample in the {length} samples of this worker's shards "
+                        raise WitError(f"no usable sample in the {length} samples of this worker's shards "
                                          f"({', '.join(sorted({s.url for s in slot.segments})[:3])}...)")
                     continue
                 since_usable = 0
@@ -163,8 +206,8 @@ def worker_batches(slot: Slot, epoch: int, position: int, done_batches: int, set
                 texts.append(sample.text)
                 if len(images_) == b:
                     yield {"images": torch.stack(images_), "tokens": tokenize(texts), "worker": worker,
-                           "position": position, "dropped": dropped, "repeated": repeated,
-                           "unsafe_members": stats.pop("unsafe_members", 0)}
+                           "position": position, "counts": {"dropped": dropped, "repeated": repeated,
+                           **{key: found.pop(key, 0) for key in COUNTS[2:]}}}
                     images_, texts, dropped, repeated = [], [], 0, 0
                     done_batches += 1
                     if done_batches == slot.batches:
@@ -174,7 +217,7 @@ def worker_batches(slot: Slot, epoch: int, position: int, done_batches: int, set
         cycle, offset = cycle + 1, 0     # the slot ran short: wrap to its start
 
 
-def _raw_samples(slot: Slot, start: int, stats: dict) -> Iterator[Sample | None]:
+def _raw_samples(slot: Slot, start: int, counts: Counter) -> Iterator[Sample | None]:
     """The slot's samples in plan order from sample `start`; a shard that holds fewer
     samples than sizes.json says is padded with None (counted as unusable)."""
     seen = 0
@@ -184,7 +227,7 @@ def _raw_samples(slot: Slot, start: int, stats: dict) -> Iterator[Sample | None]
             continue
         skip = max(0, start - seen)
         got = 0
-        for sample in itertools.islice(read_samples(seg.url, seg.first + skip, stats), seg.count - skip):
+        for sample in itertools.islice(read_samples(seg.url, seg.first + skip, counts), seg.count - skip):
             got += 1
             yield sample
         if got < seg.count - skip:
@@ -199,7 +242,7 @@ def _usable(sample: Sample | None, settings: StreamSettings, crop: tuple[float, 
         return None
     try:
         return images.decode(sample.image, settings.image_size, settings.max_pixels, crop)
-    except images.ImageError:
+    except ImageRefused:
         return None
 
 
@@ -229,7 +272,7 @@ class EpochStream(IterableDataset):
         try:
             yield from worker_batches(self.slots[w], self.plan.epoch, self.positions[w], done,
                                       self.settings, self.tokenize, w)
-        except TrainError as e:
+        except WitError as e:
             yield {"error": f"rank {self.rank} worker {w}: {e}"}
 
 
@@ -258,3 +301,62 @@ def _ignore_stop_signals(worker_id: int) -> None:
     while the training process checkpoints (they exit with it)."""
     for sig in (signal.SIGTERM, signal.SIGUSR1):
         signal.signal(sig, signal.SIG_IGN)
+
+
+class TrainStream:
+    """One rank's batches of the run, epoch after epoch, and its place in them: the epoch,
+    the step inside it, each dataloader worker's position and the counts (COUNTS)."""
+
+    def __init__(self, shards: list[Shard], settings: StreamSettings, world: World, workers: int,
+                 tokenize: Callable):
+        self.shards, self.settings, self.world, self.tokenize = shards, settings, world, tokenize
+        self.processes, self.workers = workers > 0, max(1, workers)   # 0: the workers run in-process
+        self.epoch = self.epoch_step = 0
+        self.positions = [0] * self.workers
+        self.counts = dict.fromkeys(COUNTS, 0)
+
+    def __iter__(self) -> Iterator[dict]:
+        """The batches from the current place on; `advance` moves the place past each one."""
+        while True:
+            plan = plan_epoch(self.shards, self.settings.seed, self.epoch, self.world.size, self.workers,
+                              self.settings.batch_size)
+            stream = EpochStream(plan, self.world.rank, self.epoch_step, list(self.positions), self.settings,
+                                 self.tokenize)
+            yield from loader(stream, self.processes, self.world.device.type == "cuda", self.settings.seed)
+            self.epoch, self.epoch_step, self.positions = self.epoch + 1, 0, [0] * self.workers
+
+    def advance(self, batch: dict) -> None:
+        self.epoch_step += 1
+        self.positions[batch["worker"]] = batch["position"]
+        for key, n in batch["counts"].items():
+            self.counts[key] += int(n)
+
+    def totals(self) -> dict[str, int]:
+        """The counts summed over the ranks (every rank must call it)."""
+        t = torch.tensor(list(self.counts.values()), dtype=torch.float64, device=self.world.device)
+        if self.world.size > 1:
+            torch.distributed.all_reduce(t)
+        return {key: int(v) for key, v in zip(self.counts, t.tolist())}
+
+    def state_dict(self) -> dict:
+        """The place, with every rank's positions and counts (every rank must call it)."""
+        ranks = dist.gather_objects((list(self.positions), dict(self.counts)), self.world)
+        return {"epoch": self.epoch, "epoch_step": self.epoch_step, "positions": [r[0] for r in ranks],
+                "counts": [r[1] for r in ranks], "world_size": self.world.size, "workers": self.workers}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue where `state` stopped: sample-exact with the same ranks x workers; else at
+        the same step of the epoch, each worker past the batches it served, rank 0 carrying
+        the counts on."""
+        self.epoch, self.epoch_step = state["epoch"], state["epoch_step"]
+        if state["world_size"] == self.world.size and state["workers"] == self.workers:
+            self.positions = list(state["positions"][self.world.rank])
+            self.counts = {key: state["counts"][self.world.rank].get(key, 0) for key in COUNTS}
+            return
+        log.warning("the checkpoint was written by %d ranks x %d workers, this run has %d x %d: the data "
+                    "stream resumes at the same step of epoch %d, but not sample-exact",
+                    state["world_size"], state["workers"], self.world.size, self.workers, self.epoch)
+        self.positions = [batches_of(w, self.epoch_step, self.workers) * self.settings.batch_size
+                          for w in range(self.workers)]
+        totals = {key: sum(c.get(key, 0) for c in state["counts"]) for key in COUNTS}
+        self.counts = totals if self.world.is_main else dict.fromkeys(COUNTS, 0)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 from typing import Callable, Iterator
 
@@ -22,15 +21,15 @@ import numpy as np
 import torch
 
 from train import retrieval, zeroshot
-from train.atomic import atomic_open
-from train.data import span
 from train.config import EvalConfig, TrainConfig
+from train.data import Sample, read_samples, span
 from train.dist import World, gather_objects
-from train.errors import TrainError
 from train.features import Encoder, decode_all, gather_rows, inference, share
 from train.imagefolder import read_imagefolder
 from train.model import load
-from train.shards import Sample, Shard, list_shards, read_samples
+from train.shards import Shard, list_shards
+from wit.formats import atomic
+from wit.formats.errors import WitError
 
 PROG = "python -m train.evaluate"
 
@@ -52,7 +51,7 @@ class ZeroShot:
         self.labels = torch.tensor([found.labels[mine[i]] for i in kept], dtype=torch.long)
         totals = _sum_over_ranks({"images": len(kept), "undecodable": len(mine) - len(kept)}, world)
         if totals["images"] == 0:
-            raise TrainError(f"{folder}: none of its {len(found.files)} images could be decoded")
+            raise WitError(f"{folder}: none of its {len(found.files)} images could be decoded")
         self.images, self.undecodable = totals["images"], totals["undecodable"]
         self.k = zeroshot.topk(self.classes)
 
@@ -80,13 +79,13 @@ class Retrieval:
         try:   # a missing shard is seen by one rank only: agree on the error before raising
             samples = [s for s in read_range(shards, mine.start, mine.stop)
                        if s.image is not None and s.text is not None]
-        except TrainError as e:
+        except WitError as e:
             error = str(e)
         self.pixels, kept = decode_all([s.image for s in samples], image_size, max_pixels, encoder.progress)
         self.tokens = tokenize([samples[i].text for i in kept])
         totals = _sum_over_ranks({"pairs": len(kept), "skipped": len(mine) - len(kept)}, world, error)
         if totals["pairs"] == 0:
-            raise TrainError(f"{spec}: no sample with a decodable image and a text among the first {len(mine)}")
+            raise WitError(f"{spec}: no sample with a decodable image and a text among the first {len(mine)}")
         self.pairs, self.skipped = totals["pairs"], totals["skipped"]
 
     def run(self, model: torch.nn.Module) -> dict[str, float]:
@@ -107,7 +106,7 @@ def _sum_over_ranks(counts: dict, world: World, error: str | None = None) -> dic
     reports = gather_objects((counts, error), world)
     errors = [e for _, e in reports if e]
     if errors:
-        raise TrainError(errors[0])
+        raise WitError(errors[0])
     return {key: sum(c[key] for c, _ in reports) for key in counts}
 
 
@@ -154,7 +153,7 @@ def probe_imagefolders(model: torch.nn.Module, train_dir: str, test_dir: str, im
     from train import linear_probe   # scikit-learn: imported only when probing, not by the trainer
     train, test = read_imagefolder(train_dir), read_imagefolder(test_dir)
     if train.classes != test.classes:
-        raise TrainError(f"{test_dir}: its class folders differ from those of {train_dir}")
+        raise WitError(f"{test_dir}: its class folders differ from those of {train_dir}")
     features, labels, undecodable = [], [], 0
     for folder in (train, test):
         pixels, kept = decode_all(folder.files, image_size, max_pixels, encoder.progress)
@@ -163,11 +162,11 @@ def probe_imagefolders(model: torch.nn.Module, train_dir: str, test_dir: str, im
         labels.append(np.array([folder.labels[i] for i in kept]))
         undecodable += len(folder.files) - len(kept)
     if not len(labels[1]):
-        raise TrainError(f"{test_dir}: none of its images could be decoded")
+        raise WitError(f"{test_dir}: none of its images could be decoded")
     try:
         result = linear_probe.probe(features[0], labels[0], features[1], labels[1])
-    except TrainError as e:
-        raise TrainError(f"{train_dir}: {e}") from None
+    except WitError as e:
+        raise WitError(f"{train_dir}: {e}") from None
     return {"linear_probe_top1": result.top1, "linear_probe_C": result.C, "linear_probe_val_top1": result.val_top1,
             "linear_probe_train_images": len(labels[0]), "linear_probe_test_images": len(labels[1]),
             "linear_probe_undecodable": undecodable}
@@ -215,11 +214,9 @@ def summary(report: dict) -> str:
 def write_json(path: str, data: dict) -> None:
     """Write `data` to `path` atomically (a temporary file beside it, then a rename)."""
     try:
-        with atomic_open(path, "w") as f:
-            json.dump(data, f, indent=1)
-            f.write("\n")
+        atomic.write_json(path, data)
     except OSError as e:
-        raise TrainError(f"{path}: cannot write the metrics ({e.strerror or e})") from None
+        raise WitError(f"{path}: cannot write the metrics ({e.strerror or e})") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -258,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         report = evaluate(args)
         if args.out:
             write_json(args.out, report)
-    except TrainError as e:
+    except WitError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1
     print(summary(report))

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from train import images
 from train.dist import World, gather_objects
+from wit.formats.images import ImageRefused
 
 
 @contextlib.contextmanager
@@ -48,7 +49,7 @@ def decode_all(sources: Sequence[bytes | Path], size: int, max_pixels: int,
         try:
             data = source.read_bytes() if isinstance(source, Path) else source
             return images.decode(data, size, max_pixels)
-        except (images.ImageError, OSError):
+        except (ImageRefused, OSError):
             return None
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:   # PIL releases the GIL

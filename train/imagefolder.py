@@ -7,7 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from train.errors import TrainError
+from wit.formats.errors import WitError
+
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -24,16 +25,16 @@ def read_imagefolder(root: str | Path) -> ImageFolder:
     """List the classes and image files of `root`; a class folder without images is an error."""
     root = Path(root)
     if not root.is_dir():
-        raise TrainError(f"{root}: no such directory (expected an ImageFolder: one subdirectory per class)")
+        raise WitError(f"{root}: no such directory (expected an ImageFolder: one subdirectory per class)")
     classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
     if not classes:
-        raise TrainError(f"{root}: no class subdirectories (expected an ImageFolder: one subdirectory per class)")
+        raise WitError(f"{root}: no class subdirectories (expected an ImageFolder: one subdirectory per class)")
     files, labels = [], []
     for label, name in enumerate(classes):
         found = sorted(Path(d) / f for d, _, names in os.walk(root / name, followlinks=True)
                        for f in names if f.lower().endswith(EXTENSIONS))
         if not found:
-            raise TrainError(f"{root / name}: no image files ({', '.join(EXTENSIONS)})")
+            raise WitError(f"{root / name}: no image files ({', '.join(EXTENSIONS)})")
         files += found
         labels += [label] * len(found)
     return ImageFolder(root, classes, files, labels)

@@ -5,7 +5,8 @@ paper's only augmentation). Evaluation: the same resize, then the centre crop. D
 is torchvision's (libjpeg-turbo, libpng, libwebp), or PIL's reduced-scale JPEG decoding
 for images at least twice the target size; resizing is torch's antialiased bicubic on
 uint8. Workers hand over uint8 batches (a quarter of float32's bytes); `normalize` runs
-on the device."""
+on the device. Before anything decodes an image, `wit.formats.images.header_size` checks
+its format and its size against the pixel cap; an unusable image raises its ImageRefused."""
 
 from __future__ import annotations
 
@@ -17,30 +18,24 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_image
 
-
-class ImageError(ValueError):
-    """An image that cannot be used: undecodable, or over the pixel cap."""
+from wit.formats.images import ImageRefused, header_size
 
 
 def decode(data: bytes, size: int, max_pixels: int, crop: tuple[float, float] | None = None) -> torch.Tensor:
     """Decode `data` into a [3, size, size] uint8 tensor: the shorter side resized to `size`
     (bicubic, antialiased), then a square crop at fractional offsets `crop` (each in [0, 1);
-    None = the centre). The pixel count is checked from the header, before decoding; the
-    crop is cut from the source and only that square is resized."""
+    None = the centre). The header is checked first (ImageRefused); the crop is cut from
+    the source and only that square is resized."""
+    w, h, fmt = header_size(data, max_pixels)
     try:
-        im = Image.open(io.BytesIO(data))
-        w, h = im.size
-        if w * h > max_pixels:
-            raise ImageError(f"{w}x{h} image is over the {max_pixels:,}-pixel cap")
-        if im.format == "JPEG" and min(w, h) >= 2 * size:
+        if fmt == "JPEG" and min(w, h) >= 2 * size:
+            im = Image.open(io.BytesIO(data), formats=["JPEG"])
             im.draft("RGB", _draft_size(w, h, size))   # decode at 1/2, 1/4 or 1/8 scale
             pixels = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
         else:
             pixels = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), ImageReadMode.RGB)
-    except ImageError:
-        raise
     except Exception as e:  # PIL and torchvision raise many types for bad data
-        raise ImageError(f"undecodable image ({type(e).__name__})") from None
+        raise ImageRefused("undecodable_image", f"undecodable {fmt} image ({type(e).__name__})") from None
     h, w = pixels.shape[1:]
     side = min(w, h)                      # the source square that becomes size x size
     fx, fy = crop if crop is not None else (0.5, 0.5)

@@ -13,7 +13,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
-from train.errors import TrainError
+from wit.formats.errors import WitError
+
 
 COARSE_GRID = tuple(10.0 ** e for e in range(-6, 7, 2))   # C = 1e-6, 1e-4, ..., 1e6
 FINEST_STEP = 1 / 8                                         # decades: 8 steps per decade
@@ -77,10 +78,10 @@ def probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: 
           val_fraction: float = 0.2, seed: int = 0) -> ProbeResult:
     """Choose C on a stratified validation split of the training set, refit on all of it, test."""
     if len(np.unique(train_y)) < 2:
-        raise TrainError("the linear probe needs at least two classes with training images")
+        raise WitError("the linear probe needs at least two classes with training images")
     fit_idx, val_idx = stratified_split(train_y, val_fraction, seed)
     if len(val_idx) == 0 or len(np.unique(train_y[fit_idx])) < 2:
-        raise TrainError("the linear probe's training set is too small to hold out a validation split "
+        raise WitError("the linear probe's training set is too small to hold out a validation split "
                          "(needs classes with two or more images)")
     C, val_top1 = choose_C(train_x[fit_idx], train_y[fit_idx], train_x[val_idx], train_y[val_idx])
     return ProbeResult(float(fit(train_x, train_y, C).score(test_x, test_y)), C, float(val_top1))

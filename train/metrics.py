@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from train.atomic import atomic_open
+from wit.formats.atomic import atomic_open
 
 
 class Metrics:

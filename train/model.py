@@ -1,21 +1,23 @@
 """The CLIP model: any OpenCLIP architecture by name, or a small custom OpenCLIP config,
-trained from scratch; its tokenizer; and loading a trained model back from a checkpoint."""
+trained from scratch; its tokenizer; and loading a trained model back from a checkpoint.
+A custom config is registered in OpenCLIP's registry in memory: no file is written."""
 
 from __future__ import annotations
 
-import json
+import copy
 import logging
 import math
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import open_clip
+import open_clip.factory
 import torch
 
 from train.config import ModelConfig, from_dict
-from train.errors import TrainError
+from wit.formats.atomic import write_json
+from wit.formats.errors import WitError
 
 MAX_LOGIT_SCALE = math.log(100.0)   # the paper clips the temperature so logits scale by at most 100
 INIT_LOGIT_SCALE = math.log(1 / 0.07)
@@ -34,20 +36,18 @@ class Loaded:
 
 
 def register(cfg: ModelConfig) -> None:
-    """Make a custom model config known to OpenCLIP under `cfg.name` (no-op for a built-in)."""
-    known = open_clip.list_models()
+    """Make a custom model config known to OpenCLIP under `cfg.name` (no-op for a built-in),
+    in OpenCLIP's registry (`open_clip.factory._MODEL_CONFIGS`) only."""
     if cfg.config is None:
-        if cfg.name not in known:
-            raise TrainError(f"model {cfg.name!r} is not an OpenCLIP model "
-                             f"(e.g. RN50-quickgelu, ViT-B-32-quickgelu, ViT-L-14); or give model.config")
+        if cfg.name not in open_clip.list_models():
+            raise WitError(f"model {cfg.name!r} is not an OpenCLIP model "
+                           f"(e.g. RN50-quickgelu, ViT-B-32-quickgelu, ViT-L-14); or give model.config")
         return
-    if cfg.name in known and open_clip.get_model_config(cfg.name) == cfg.config:
+    if cfg.name in _builtin_names():
+        if open_clip.get_model_config(cfg.name) != cfg.config:
+            raise WitError(f"model.name {cfg.name!r} is a built-in OpenCLIP model; name the custom config otherwise")
         return
-    if cfg.name in known and cfg.name in _builtin_names():
-        raise TrainError(f"model.name {cfg.name!r} is a built-in OpenCLIP model; name the custom config otherwise")
-    path = Path(tempfile.mkdtemp(prefix="wit-model-")) / f"{cfg.name}.json"
-    path.write_text(json.dumps(cfg.config))
-    open_clip.add_model_config(path)
+    open_clip.factory._MODEL_CONFIGS[cfg.name] = copy.deepcopy(cfg.config)
 
 
 def _builtin_names() -> set[str]:
@@ -96,24 +96,27 @@ def write_model_config(cfg: ModelConfig, run_dir: Path) -> Path | None:
     `open_clip.add_model_config(path)` before `create_model(name, pretrained=checkpoint)`."""
     if cfg.config is None:
         return None
-    path = run_dir / f"{cfg.name}.json"
-    path.write_text(json.dumps(cfg.config, indent=1) + "\n")
+    path = run_dir / f"{cfg.name}.json"   # a plain file name: ModelConfig checks it
+    write_json(path, cfg.config)
     return path
 
 
 def load(checkpoint: str | Path, device: str | torch.device = "cpu") -> Loaded:
-    """The model of a trainer checkpoint (loaded with weights_only=True), in eval mode."""
+    """The model of a trainer checkpoint (loaded with weights_only=True), in eval mode. The
+    checkpoint's model name is checked (a plain name) before anything is registered."""
     try:
         ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise TrainError(f"{checkpoint}: no such checkpoint") from None
+        raise WitError(f"{checkpoint}: no such checkpoint") from None
     except Exception as e:  # truncated or foreign file: one line naming it
-        raise TrainError(f"{checkpoint}: not a readable checkpoint ({type(e).__name__}: {str(e)[:120]})") from None
+        raise WitError(f"{checkpoint}: not a readable checkpoint ({type(e).__name__}: {str(e)[:120]})") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "config" not in ckpt:
-        raise TrainError(f"{checkpoint}: not a checkpoint of this trainer (no state_dict/config)")
+        raise WitError(f"{checkpoint}: not a checkpoint of this trainer (no state_dict/config)")
     cfg = from_dict(ckpt["config"], source=str(checkpoint)).model
     model = create(ModelConfig(name=cfg.name, config=cfg.config))
     model.load_state_dict(ckpt["state_dict"])
     model.to(device).eval()
     mean, std = mean_std(model)
-    return Loaded(model, tokenizer(cfg), image_size(model), mean, std, cfg.name, int(ckpt.get("step", 0)))
+    position = ckpt.get("position")
+    step = position.get("step") if isinstance(position, dict) else None
+    return Loaded(model, tokenizer(cfg), image_size(model), mean, std, cfg.name, step if isinstance(step, int) else 0)

@@ -8,7 +8,7 @@ import math
 import torch
 
 from train.config import TrainConfig
-from train.errors import TrainError
+from wit.formats.errors import WitError
 
 
 def no_decay(name: str, param: torch.nn.Parameter) -> bool:
@@ -16,7 +16,30 @@ def no_decay(name: str, param: torch.nn.Parameter) -> bool:
     return param.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
 
 
-def build(model: torch.nn.Module, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+class Optimization:
+    """The optimizer and its learning-rate schedule: stepped together, checkpointed together
+    (torchao's quantised states spelled out, so the checkpoint loads with weights_only=True)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, schedule: torch.optim.lr_scheduler.LambdaLR):
+        self.optimizer, self.schedule = optimizer, schedule
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def step(self) -> None:
+        self.optimizer.step()
+        self.schedule.step()
+
+    def state_dict(self) -> dict:
+        return {"optimizer": plain_state(self.optimizer.state_dict()), "scheduler": self.schedule.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(restore_state(state["optimizer"]))
+        self.schedule.load_state_dict(state["scheduler"])
+
+
+def build(model: torch.nn.Module, cfg: TrainConfig) -> Optimization:
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [
         {"params": [p for n, p in named if not no_decay(n, p)], "weight_decay": cfg.weight_decay},
@@ -29,11 +52,10 @@ def build(model: torch.nn.Module, cfg: TrainConfig) -> tuple[torch.optim.Optimiz
         try:
             import torchao.optim
         except ImportError:
-            raise TrainError(f"optimizer_state={cfg.optimizer_state} needs torchao (pip install torchao)") from None
+            raise WitError(f"optimizer_state={cfg.optimizer_state} needs torchao (pip install torchao)") from None
         cls = torchao.optim.AdamW8bit if cfg.optimizer_state == "8bit" else torchao.optim.AdamW4bit
         optimizer = cls(groups, **kwargs)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
-    return optimizer, schedule
+    return Optimization(optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg)))
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:

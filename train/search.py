@@ -24,11 +24,13 @@ from tqdm import tqdm
 
 from train import images
 from train.config import EvalConfig, TrainConfig
-from train.atomic import atomic_open
-from train.errors import TrainError
+from train.data import Sample, read_samples
 from train.features import Encoder, decode_all, inference
 from train.model import Loaded, load
-from train.shards import Sample, Shard, list_shards, read_samples
+from train.shards import Shard, list_shards
+from wit.formats.atomic import atomic_open
+from wit.formats.errors import WitError
+from wit.formats.images import ImageRefused
 
 PROG = "python -m train.search"
 
@@ -79,7 +81,7 @@ def build_index(loaded: Loaded, shards: list[Shard], encoder: Encoder, max_pixel
             seen += len(batch)
             bar.update(len(batch))
     if not indexed:
-        raise TrainError(f"{shards[0].url}: no decodable image in the {len(shards)} shard(s)")
+        raise WitError(f"{shards[0].url}: no decodable image in the {len(shards)} shard(s)")
     index = Index(torch.cat(features), [s.key for s in indexed], [" ".join((s.text or "").split()) for s in indexed],
                   [_url(s) for s in indexed])
     return index, seen - len(indexed)
@@ -155,17 +157,17 @@ def search(args: argparse.Namespace) -> list[str]:
         try:
             image = Path(args.image).read_bytes()
         except FileNotFoundError:
-            raise TrainError(f"{args.image}: no such image") from None
+            raise WitError(f"{args.image}: no such image") from None
         except OSError as e:
-            raise TrainError(f"{args.image}: cannot read the image ({e.strerror})") from None
+            raise WitError(f"{args.image}: cannot read the image ({e.strerror})") from None
     shards = list_shards(args.shards, args.sizes)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     loaded = load(args.checkpoint, device)
     encoder = Encoder(device, args.batch_size, loaded.mean, loaded.std)
     try:
         query = query_features(loaded, encoder, args.text, image, args.max_pixels)
-    except images.ImageError as e:
-        raise TrainError(f"{args.image}: {e}") from None
+    except ImageRefused as e:
+        raise WitError(f"{args.image}: {e}") from None
     index = cached_index(args.checkpoint, loaded, shards, encoder, args.max_pixels, progress=True)
     return [f"{rank}\t{score:.4f}\t{index.keys[i]}\t{index.texts[i]}\t{index.urls[i]}"
             for rank, (i, score) in enumerate(top(index, query, args.top), 1)]
@@ -193,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--top and --batch-size must be at least 1")
     try:
         lines = search(args)
-    except TrainError as e:
+    except WitError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1
     print("\n".join(lines))

@@ -13,13 +13,14 @@ from train.config import TrainConfig
 from train.dist import World
 from train.loss import contrastive_loss
 from train.model import clamp_logit_scale
+from train.optim import Optimization
 
 
 class Stepper:
-    def __init__(self, model: torch.nn.Module, wrapped: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 schedule, cfg: TrainConfig, world: World, mean: tuple, std: tuple):
+    def __init__(self, model: torch.nn.Module, wrapped: torch.nn.Module, optimization: Optimization,
+                 cfg: TrainConfig, world: World, mean: tuple, std: tuple):
         self.model, self.wrapped = model, wrapped
-        self.optimizer, self.schedule, self.cfg, self.world = optimizer, schedule, cfg, world
+        self.optimization, self.cfg, self.world = optimization, cfg, world
         self.mean, self.std = mean, std
         bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and world.device.type == "cuda")
         self.autocast = lambda: torch.autocast(world.device.type, dtype=torch.bfloat16, enabled=bf16)
@@ -31,7 +32,7 @@ class Stepper:
 
     def __call__(self, pixels: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Run the step; return this rank's loss (a 0-d tensor, not synchronised)."""
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimization.optimizer.zero_grad(set_to_none=True)
         if self.cfg.accum_steps == 1:
             with self.autocast():
                 image_features, text_features, scale = self.wrapped(pixels, tokens)
@@ -45,8 +46,7 @@ class Stepper:
 
     def finish(self) -> None:
         """Apply the gradients (after the caller has checked the loss is finite everywhere)."""
-        self.optimizer.step()
-        self.schedule.step()
+        self.optimization.step()
         clamp_logit_scale(self.model)
 
     def _accumulated(self, pixels: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

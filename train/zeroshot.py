@@ -10,7 +10,8 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
-from train.errors import TrainError
+from wit.formats.errors import WitError
+
 
 Template = Callable[[str], str]
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
@@ -26,9 +27,9 @@ def read_classnames(spec: str, count: int, folder: str | Path) -> list[str]:
         names = [line.strip() for line in _read_lines(spec, "class names")]
         for number, name in enumerate(names, 1):
             if not name:
-                raise TrainError(f"{spec}: line {number} is empty (one class name per line)")
+                raise WitError(f"{spec}: line {number} is empty (one class name per line)")
     if len(names) != count:
-        raise TrainError(f"{spec}: {len(names)} class names for the {count} class folders of {folder}")
+        raise WitError(f"{spec}: {len(names)} class names for the {count} class folders of {folder}")
     return names
 
 
@@ -43,10 +44,10 @@ def read_templates(spec: str | None) -> list[Template]:
         if not line.strip():
             continue
         if "{}" not in line:
-            raise TrainError(f"{spec}: line {number} has no {{}} for the class name: {line.strip()!r}")
+            raise WitError(f"{spec}: line {number} has no {{}} for the class name: {line.strip()!r}")
         templates.append(lambda name, text=line.strip(): text.replace("{}", name))
     if not templates:
-        raise TrainError(f"{spec}: no templates")
+        raise WitError(f"{spec}: no templates")
     return templates
 
 
@@ -54,9 +55,9 @@ def _read_lines(path: str, what: str) -> list[str]:
     try:
         return Path(path).read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
-        raise TrainError(f"{path}: no such {what} file") from None
+        raise WitError(f"{path}: no such {what} file") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise TrainError(f"{path}: cannot read the {what}: {e}") from None
+        raise WitError(f"{path}: cannot read the {what}: {e}") from None
 
 
 def prompts(classnames: list[str], templates: list[Template]) -> list[str]:

@@ -21,7 +21,7 @@ import tempfile
 import time
 from collections import Counter
 
-from wit.samples import enwiki_excerpt
+from wit.enwiki_excerpt import enwiki_excerpt
 
 TARGET = 3.0
 RESIDUE = re.compile(r"\{\{|\}\}|\[\[|\]\]|\||<[^>]*>|\bref\b|\bthumb\b|\d*px\b|&\w+;")

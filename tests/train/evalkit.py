@@ -20,7 +20,7 @@ TINY = ModelConfig("wit-test-tiny", TINY_MODEL)
 def save_checkpoint(model: torch.nn.Module, path: Path, step: int) -> Path:
     """What `train.model.load` needs of a trainer checkpoint."""
     config = TrainConfig(shards="x", run_dir="y", model=TINY).to_dict()
-    torch.save({"state_dict": model.state_dict(), "config": config, "step": step}, path)
+    torch.save({"state_dict": model.state_dict(), "config": config, "position": {"step": step}}, path)
     return path
 
 

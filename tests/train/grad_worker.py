@@ -24,9 +24,8 @@ def main(out: str, accum: int, batch: int) -> None:
     pixels = torch.randint(0, 256, (batch, 3, 32, 32), dtype=torch.uint8, generator=generator)
     tokens = torch.randint(1, 49000, (batch, 16), generator=generator)
     rows = slice(world.rank * batch // world.size, (world.rank + 1) * batch // world.size)
-    optimizer, schedule = optim.build(model, cfg)
     wrapped = DistributedDataParallel(model) if world.size > 1 else model
-    stepper = Stepper(model, wrapped, optimizer, schedule, cfg, world, *models.mean_std(model))
+    stepper = Stepper(model, wrapped, optim.build(model, cfg), cfg, world, *models.mean_std(model))
     loss = stepper(*stepper.inputs({"images": pixels[rows], "tokens": tokens[rows]}))
     if world.size > 1:
         torch.distributed.all_reduce(loss)

@@ -6,14 +6,16 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from collections import Counter
 
 import pytest
 import torch
 
 from tests.train.conftest import jpeg, write_shards
 from train import data
-from train.errors import TrainError
-from train.shards import list_shards, read_samples
+from train.data import read_samples
+from train.shards import list_shards
+from wit.formats.errors import WitError
 
 UNEVEN = [7, 13, 3, 20, 11, 9, 1, 16]
 
@@ -46,7 +48,7 @@ def test_epoch_sees_every_sample_once_up_to_the_last_partial_global_batch(tmp_pa
     seen = [t for batches in out.values() for b in batches for t in b["tokens"]]
     assert len(seen) == len(set(seen)) == plan.steps * world * batch
     assert len(keys) - len(seen) < world * batch
-    assert all(b["dropped"] == 0 and b["repeated"] == 0 for bs in out.values() for b in bs)
+    assert all(b["counts"]["dropped"] == 0 and b["counts"]["repeated"] == 0 for bs in out.values() for b in bs)
 
 
 def test_dataloader_workers_give_the_same_stream_as_in_process(tmp_path):
@@ -89,8 +91,8 @@ def test_unusable_samples_are_counted_dropped_and_the_step_count_holds(tmp_path)
     plan, out = run_epoch(shards, 1, 2, 4)
     batches = out[0]
     assert len(batches) == plan.steps == 6
-    assert sum(b["repeated"] for b in batches) == 3          # the slots wrapped to fill in for them
-    assert sum(b["dropped"] for b in batches) >= 3           # (and may meet them again on the way)
+    assert sum(b["counts"]["repeated"] for b in batches) == 3    # the slots wrapped to fill in for them
+    assert sum(b["counts"]["dropped"] for b in batches) >= 3     # (and may meet them again on the way)
     seen = [t for b in batches for t in b["tokens"]]
     numbers = {int(t.rsplit(" ", 1)[1]) for t in seen}
     assert not numbers & {int(k) for k in broken | {"000000003"}}
@@ -110,9 +112,9 @@ def test_a_slot_without_usable_samples_is_a_clear_error_not_a_hang(tmp_path):
 def test_fewer_shards_than_ranks_times_workers_is_an_error(tmp_path):
     write_shards(tmp_path, [10, 10, 10])
     shards = list_shards(str(tmp_path))
-    with pytest.raises(TrainError, match="3 shards for 2 ranks x 2 dataloader workers"):
+    with pytest.raises(WitError, match="3 shards for 2 ranks x 2 dataloader workers"):
         data.plan_epoch(shards, 0, 0, 2, 2, 4)
-    with pytest.raises(TrainError, match="fewer than one global batch"):
+    with pytest.raises(WitError, match="fewer than one global batch"):
         data.plan_epoch(shards, 0, 0, 1, 1, 64)
 
 
@@ -120,7 +122,7 @@ def test_sizes_come_from_sizes_json_or_the_manifest_never_guessed(tmp_path):
     write_shards(tmp_path, [5, 6])
     sizes = json.loads((tmp_path / "sizes.json").read_text())
     (tmp_path / "sizes.json").unlink()
-    with pytest.raises(TrainError, match="no sizes.json or manifest.json"):
+    with pytest.raises(WitError, match="no sizes.json or manifest.json"):
         list_shards(str(tmp_path))
     (tmp_path / "manifest.json").write_text(json.dumps({"shards": [{"name": n, "samples": s} for n, s in sizes.items()]}))
     assert [s.samples for s in list_shards(str(tmp_path))] == [5, 6]
@@ -131,7 +133,7 @@ def test_sizes_come_from_sizes_json_or_the_manifest_never_guessed(tmp_path):
     globbed = list_shards(f"{tmp_path}/*.tar")
     assert [(s.url, s.samples) for s in globbed] == [(f"{tmp_path}/000000.tar", 5), (f"{tmp_path}/000001.tar", 6)]
     assert [s.samples for s in list_shards(f"file://{tmp_path}/00000[1].tar")] == [6]
-    with pytest.raises(TrainError, match="no shard matches"):
+    with pytest.raises(WitError, match="no shard file matches"):
         list_shards(f"{tmp_path}/*.tgz")
 
 
@@ -149,10 +151,10 @@ def test_readers_refuse_path_tricks_links_and_devices(tmp_path):
         dev = tarfile.TarInfo("dev.jpg")
         dev.type = tarfile.CHRTYPE
         tar.addfile(dev)
-    stats: dict = {}
-    samples = list(read_samples(str(path), stats=stats))
+    counts: Counter = Counter()
+    samples = list(read_samples(str(path), counts=counts))
     assert [(s.key, s.text) for s in samples] == [("ok", "fine")]
-    assert stats["unsafe_members"] == 4
+    assert counts["refused_members"] == 4
 
 
 def test_a_truncated_shard_is_padded_as_unusable_not_fatal(tmp_path):
@@ -162,4 +164,5 @@ def test_a_truncated_shard_is_padded_as_unusable_not_fatal(tmp_path):
     shards = list_shards(str(tmp_path))
     plan, out = run_epoch(shards, 1, 1, 4)
     assert len(out[0]) == plan.steps == 4
-    assert sum(b["dropped"] for b in out[0]) >= 3
+    assert sum(b["counts"]["dropped"] for b in out[0]) >= 3
+    assert sum(b["counts"]["truncated_shards"] for b in out[0]) >= 1

@@ -24,10 +24,11 @@ from tests.train.evalkit import drawing, write_imagefolder, write_trained_checkp
 from train import images, linear_probe, retrieval, zeroshot
 from train.config import EvalConfig
 from train.dist import World
-from train.errors import TrainError
 from train.evaluate import build_evaluator, main
 from train.model import load
-from train.shards import list_shards, read_samples
+from train.data import read_samples
+from train.shards import list_shards
+from wit.formats.errors import WitError
 
 PROG = "python -m train.evaluate"
 CPU = World(0, 1, 0, torch.device("cpu"))
@@ -297,13 +298,13 @@ def test_missing_checkpoint_is_one_line_error(folder, tmp_path):
     assert not (tmp_path / "nope.pt").exists()
 
 
-def test_bad_folders_are_train_errors_naming_them(checkpoint, tmp_path):
+def test_bad_folders_are_one_line_errors_naming_them(checkpoint, tmp_path):
     loaded = load(checkpoint)
     (tmp_path / "empty" / "cats").mkdir(parents=True)
     (tmp_path / "names.txt").write_text("cat\n")
     for folder, fragment in ((tmp_path / "missing", "no such directory"), (tmp_path / "empty" / "cats", "no class"),
                              (tmp_path / "empty", "no image files")):
         cfg = EvalConfig(imagefolder=str(folder), classnames=str(tmp_path / "names.txt"))
-        with pytest.raises(TrainError, match=fragment) as e:
+        with pytest.raises(WitError, match=fragment) as e:
             build_evaluator(cfg, CPU, loaded.tokenizer, 32, loaded.mean, loaded.std, 10**8)
         assert str(folder) in str(e.value)

@@ -73,7 +73,7 @@ def test_a_run_stopped_by_a_signal_or_killed_resumes_exactly(tmp_path, shards, t
     done = run_module("train", "--config", write_config(tmp_path / "a.yaml", shards, straight, tiny_model))
     assert done.returncode == 0, done.stderr[-2000:]
     reference = final_state(straight)
-    assert reference["step"] == 12 and reference["data"]["epoch"] >= 1   # crosses an epoch boundary
+    assert reference["position"]["step"] == 12 and reference["data"]["epoch"] >= 1   # crosses an epoch boundary
 
     # SIGUSR1 to every process of the run, dataloader workers included (what SLURM sends
     # before the time limit): checkpoint, exit 75, resume
@@ -85,7 +85,7 @@ def test_a_run_stopped_by_a_signal_or_killed_resumes_exactly(tmp_path, shards, t
     os.killpg(proc.pid, signal.SIGUSR1)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 75, err.decode()[-2000:]
-    stopped_at = final_state(stopped)["step"]
+    stopped_at = final_state(stopped)["position"]["step"]
     assert 5 <= stopped_at < 12
     done = run_module("train", "--config", config)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -99,9 +99,9 @@ def test_a_run_stopped_by_a_signal_or_killed_resumes_exactly(tmp_path, shards, t
     done = run_module("train", "--config", config, "--set", "resume=auto")
     assert done.returncode == 0, done.stderr[-2000:]
     final = final_state(killed)
-    assert final["step"] == 12
+    assert final["position"]["step"] == 12
     assert same_parameters(final["state_dict"], reference["state_dict"])
-    assert final["samples"] == reference["samples"] == 12 * 8
+    assert final["position"]["samples"] == reference["position"]["samples"] == 12 * 8
 
 
 def kill_after_checkpoint(config: Path, checkpoint: Path) -> None:
@@ -132,7 +132,7 @@ def test_two_ranks_on_uneven_shards_finish_every_epoch_without_hanging(tmp_path,
     done = run_module("train", "--config", config, nproc=2, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     state = final_state(run_dir)
-    assert state["step"] == 20 and state["data"]["epoch"] == 20 // (66 // 8)
+    assert state["position"]["step"] == 20 and state["data"]["epoch"] == 20 // (66 // 8)
     assert len(state["data"]["positions"]) == 2          # both ranks' worker positions
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     train_lines = [m for m in lines if m["kind"] == "train"]
@@ -154,7 +154,8 @@ def test_the_checkpoint_loads_in_openclip(tmp_path, shards, tiny_model):
     assert model.logit_scale.exp().item() <= 100
 
 
-@pytest.mark.parametrize("case", ["too_few_shards", "unusable_shard", "bad_key", "no_sizes", "bad_batch"])
+@pytest.mark.parametrize("case", ["too_few_shards", "unusable_shard", "bad_key", "no_sizes", "bad_batch",
+                                  "model_name_is_a_path"])
 def test_bad_input_is_a_one_line_error(tmp_path, tiny_model, case):
     shards = tmp_path / "shards"
     keys = write_shards(shards, [8, 8, 8])
@@ -169,6 +170,9 @@ def test_bad_input_is_a_one_line_error(tmp_path, tiny_model, case):
     elif case == "bad_key":
         sets = ["model.widht=3"]
         expected = ["unknown key model.widht"]
+    elif case == "model_name_is_a_path":   # RUN/<name>.json must stay in RUN
+        sets = [f"model.name={tmp_path}/evil"]
+        expected = ["not a plain model name"]
     elif case == "no_sizes":
         (shards / "sizes.json").unlink()
         expected = ["no sizes.json or manifest.json"]
@@ -178,7 +182,7 @@ def test_bad_input_is_a_one_line_error(tmp_path, tiny_model, case):
     config = write_config(tmp_path / "c.yaml", shards, tmp_path / "run", tiny_model, workers=1)
     done = run_module("train", "--config", config, "--set", *sets, "progress=false", timeout=120)
     assert_one_line_error(done, PROG, *expected)
-    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "evil.json").exists()
 
 
 def test_shipped_configs_resolve():
@@ -194,12 +198,12 @@ def test_resume_with_another_worker_count_continues_at_the_same_step(tmp_path, s
     run_dir = tmp_path / "run"
     config = write_config(tmp_path / "c.yaml", shards, run_dir, tiny_model, steps=10, save_every=3, workers=2)
     kill_after_checkpoint(config, run_dir / "checkpoints" / "step_3.pt")
-    resumed_at = final_state(run_dir)["step"]
+    resumed_at = final_state(run_dir)["position"]["step"]
     done = run_module("train", "--config", config, "--set", "workers=1")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "1 ranks x 2 workers, this run has 1 x 1" in done.stderr and "not sample-exact" in done.stderr
     final = final_state(run_dir)
-    assert final["step"] == 10 and final["samples"] == 10 * 8 and resumed_at >= 3
+    assert final["position"]["step"] == 10 and final["position"]["samples"] == 10 * 8 and resumed_at >= 3
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 11))   # what the killed run logged past its checkpoint is logged once
 
@@ -228,4 +232,4 @@ def test_resume_refuses_a_changed_seed_or_batch(tmp_path, shards, tiny_model):
                              ("batch_size=4", "resume: batch_size was 8")):
         done = run_module("train", "--config", config, "--set", "steps=4", change)
         assert_one_line_error(done, PROG, expected)
-    assert final_state(run_dir)["step"] == 2
+    assert final_state(run_dir)["position"]["step"] == 2

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.wit.cli import assert_one_line_error, run_wit
+from tests.wit.faults import kill_during_overwrite, small_filesystem
 from tests.wit.wikidump import WikiPage, write_dump
 from wit.formats.errors import WitError
 from wit.queries.build import BuildConfig, run as build_queries
@@ -230,3 +231,30 @@ def test_failed_run_keeps_earlier_outputs(tmp_path):
     assert_one_line_error(wit("--wiki-dump", bad, "--out", out, "--overwrite"), "build-queries", bad)
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.xml.bz2", "good.xml", "out"]
+
+
+def query_outputs(directory: Path) -> dict[str, bytes]:
+    return {n: (directory / n).read_bytes() for n in ("queries.parquet", "metadata.json")} \
+        if directory.exists() else {}
+
+
+@pytest.mark.slow
+def test_kill_9_during_overwrite_leaves_the_old_or_the_new_output(tmp_path):
+    pages, _, _ = random_corpus(7, 2000)
+    dump = write_dump(tmp_path / "dump.xml.bz2", pages, "bz2")
+    common = ["build-queries", "--wiki-dump", dump, "--min-pmi", "0", "--workers", "1", "--chunk-mb", "0.01"]
+    kill_during_overwrite([*common, "--min-count", "1"], [*common, "--min-count", "40"], tmp_path / "q",
+                          query_outputs)
+
+
+def test_full_disk_is_one_line_and_keeps_the_earlier_output(tmp_path):
+    pages, _, _ = random_corpus(8, 3000)
+    dump = write_dump(tmp_path / "dump.xml", pages)
+    with small_filesystem(tmp_path / "disk", "160k") as disk:
+        out = disk / "q"
+        assert wit("--wiki-dump", dump, "--out", out, "--min-count", "1000000", "--workers", "1").returncode == 0
+        before = query_outputs(out)
+        result = wit("--wiki-dump", dump, "--out", out, "--min-count", "1", "--min-pmi", "-100",
+                     "--min-bigram-count", "1", "--workers", "1", "--chunk-mb", "0.01", "--overwrite")
+        assert_one_line_error(result, "build-queries", "No space left on device", "run the same command again")
+        assert "Traceback" not in result.stderr and query_outputs(out) == before

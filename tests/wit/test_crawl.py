@@ -16,10 +16,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.wit.cli import assert_one_line_error, run_wit
+from tests.wit.faults import kill_during_overwrite
 from tests.wit.testweb import TestWeb
 from tests.wit.watgen import WatImage, WatPage, write_wat
-from wit.crawl import fetch
-from wit.crawl.fetch import DEADLINE_ERROR, FetchPolicy, download_image
+from wit.crawl import image_fetch as fetch
+from wit.crawl.image_fetch import DEADLINE_ERROR, FetchPolicy, download_image
 
 QUERIES = ["dog", "cat", "red dog", "bird"]
 
@@ -283,3 +284,23 @@ def test_output_from_another_configuration_is_refused_and_kept(web, queries_dir,
     assert rerun.returncode == 0 and "nothing to do" in rerun.stderr
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert json.loads((out / "crawl.json").read_text())["counts"]["downloaded"] == 3
+
+
+def crawl_outputs(crawl: Path):
+    """What a CRAWL dir holds, without timings: its tables and each downloaded (uid, status)."""
+    if not crawl.exists():
+        return None
+    tables = {p.relative_to(crawl).as_posix(): pq.read_table(p).to_pylist()
+              for p in sorted(crawl.glob("*/*.parquet")) if p.parent.name != "download"}
+    tables["entry_counts"] = pq.read_table(crawl / "entry_counts.parquet").to_pylist()
+    return tables, sorted((s["uid"], s["status"]) for s in samples(crawl / "download"))
+
+
+@pytest.mark.slow
+def test_kill_9_during_overwrite_leaves_the_old_or_the_new_output(web, queries_dir, tmp_path):
+    rows = [(web.url(f"/img/w{i}.jpg?delay=0.1"), f"dog {i}" if i % 3 else f"cat {i}") for i in range(30)]
+    pool = write_pool(tmp_path / "pool.parquet", rows)
+    common = ["crawl", "--queries", queries_dir, "--candidates", pool, "--allow-private-hosts", "--processes", "1",
+              "--threads", "2", "--samples-per-shard", "5", "--timeout", "5"]
+    kill_during_overwrite([*common, "--cap", "100"], [*common, "--cap", "4", "--oversample", "1"],
+                          tmp_path / "crawl", crawl_outputs, fractions=(0.2, 0.6, 0.9, 1.0))

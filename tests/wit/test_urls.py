@@ -6,7 +6,6 @@ import pytest
 from wit.crawl import urls
 
 from wit.crawl.urls import refusal
-from wit.formats.uids import url_uid
 
 
 @pytest.mark.parametrize("url, reason", [
@@ -53,12 +52,6 @@ def test_private_hosts_allowed_explicitly():
         assert refusal(url, allow_private_hosts=True) is None
     for url, reason in (("ftp://127.0.0.1/x", "scheme"), ("http://u:p@127.0.0.1/x", "credentials")):
         assert refusal(url, allow_private_hosts=True) == reason
-
-
-def test_uid_is_stable_hex_without_dots():
-    uid = url_uid("http://example.com/a.jpg")
-    assert uid == url_uid("http://example.com/a.jpg") != url_uid("http://example.com/b.jpg")
-    assert len(uid) == 32 and int(uid, 16) >= 0 and "." not in uid
 
 
 def test_fast_path_agrees_with_full_parse(monkeypatch):

@@ -78,6 +78,8 @@ class CrawlConfig:
     distributor: str = option("multiprocessing", f"img2dataset distributor ({', '.join(DISTRIBUTORS)})")
     spark_master: str | None = option(None, "e.g. spark://host:7077 (default: local mode)", metavar="URL")
     match_only: bool = option(False, "stop after writing selected/")
+    part: str = option("", "crawl only part I of N of the pool (files I, I + N, ...), e.g. 3/16 for a SLURM "
+                           "array task; `wit merge-crawl` joins the parts", metavar="I/N")
     rows_per_partition: int = option(1_000_000, "candidate rows per partition (unit of work and of resume)")
     batch_rows: int = option(100_000, "rows read at a time", cli=False)
     overwrite: bool = option(False, "replace an existing output made with other settings (built beside it, "
@@ -98,6 +100,17 @@ class CrawlConfig:
             raise WitError("--oversample: must be at least 1")
         if self.timeout <= 0 or self.retries < 0:
             raise WitError("--timeout must be positive and --retries not negative")
+        if self.part:
+            self.part_of()
+
+    def part_of(self) -> tuple[int, int] | None:
+        """(I, N) of --part I/N, or None for the whole pool."""
+        if not self.part:
+            return None
+        index, _, count = self.part.partition("/")
+        if not (index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
+            raise WitError(f"--part: {self.part!r} is not I/N with 0 <= I < N")
+        return int(index), int(count)
 
     @property
     def crawl_cap(self) -> float:
@@ -110,6 +123,11 @@ def run(config: CrawlConfig) -> dict:
     query_list = read_queries(config.queries)
     queries = query_list.queries
     files = expand(config.candidates or config.wat, "WAT" if config.wat else "candidate")
+    if config.part:
+        index, count = config.part_of()
+        if len(files) < count:
+            raise WitError(f"--part {config.part}: the pool has {len(files)} file(s), fewer than {count} parts")
+        files = files[index::count]
     columns = TableColumns(config.url_col, config.text_col)
     partitions = plan_partitions(files, bool(config.wat), columns, config.rows_per_partition)
     fingerprint = {f.name: getattr(config, f.name) for f in fields(config) if f.name not in _NOT_DECIDING}
@@ -140,13 +158,14 @@ def _crawl(config: CrawlConfig, work: WorkDir, partitions: list[Partition], quer
     summary = {
         "tool": "wit crawl", "version": __version__,
         "parameters": {f.name: getattr(config, f.name) for f in fields(config)},
+        "candidate_files": work.fingerprint["candidate_files"],
         "queries": len(queries),
         "counts": {**_sum_partition_stats(partition_stats), "selected": selected},
         "queries_matched": int((matched > 0).sum()),
     }
     if not config.match_only:
         # img2dataset takes seconds to import (torch, albumentations): only when downloading.
-        from wit.crawl.download import download, download_summary
+        from wit.crawl.img2dataset_download import download, download_summary
 
         step = time.time()
         if selected:

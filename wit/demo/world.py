@@ -98,9 +98,6 @@ class Scene:
         """The scene's class name, e.g. "red circle"."""
         return f"{self.colour} {self.shape}"
 
-    def render(self, size: int = 64) -> Image.Image:
-        return render(self, size)
-
 
 def sample_scene(rng: RandomLike, shapes: Sequence[str] = SHAPES, colours: Sequence[str] = tuple(COLOURS),
                  counts: Sequence[int] = COUNTS, positions: Sequence[str] = POSITIONS,

@@ -50,6 +50,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
 
 
 def _sync(path: str) -> None:
+    """fsync a file or a directory by its path."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -110,12 +111,4 @@ def exchange_dirs(a: str | os.PathLike, b: str | os.PathLike) -> None:
         code = ctypes.get_errno() if hasattr(_libc, "renameat2") else errno.ENOSYS
         raise WitError(f"{b}: cannot swap in the new output from {a} ({os.strerror(code)}); "
                        "the old output is intact")
-    _sync_dir(os.path.dirname(os.path.abspath(b)))
-
-
-def _sync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _sync(os.path.dirname(os.path.abspath(b)))   # the rename itself, on disk

@@ -84,6 +84,7 @@ class SampleGrouper(Generic[T]):
         self.started = 0  # samples begun, the one being read included
         self._key: str | None = None
         self._parts: dict[str, T] | None = None
+        self._extensions: set[str] = set()   # of the current run, read or not
         self._bad = False
         self._seen: set[str] = set()
 
@@ -101,7 +102,7 @@ class SampleGrouper(Generic[T]):
         key, extension = parsed
         if key != self._key:
             self._close()
-            self._key, self._parts, self._bad = key, {}, key in self._seen
+            self._key, self._parts, self._extensions, self._bad = key, {}, set(), key in self._seen
             if self._bad:
                 self.refused["duplicate_key"] += 1
             else:
@@ -109,11 +110,12 @@ class SampleGrouper(Generic[T]):
             self._seen.add(key)
         if self._bad:
             return None
-        if extension in self._parts:
+        if extension in self._extensions:
             self.refused["duplicate_member"] += 1
             self._bad = True
             self.started -= 1
             return None
+        self._extensions.add(extension)
         return extension
 
     def add(self, extension: str, value: T) -> None:

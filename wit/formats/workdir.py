@@ -11,8 +11,9 @@ stage's files, `.wit/`:
 - `scratch/`: intermediate files, removed when the stage completes;
 - `complete.json`: the stage's summary.
 A rerun with the same settings resumes the build dir, or finds the output complete and
-does nothing; a complete output made with other settings is refused, naming the settings
-that differ, unless `overwrite`; a non-empty dir that is not this stage's output is refused.
+does nothing (with `overwrite` too: it would be the same); a complete output made with
+other settings is refused, naming the settings that differ, unless `overwrite`; a non-empty
+dir that is not this stage's output is refused.
 Bad input removes the build dir; any other failure keeps its finished units for a rerun.
 """
 
@@ -124,7 +125,7 @@ def claim(out: str, stage: str, fingerprint: dict, overwrite: bool = False,
         if previous.get("stage") != stage:
             raise WitError(f"{out}: holds the output of `wit {previous.get('stage')}`, not of `wit {stage}`; "
                            "use another --out")
-        if previous == identity and not overwrite:
+        if previous == identity:   # the same settings and inputs give the same output
             log.info("%s is complete: nothing to do", out)
             yield WorkDir(out, out, stage, identity["fingerprint"])
             return

@@ -35,7 +35,7 @@ from wit.formats.workdir import WorkDir, claim
 from wit.queries.assemble import Candidates, assemble, query_columns
 from wit.queries.chunks import ChunkStats, chunk_files, count_chunk
 from wit.queries.dumps import DumpFile, open_dump, plan_chunks
-from wit.queries.merge import bigram_counts, qualifying_bigrams, sum_counts
+from wit.queries.pmi import bigram_counts, qualifying_bigrams, sum_counts
 from wit.queries.pageviews import PageViews, read_pageviews
 from wit.queries.wordnet import DATA_FILES, WordNetLemmas, read_wordnet
 

