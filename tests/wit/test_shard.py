@@ -209,7 +209,8 @@ def test_corrupt_tar_and_unsafe_members(tmp_path):
                           ("hugeq", {"uid": good, "query_ids": [2**40]}), ("list", ["uid"]), ("nojson", "{uid"),
                           ("intuid", {"uid": 123}), ("short", {"uid": good[:31]}), ("upper", {"uid": good.upper()}),
                           ("slash", {"uid": good[:30] + "/a"}), ("dots", {"uid": "../" + good[3:]}),
-                          ("nul", {"uid": good[:31] + "\0"}), ("dotdot", {"uid": ".."})):
+                          ("nul", {"uid": good[:31] + "\0"}), ("dotdot", {"uid": ".."}),
+                          ("huge", {"uid": good, "query_ids": [0] * 400_000})):   # 1.2 MB: never parsed
             add(tar, f"{key}.jpg", jpeg(7))
             add(tar, f"{key}.txt", b"dog")
             add(tar, f"{key}.json", meta.encode() if isinstance(meta, str) else json.dumps(meta).encode())
@@ -234,7 +235,7 @@ def test_corrupt_tar_and_unsafe_members(tmp_path):
                                          "duplicate_key": 1}
     assert counts["too_many_pixels"] == 1  # from the intact tar
     assert counts["unsupported_format"] == 2   # the HTML page and the Radiance HDR, neither decoded
-    assert counts["malformed_json"] == 7 and counts["malformed_uid"] == 7
+    assert counts["malformed_json"] == 8 and counts["malformed_uid"] == 7
     [damaged] = counts["unreadable_tars"]
     assert damaged["tar"] == "00001.tar" and 0 < damaged["samples_recovered"] < 215
     assert 200 < counts["final_samples"] < 200 + 215
@@ -294,6 +295,8 @@ def test_errors(tmp_path):
     assert result.returncode == 1 and "manifest.json: missing" in result.stderr
     result = wit("shard", "--crawl", empty, "--dedup", "md5")
     assert result.returncode == 1 and "--dedup: unknown md5" in result.stderr
+    result = wit("shard", "--crawl", empty, "--dedup", "sha256")   # two samples of one uid: one key twice
+    assert result.returncode == 1 and "--dedup: must include uid" in result.stderr
 
 
 def shard_outputs(directory: Path) -> dict[str, bytes]:

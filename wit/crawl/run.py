@@ -39,7 +39,7 @@ from wit.formats.errors import WitError
 from wit.formats.crawl import CANDIDATE_SCHEMA, CANDIDATES, DOWNLOAD, ENTRY_COUNTS, SELECTED, SUMMARY
 from wit.formats.globs import expand
 from wit.formats.queries import read_queries
-from wit.formats.workdir import STATE, WorkDir, claim
+from wit.formats.workdir import STATE, WorkDir, claim, sum_counters
 
 log = logging.getLogger("wit.crawl")
 
@@ -278,12 +278,10 @@ def _entry_counts(work: WorkDir, partitions: list[Partition], query_count: int) 
 
 
 def _sum_partition_stats(results: list[dict]) -> dict:
-    refused: Counter[str] = Counter()
-    for r in results:
-        refused.update(r["refused"])
-    keys = ("read", "missing_url_or_text", "wat_records", "corrupt_records", "matched")
-    return {**{k: sum(r[k] for r in results) for k in keys},
-            "refused": {reason: refused.get(reason, 0) for reason in REFUSAL_REASONS},
+    """The partitions' counters summed, every refusal reason listed."""
+    total = sum_counters([{"refused": {}, **r} for r in results])
+    refused = {reason: total["refused"].get(reason, 0) for reason in REFUSAL_REASONS}
+    return {**{k: v for k, v in total.items() if k != "refused"}, "refused": refused,
             "refused_total": sum(refused.values())}
 
 

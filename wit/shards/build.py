@@ -51,7 +51,7 @@ class ShardConfig:
     cap: int = option(20_000, "final pairs per query")
     seed: int = option(0, "seed of the balancing draws")
     samples_per_shard: int = option(10_000, "samples per shard")
-    dedup: tuple[str, ...] = option(DEDUP_KEYS, "keys to de-duplicate by, comma-separated (uid, sha256)",
+    dedup: tuple[str, ...] = option(DEDUP_KEYS, "keys to de-duplicate by, comma-separated: uid (always, first), sha256",
                                     separator=",")
     workers: int = option(os.cpu_count() or 1, "worker processes")
     overwrite: bool = option(False, "replace an existing output made with other settings (built beside it, "
@@ -63,6 +63,8 @@ class ShardConfig:
         unknown = [k for k in self.dedup if k not in DEDUP_KEYS]
         if unknown:
             raise WitError(f"--dedup: unknown {', '.join(unknown)} (choose from: {', '.join(DEDUP_KEYS)})")
+        if "uid" not in self.dedup:
+            raise WitError("--dedup: must include uid (a sample's uid is its key in the shards)")
         for name in ("cap", "samples_per_shard", "workers"):
             if getattr(self, name) < 1:
                 raise WitError(f"--{name.replace('_', '-')}: must be at least 1")
@@ -201,7 +203,7 @@ def _read_sample(f: BinaryIO, members: dict[str, Member], queries: int):
 def _plan(index: pa.Table, config: ShardConfig, report: dict) -> tuple[pa.Table, dict]:
     """The final samples in uid order, and per-query counts before and after the cap."""
     index = index.sort_by([("uid", "ascending"), ("tar", "ascending"), ("offset", "ascending")])
-    for key in config.dedup:
+    for key in dict.fromkeys(("uid", *config.dedup)):
         values = index.column(key).to_numpy(zero_copy_only=False)
         _, first = np.unique(values, return_index=True)
         keep = np.zeros(len(values), dtype=bool)

@@ -120,18 +120,6 @@ def summary_lines(manifest: dict, card: dict) -> list[str]:
     ]
 
 
-def verify(directory: str, manifest: dict) -> Verification:
-    """Re-hash every tar against the manifest and check every sample (see `run`)."""
-    return _verify(directory, manifest)
-
-
-def show(directory: str, manifest: dict, count: int) -> list[str]:
-    """The first `count` samples: key, image size, query ids, text (see `run`)."""
-    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-        raise WitError(f"--show: {count!r} is not a number of samples (0 or more)")
-    return _show(directory, manifest, count)
-
-
 # ---- verification ----------------------------------------------------------------------
 
 
