@@ -39,6 +39,7 @@ def _fail(command: str, message: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from wit.crawl.merge import MergeConfig
     from wit.crawl.run import CrawlConfig
     from wit.queries.build import BuildConfig
     from wit.shards.build import ShardConfig
@@ -50,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
         ("build-queries", BuildConfig, _build_queries, "Wikipedia dump + page views + WordNet -> the query list"),
         ("crawl", CrawlConfig, _crawl, "candidate pool -> substring matching -> balancing -> download"),
         ("shard", ShardConfig, _shard, "downloaded pairs -> final WebDataset shards"),
+        ("merge-crawl", MergeConfig, _merge_crawl, "the parts of a crawl (wit crawl --part I/N) -> one CRAWL dir"),
     ]
     for name, config, run, description in stages:
         p = commands.add_parser(name, help=description, description=description)
@@ -86,6 +88,16 @@ def _crawl(config) -> None:
     print(f"wit crawl: {counts['read']:,} candidates read, {counts['refused_total']:,} refused, "
           f"{counts['matched']:,} matched, {counts['selected']:,} selected{downloaded} -> {config.out}",
           file=sys.stderr)
+
+
+def _merge_crawl(config) -> None:
+    from wit.crawl.merge import run
+
+    summary = run(config)
+    counts, download = summary["counts"], summary.get("download")
+    downloaded = f", {download['successes']:,} downloaded in {download['shards']:,} shards" if download else ""
+    print(f"wit merge-crawl: {summary['parts']:,} parts, {counts['matched']:,} matched, "
+          f"{counts['selected']:,} selected{downloaded} -> {config.out}", file=sys.stderr)
 
 
 def _shard(config) -> None:

@@ -1,6 +1,7 @@
 """Command-line flags generated from a stage's config dataclass, and the config built back
-from the parsed flags: each field is one flag (`--field-name`), its help and metavar in
-the field's metadata; a field without a default is required; `cli: False` hides one."""
+from the parsed flags: each field is one flag (`--field-name`, or the metadata's `flag`),
+its help and metavar in the field's metadata; a field without a default is required;
+`cli: False` hides one."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ C = TypeVar("C")
 
 
 def option(default: Any = dataclasses.MISSING, help: str | None = None, **metadata: Any) -> Any:
-    """A config field with its command-line help (and `metavar`, `separator`, `cli`)."""
+    """A config field with its command-line help (and `flag`, `metavar`, `separator`, `cli`)."""
     return dataclasses.field(default=default, metadata={"help": help, **metadata})
 
 
@@ -42,7 +43,7 @@ def add_flags(parser: argparse.ArgumentParser, config: type) -> None:
             kwargs["type"] = _scalar(kind)
         if kwargs.get("help") and "default" in kwargs and kwargs["default"] not in (None, False, (), ""):
             kwargs["help"] += " (default: %(default)s)"
-        parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+        parser.add_argument("--" + f.metadata.get("flag", f.name.replace("_", "-")), **kwargs)
 
 
 def _scalar(kind: Any) -> type:

@@ -1,9 +1,13 @@
 """Run every benchmark in tests/bench/ (each runs the toolkit and its baseline side by side)
-and write tests/bench/results.md: each ratio against its baseline and target. With
-`--only`, the named benchmarks run and replace their rows; the other rows stay (the
-results are kept in tests/bench/results.json).
+and write tests/bench/results.json, then from it tests/bench/results.md and the table in
+README.md between the bench markers: each ratio against its baseline and target, and each
+benchmark's other figures. With `--only`, the named benchmarks run and replace their
+rows; the other rows stay.
 
     python tests/bench/run_all.py [--only NAME ...]
+
+`render_table(rows)` is the one rendering of results.json, for results.md and README.md
+alike (tests/test_readme.py checks that the README's block is exactly that rendering).
 """
 
 from __future__ import annotations
@@ -14,12 +18,17 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 RESULTS = HERE / "results.json"
+README = REPO / "README.md"
+README_BEGIN = "<!-- bench:begin (written by make bench from tests/bench/results.json; do not edit by hand) -->"
+README_END = "<!-- bench:end -->"
 BASELINES = {
     "build_queries": "mwxml + mwparserfromhell `strip_code()` + `str.split()`",
     "match": "MetaCLIP's per-text pyahocorasick loop",
@@ -30,6 +39,32 @@ BASELINES = {
     "train": "`python -m open_clip_train.main`",
     "train_gpu": "`python -m open_clip_train.main` (bf16, one GPU)",
 }
+# the fields of a result that the table shows; every other field is listed under it
+TABLE_FIELDS = {"bench", "metric", "baseline", "wit", "ratio", "target", "met", "mfu", "mfu_target",
+                "script", "seconds", "skipped", "failed"}
+# how the other fields read ({} the value, {metric} the benchmark's metric); a field not
+# named here reads `name: value`
+DETAILS = {
+    "candidates": "{} candidates",
+    "kept": "{} kept by wit",
+    "baseline_kept": "{} by the baseline",
+    "wit_all_cores_per_core": "wit on all cores: {} {metric}",
+    "cores": "{} cores",
+    "peak_rss_mb": "peak memory in MB: {}",
+    "residue": "{} queries with markup residue",
+    "projected_minutes_64_cores": "projected counting time for the full English Wikipedia on 64 cores: {} min",
+    "images": "{} images",
+    "whole_command_ratio": "whole command: {} of the baseline",
+    "texts": "{} texts",
+    "queries": "{} queries",
+    "identical": "output identical to the baseline: {}",
+    "match_only_peak_rss_mb": "`wit crawl --match-only` peak memory in MB by pool rows: {}",
+    "peak_rss_mb_self": "benchmark process peak memory: {} MB",
+    "wit_one_worker": "wit on one worker: {} {metric}",
+    "gpu": "GPU: {}",
+}
+RATIO_FIELDS = {"whole_command_ratio"}
+KEY_NAMES = {"wit_1": "wit on one worker", "wit_all": "wit on all cores"}   # keys inside a field
 
 
 def main() -> None:
@@ -40,7 +75,7 @@ def main() -> None:
     if args.only:
         scripts = [s for s in scripts if s.stem.removeprefix("bench_") in args.only]
     env = {**os.environ, "PYTHONPATH": str(REPO), "NO_ALBUMENTATIONS_UPDATE": "1", "TQDM_DISABLE": "1"}
-    rows, failed = [], []
+    rows = []
     for script in scripts:
         print(f"== {script.name}", file=sys.stderr, flush=True)
         started = time.time()
@@ -48,7 +83,8 @@ def main() -> None:
         print(done.stdout, end="", flush=True)
         result = _last_json(done.stdout)
         if done.returncode or result is None:
-            failed.append(script.name)
+            why = f"exit status {done.returncode}" if done.returncode else "no JSON line"
+            rows.append({"bench": script.stem.removeprefix("bench_"), "script": script.name, "failed": why})
             continue
         rows.append({**result, "script": script.name, "seconds": round(time.time() - started)})
     if args.only and RESULTS.exists():  # keep the rows of the benchmarks that did not run
@@ -56,8 +92,11 @@ def main() -> None:
         rows = sorted([r for r in json.loads(RESULTS.read_text()) if r["script"] not in ran] + rows,
                       key=lambda r: r["script"])
     RESULTS.write_text(json.dumps(rows, indent=1) + "\n")
-    write_results(rows, failed)
-    print(f"wrote {HERE / 'results.md'} ({len(rows)} benchmarks, {len(failed)} failed)", file=sys.stderr)
+    write_results(rows)
+    update_readme(README, rows)
+    failed = [r for r in rows if r.get("failed")]
+    print(f"wrote {RESULTS}, {HERE / 'results.md'} and the table in {README} "
+          f"({len(rows)} benchmarks, {len(failed)} failed)", file=sys.stderr)
     sys.exit(1 if failed else 0)
 
 
@@ -68,30 +107,90 @@ def _last_json(stdout: str) -> dict | None:
     return None
 
 
-def write_results(rows: list[dict], failed: list[str]) -> None:
+def render_table(rows: list[dict]) -> str:
+    """The results as Markdown: one table row per benchmark (ratio against its baseline and
+    target), then each benchmark's other figures. The one rendering of results.json."""
     lines = [
+        "| benchmark | metric | baseline | baseline rate | wit | ratio | target | met |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        script, baseline = f"`{r['script']}`", BASELINES.get(r.get("bench"), "")
+        if r.get("failed"):
+            lines.append(f"| {script} | {r.get('metric', '')} | {baseline} | | | failed to run: {r['failed']} | | |")
+            continue
+        if r.get("skipped"):
+            lines.append(f"| {script} | {r['metric']} | {baseline} | | | not run: {r['skipped']} | | |")
+            continue
+        target = f"≥ {r['target']}x" if r.get("target") is not None else "—"
+        if r.get("mfu") is not None:
+            target += f"; MFU {r['mfu']:.0%} (≥ {r['mfu_target']:.0%})"
+        met = {True: "yes", False: "**no**", None: "—"}[r.get("met")]
+        lines.append(f"| {script} | {r['metric']} | {baseline} | {_number(r['baseline'])} | "
+                     f"{_number(r['wit'])} | **{r['ratio']:.2f}x** | {target} | {met} |")
+    details = [f"- {'`' + r['script'] + '`'}: " + "; ".join(d) for r in rows
+               if not r.get("failed") and not r.get("skipped") and (d := _details(r))]
+    return "\n".join(lines + ([""] + details if details else []))
+
+
+def _details(row: dict) -> list[str]:
+    return [DETAILS.get(key, key + ": {}").replace("{metric}", str(row.get("metric", "")))
+            .replace("{}", _ratio(value) if key in RATIO_FIELDS else _value(value))
+            for key, value in row.items() if key not in TABLE_FIELDS and value is not None]
+
+
+def _ratio(value: float) -> str:
+    return f"{value:.2f}x"
+
+
+def _number(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict):
+        return ", ".join(f"{_number(int(k))} → {_value(v)}" if str(k).isdigit()
+                         else f"{KEY_NAMES.get(k, k)} {_value(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(_value(v) for v in value)
+    return _number(value)
+
+
+def write_results(rows: list[dict]) -> None:
+    header = [
         "# Benchmark results",
         "",
         f"Written by `make bench` on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores "
         f"({platform.machine()}, Python {platform.python_version()}). Each benchmark runs the toolkit and its "
         "baseline side by side in one run; the ratio is the figure, absolute rates are this machine's.",
         "",
-        "| benchmark | metric | baseline | baseline rate | wit | ratio | target | met |",
-        "|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        if r.get("skipped"):
-            lines.append(f"| `{r['script']}` | {r['metric']} | {BASELINES.get(r['bench'], '')} | | | "
-                         f"not run: {r['skipped']} | | |")
-            continue
-        target = f"≥ {r['target']}x" if r.get("target") is not None else "—"
-        if r.get("mfu") is not None:
-            target += f"; MFU {r['mfu']:.0%} (≥ {r['mfu_target']:.0%})"
-        met = {True: "yes", False: "**no**", None: "—"}[r.get("met")]
-        lines.append(f"| `{r['script']}` | {r['metric']} | {BASELINES.get(r['bench'], '')} | {r['baseline']:,} | "
-                     f"{r['wit']:,} | **{r['ratio']:.2f}x** | {target} | {met} |")
-    lines += [f"| `{name}` | failed to run | | | | | | |" for name in failed]
-    (HERE / "results.md").write_text("\n".join(lines) + "\n")
+    (HERE / "results.md").write_text("\n".join(header) + render_table(rows) + "\n")
+
+
+def update_readme(readme_path: str | Path, rows: list[dict]) -> None:
+    """Replace what lies between the bench markers of the README (each alone on a line,
+    once) with `render_table(rows)`; the rest of the file is left as it is."""
+    path = Path(readme_path)
+    lines = path.read_text(encoding="utf-8").split("\n")
+    begins = [i for i, line in enumerate(lines) if line.strip() == README_BEGIN]
+    ends = [i for i, line in enumerate(lines) if line.strip() == README_END]
+    if len(begins) != 1 or len(ends) != 1 or begins[0] > ends[0]:
+        raise SystemExit(f"{path}: needs the lines {README_BEGIN!r} and {README_END!r}, once each, in that order")
+    begin, end = begins[0], ends[0]
+    text = "\n".join(lines[:begin + 1] + ["", render_table(rows), ""] + lines[end:])
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.",
+                                     delete=False) as tmp:
+        try:
+            tmp.write(text)
+            tmp.flush()
+            os.chmod(tmp.name, path.stat().st_mode & 0o777)
+        except BaseException:
+            os.unlink(tmp.name)
+            raise
+    os.replace(tmp.name, path)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from tests.wit.faults import small_filesystem
 from wit.formats.errors import WitError
 from wit.formats.workdir import claim
 
@@ -97,3 +98,11 @@ def test_out_must_not_be_contain_or_lie_inside_an_input(tmp_path, out):
     with pytest.raises(WitError, match="must not be, contain or lie inside the input"):
         build(tmp_path / out, {}, inputs=(str(tmp_path / "in"),))
     assert os.listdir(tmp_path / "in") == []
+
+
+def test_a_mount_point_is_refused_before_any_work(tmp_path):
+    with small_filesystem(tmp_path / "volume", "1m") as volume:
+        with pytest.raises(WitError, match="is a mount point.*give a directory inside it"):
+            build(volume, {})
+        assert os.listdir(volume) == [] and sorted(os.listdir(tmp_path)) == ["volume"]
+        assert build(volume / "out", {})[1] == ["a", "b"]

@@ -1,7 +1,8 @@
 """The SLURM scripts of pipelines/slurm on a real single-node cluster (slurm-wlm + munge,
 started by the tests, see slurmcluster.py): training with 2 CPU tasks over gloo, a
 time-limit signal -> checkpoint -> requeue -> exact resume, a crawl as a job array
-against the local test web, its merge and `wit shard` on the merged dir, the query build.
+(`wit crawl --part I/N`) against the local test web, its merge (`wit merge-crawl`) and
+`wit shard` on the merged dir, the query build.
 Needs root (slurmd); installs slurm-wlm and munge with apt-get when they are missing."""
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -88,7 +88,6 @@ def test_train_with_two_gloo_tasks_completes(straight_run):
     assert record["JobState"] == "COMPLETED" and record["ExitCode"] == "0:0", output[-3000:]
     assert record["Restarts"] == "0" and "requeue" not in output
     assert "global batch 8 = 2 ranks x 4" in output          # two ranks, one per srun task
-    assert "training finished" in output
     assert not (run_dir.parent / "unused-run-dir").exists()   # key=value arguments reach the trainer
     assert (run_dir / "checkpoints" / f"step_{STEPS}.pt").exists()
     state = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
@@ -180,26 +179,30 @@ def test_crawl_array_merge_and_shard(cluster, tmp_path):
     assert [t["JobState"] for t in tasks] == ["COMPLETED", "COMPLETED"], logs[-4000:]
     assert merged["JobState"] == "COMPLETED", logs[-4000:]
 
-    for part, files in ((0, [pools[0], pools[2]]), (1, [pools[1]])):
-        partition = json.loads((out / f"part-{part}" / "partition.json").read_text())
-        assert partition["files"] == [str(p) for p in files] and partition["parts"] == 2
-    # The parts' shards, both numbered from 00000, renumbered one part after the other.
-    download = out / "download"
+    assert "wit merge-crawl: 2 parts, 21 matched, 21 selected, 18 downloaded" in logs
+    for part, files in ((0, [pools[0], pools[2]]), (1, [pools[1]])):   # `wit crawl --part I/2` took them
+        summary = json.loads((out / f"part-{part}" / "crawl.json").read_text())
+        assert summary["candidate_files"] == [str(p) for p in files] and summary["parameters"]["part"] == f"{part}/2"
+    assert not list(out.glob("part-*/partition.json"))
+    # The parts' shards, both numbered from 00000, renumbered one part after the other in OUT/crawl.
+    crawl = out / "crawl"
+    download = crawl / "download"
     counts = [len(list((out / f"part-{part}" / "download").glob("*.tar"))) for part in (0, 1)]
     assert min(counts) >= 2   # names that would collide
     tars = sorted(p.name for p in download.glob("*.tar"))
     assert tars == [f"{i:05d}.tar" for i in range(sum(counts))]
     assert all((download / t).is_symlink() and (download / t).resolve().parents[2] == out.resolve() for t in tars)
-    assert os.readlink(download / f"{counts[0]:05d}.tar") == "../part-1/download/00000.tar"
+    assert os.readlink(download / f"{counts[0]:05d}.tar") == "../../part-1/download/00000.tar"
     assert all((download / t.replace(".tar", "_stats.json")).exists() for t in tars)
-    summary = json.loads((out / "crawl.json").read_text())
-    assert summary["parts"] == 2 and summary["counts"]["read"] == 21 and summary["counts"]["matched"] == 21
+    summary = json.loads((crawl / "crawl.json").read_text())
+    assert summary["tool"] == "wit merge-crawl" and summary["parts"] == 2 and summary["queries"] == 2
+    assert summary["counts"]["read"] == 21 and summary["counts"]["matched"] == 21
     assert summary["download"]["successes"] == 18 and summary["download"]["failed_to_download"] == 3
-    entry = pq.read_table(out / "entry_counts.parquet").to_pylist()
+    entry = pq.read_table(crawl / "entry_counts.parquet").to_pylist()
     assert [(e["query_id"], e["matched"]) for e in entry] == [(0, 18), (1, 3)]
 
     shards = tmp_path / "shards"
-    done = run_wit("shard", "--crawl", out, "--out", shards, "--samples-per-shard", "4", "--workers", "2")
+    done = run_wit("shard", "--crawl", crawl, "--out", shards, "--samples-per-shard", "4", "--workers", "2")
     assert done.returncode == 0, done.stderr[-3000:]
     manifest = json.loads((shards / "manifest.json").read_text())
     # 12 dogs + 3 cats + the shared dog once (its 3 downloads are one uid)
@@ -207,28 +210,6 @@ def test_crawl_array_merge_and_shard(cluster, tmp_path):
     assert sum(json.loads((shards / "sizes.json").read_text()).values()) == 16
     with tarfile.open(shards / "000000.tar") as tar:
         assert len([m for m in tar.getnames() if m.endswith(".json")]) == 4
-
-
-def test_merge_refuses_missing_or_unfinished_parts(tmp_path):
-    out = tmp_path / "crawl"
-    for part in (0, 2):
-        directory = out / f"part-{part}"
-        (directory / "download").mkdir(parents=True)
-        (directory / "partition.json").write_text(json.dumps({"part": part, "parts": 3, "files": [f"f{part}"]}))
-        (directory / "crawl_config.json").write_text(json.dumps({"cap": 5, "candidate_files": [f"f{part}"]}))
-    (out / "part-0" / "crawl.json").write_text("{}")
-
-    def merge() -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, SLURM / "merge_crawl.py", out], capture_output=True, text=True,
-                              timeout=60)
-
-    done = merge()
-    assert done.returncode == 1 and "merge_crawl: error: " in done.stderr
-    assert "part-2: no crawl.json, its crawl did not finish (run array task 2 again" in done.stderr
-    (out / "part-2" / "crawl.json").write_text("{}")
-    done = merge()
-    assert done.returncode == 1 and "3 partitions declared, missing part(s) 1" in done.stderr
-    assert not (out / "download").exists() and not (out / "crawl.json").exists()
 
 
 # ---- the query list on one node ---------------------------------------------------------

@@ -118,6 +118,9 @@ def claim(out: str, stage: str, fingerprint: dict, overwrite: bool = False,
     claim is abandoned (`WorkDir.abandon`)."""
     identity = json.loads(json.dumps({"stage": stage, "fingerprint": fingerprint, "version": __version__}))
     out = os.path.normpath(out)
+    if os.path.ismount(out):
+        raise WitError(f"{out}: is a mount point, and the output is built beside it and moved into place; "
+                       f"give a directory inside it (e.g. {os.path.join(out, 'NAME')})")
     _refuse_overlap(out, inputs)
     _remove_if_exists(_beside(out, "replaced"))
     previous = _claim_of(out)

@@ -48,7 +48,7 @@ class BuildConfig:
     """Inputs and thresholds of one `wit build-queries` run (MetaCLIP's defaults)."""
 
     wiki_dumps: tuple[str, ...] = option(help="pages-articles XML export(s), plain or .bz2 (multistream too)",
-                                         metavar="PATH")
+                                         flag="wiki-dump", metavar="PATH")
     out: str = option(help="QUERIES output directory", metavar="DIR")
     pageviews: tuple[str, ...] = option((), "page-view dump files (pageviews-YYYYMMDD-HHMMSS.gz); globs allowed",
                                         metavar="GLOB")
