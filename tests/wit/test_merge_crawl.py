@@ -10,7 +10,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tarfile
 import time
 from functools import partial
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from tests.wit.cli import assert_one_line_error, run_wit
-from tests.wit.test_crawl import queries_dir, web, write_pool  # noqa: F401 (fixtures)
+from tests.wit.test_crawl import queries_dir, samples, web, write_pool  # noqa: F401 (fixtures)
 
 wit_merge = partial(run_wit, "merge-crawl")
 
@@ -170,14 +169,7 @@ def test_refuses_parts_of_other_crawls(queries_dir, tmp_path):
 
 def shard_samples(shards: Path) -> list[tuple]:
     """(uid, sha256, query_ids) of every sample in a SHARDS dir."""
-    found = []
-    for path in sorted(shards.glob("*.tar")):
-        with tarfile.open(path) as tar:
-            for member in tar.getmembers():
-                if member.name.endswith(".json"):
-                    meta = json.load(tar.extractfile(member))
-                    found.append((meta["uid"], meta["sha256"], tuple(meta["query_ids"])))
-    return sorted(found)
+    return sorted((m["uid"], m["sha256"], tuple(m["query_ids"])) for m in samples(shards))
 
 
 def test_shard_of_merged_parts_equals_shard_of_a_whole_pool_crawl(web, queries_dir, tmp_path):
