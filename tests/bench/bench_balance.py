@@ -19,7 +19,7 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from wit.balance import balanced
+from wit.formats.balance import balanced
 
 CAP = 20_000
 QUERIES = 500_000

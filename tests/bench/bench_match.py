@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from wit.crawl.match import QueryMatcher
-from wit.text import spaced
+from wit.formats.text import spaced
 
 TARGET = 2.0
 SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "ta", "si", "po", "de", "an", "el", "or", "us", "in", "ba", "ve"]

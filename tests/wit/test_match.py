@@ -4,7 +4,7 @@ import ahocorasick
 import pytest
 
 from wit.crawl.match import QueryMatcher
-from wit.text import spaced
+from wit.formats.text import spaced
 
 
 def metaclip_reference(queries, texts, lowercase=False):

@@ -1,7 +1,7 @@
 import random
 
 from wit.queries.ngrams import BREAK, count_ngrams, tokenize
-from wit.text import spaced
+from wit.formats.text import spaced
 
 
 def as_dicts(texts, lowercase=False):

@@ -21,7 +21,7 @@ from PIL import Image
 from tests.wit.cli import assert_one_line_error, run_wit
 from tests.wit.faults import kill_during_overwrite, small_filesystem
 from tests.wit.testweb import bomb_png
-from wit.balance import draws, uid_keys
+from wit.formats.balance import draws, uid_keys
 from wit.formats.uids import url_uid
 
 

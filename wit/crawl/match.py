@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from wit.text import spaced
+from wit.formats.text import spaced
 
 SEPARATOR = "\x00"  # between texts in a batch; removed from texts, never in a matched query
 _OTHER = -1  # a token that is no query's word

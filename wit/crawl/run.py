@@ -30,7 +30,7 @@ from wit import __version__
 from wit.flags import option
 from wit.formats.images import MAX_PIXELS
 from wit.formats.atomic import atomic_path, write_json, write_parquet
-from wit.balance import balanced
+from wit.formats.balance import balanced
 from wit.crawl.match import QueryMatcher
 from wit.crawl.sources import Partition, SourceStats, TableColumns, plan_partitions, read_partition
 from wit.crawl.urls import REFUSAL_REASONS, refusal

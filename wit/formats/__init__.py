@@ -7,6 +7,7 @@
 - `images`: the image header check with the pixel cap;
 - `tars`: the one safe WebDataset tar reader and the deterministic tar writer;
 - `queries`, `crawl`, `shards`: the QUERIES, CRAWL and SHARDS dirs' files;
+- `text`, `balance`: the exact semantics stages share: MetaCLIP's text spacing and balancing;
 - `workdir`: how a data stage claims its output, records finished units and resumes.
 Stages and `train/` import this package; it imports none of them.
 """

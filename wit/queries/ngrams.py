@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from wit.text import SPACED_PUNCTUATION
+from wit.formats.text import SPACED_PUNCTUATION
 
 BREAK = "\x00"  # a token that is never a word: stands where a bigram may not span
 _BREAKING = SPACED_PUNCTUATION + ("\n",)

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from wit import __version__
 from wit.flags import option
-from wit.balance import balanced
+from wit.formats.balance import balanced
 from wit.formats.atomic import atomic_path, write_json
 from wit.formats.crawl import DOWNLOAD, MAX_SAMPLE_JSON_BYTES, downloaded_tars, parse_sample_json, query_count
 from wit.formats.errors import WitError

@@ -1,7 +1,7 @@
 import numpy as np
 import pyarrow as pa
 
-from wit.balance import balanced, draws, uid_keys
+from wit.formats.balance import balanced, draws, uid_keys
 from wit.formats.uids import url_uid
 
 
