@@ -304,3 +304,17 @@ def test_kill_9_during_overwrite_leaves_the_old_or_the_new_output(web, queries_d
               "--threads", "2", "--samples-per-shard", "5", "--timeout", "5"]
     kill_during_overwrite([*common, "--cap", "100"], [*common, "--cap", "4", "--oversample", "1"],
                           tmp_path / "crawl", crawl_outputs, fractions=(0.2, 0.6, 0.9, 1.0))
+
+
+def test_the_partitioning_is_part_of_the_fingerprint(queries_dir, tmp_path):
+    """Partition markers of one partitioning are never reused under another."""
+    rows = [(f"http://example.com/r{i}.jpg", f"dog {i}") for i in range(50)]
+    pool = tmp_path / "pool.parquet"
+    pq.write_table(pa.table({"url": [u for u, _ in rows], "text": [t for _, t in rows]}), pool, row_group_size=10)
+    args = ["--queries", queries_dir, "--candidates", pool, "--out", tmp_path / "out", "--match-only"]
+    assert wit_crawl(*args, "--rows-per-partition", "10").returncode == 0
+    one_line_error(wit_crawl(*args, "--rows-per-partition", "20"), "other settings or inputs (rows_per_partition)")
+    again = wit_crawl(*args, "--rows-per-partition", "20", "--overwrite")
+    assert again.returncode == 0, again.stderr
+    assert len(list((tmp_path / "out" / "candidates").glob("*.parquet"))) == 3
+    assert pq.read_table(tmp_path / "out" / "selected").num_rows == 50
