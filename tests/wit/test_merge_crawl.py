@@ -17,6 +17,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from tests.wit.cli import assert_one_line_error, run_wit
+from tests.wit.faults import kill_during_overwrite
 from tests.wit.test_crawl import queries_dir, samples, web, write_pool  # noqa: F401 (fixtures)
 
 wit_merge = partial(run_wit, "merge-crawl")
@@ -208,3 +209,23 @@ def test_shard_of_merged_parts_equals_shard_of_a_whole_pool_crawl(web, queries_d
         results[name] = shard_samples(shards)
     # 12 dogs + 3 cats + the shared red dog once (its 3 downloads are one uid)
     assert len(results["merged"]) == 16 and results["merged"] == results["whole"]
+
+
+def merged_outputs(directory: Path):
+    """What a merged CRAWL dir holds, without timings: its links and its entry counts."""
+    if not directory.exists():
+        return None
+    links = sorted((p.relative_to(directory).as_posix(), os.readlink(p)) for p in directory.rglob("*") if p.is_symlink())
+    return links, pq.read_table(directory / "entry_counts.parquet").to_pylist()
+
+
+def test_kill_9_during_overwrite_leaves_the_old_or_the_new_output(queries_dir, tmp_path):
+    for f in range(4):
+        write_pool(tmp_path / f"pool-{f}.parquet", [(f"http://127.0.0.1:9/{f}-{i}.jpg", t)
+                                                    for i, t in enumerate(texts(f"f{f}", 5 + f))])
+    for name, count in (("a", 2), ("b", 4)):   # the same pool in 2 parts, then in 4
+        for i in range(count):
+            crawled(queries_dir, f"{tmp_path}/pool-*.parquet", tmp_path / name / f"part-{i}", f"{i}/{count}",
+                    "--match-only")
+    kill_during_overwrite(["merge-crawl", "--parts", tmp_path / "a" / "part-*"],
+                          ["merge-crawl", "--parts", tmp_path / "b" / "part-*"], tmp_path / "merged", merged_outputs)
