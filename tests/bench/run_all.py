@@ -167,7 +167,7 @@ def write_results(rows: list[dict]) -> None:
         "baseline side by side in one run; the ratio is the figure, absolute rates are this machine's.",
         "",
     ]
-    (HERE / "results.md").write_text("\n".join(header) + render_table(rows) + "\n")
+    (HERE / "results.md").write_text("\n".join(header) + "\n" + render_table(rows) + "\n")
 
 
 def update_readme(readme_path: str | Path, rows: list[dict]) -> None:
