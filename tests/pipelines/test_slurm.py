@@ -91,7 +91,7 @@ def test_train_with_two_gloo_tasks_completes(straight_run):
     assert not (run_dir.parent / "unused-run-dir").exists()   # key=value arguments reach the trainer
     assert (run_dir / "checkpoints" / f"step_{STEPS}.pt").exists()
     state = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
-    assert state["step"] == STEPS and state["data"]["world_size"] == 2
+    assert state["position"]["step"] == STEPS and state["data"]["world_size"] == 2
     metrics = train_metrics(run_dir)
     assert [m["step"] for m in metrics] == list(range(1, STEPS + 1))
     assert all(math.isfinite(m["loss"]) for m in metrics)
@@ -122,7 +122,7 @@ def test_time_limit_signal_checkpoints_requeues_and_resumes_exactly(cluster, str
     assert sorted(p.name for p in (run_dir / "checkpoints").glob("step_*.pt")) == \
         sorted([f"step_{stopped_at}.pt", f"step_{STEPS}.pt"])
     final = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
-    assert final["step"] == STEPS and final["samples"] == STEPS * 8
+    assert final["position"] == {"step": STEPS, "samples": STEPS * 8}
     steps = [m["step"] for m in train_metrics(run_dir)]
     assert steps == list(range(1, STEPS + 1))   # every step once: stopped after `stopped_at`, went on from there
     # Same ranks, same workers: the requeued run ends exactly where the uninterrupted one did.
@@ -143,7 +143,7 @@ def test_scancel_checkpoints_without_requeue(cluster, tmp_path):
     assert "requeueing" not in output
     cluster.wait_for(lambda: (run_dir / "checkpoints" / "latest.pt").exists(), "the checkpoint", timeout=30)
     state = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
-    assert 2 <= state["step"] < STEPS * 10
+    assert 2 <= state["position"]["step"] < STEPS * 10
 
 
 # ---- the crawl as a job array, merged, then sharded -----------------------------------
