@@ -63,6 +63,7 @@ def write_crawl(crawl: Path, samples: int) -> None:
     """img2dataset-style download/ with `samples` samples, PER_TAR to a tar."""
     download = crawl / "download"
     download.mkdir(parents=True)
+    (crawl / "crawl.json").write_text(json.dumps({"tool": "wit crawl", "queries": 1000}))
     pictures = photos(DISTINCT)
     for start in range(0, samples, PER_TAR):
         with tarfile.open(download / f"{start // PER_TAR:05d}.tar", "w") as tar:
@@ -81,6 +82,7 @@ def write_crawl(crawl: Path, samples: int) -> None:
 def first_part(crawl: Path, part: Path, tars: int) -> None:
     """A crawl dir holding the first `tars` tars of `crawl` (hard links: the same bytes)."""
     (part / "download").mkdir(parents=True)
+    os.link(crawl / "crawl.json", part / "crawl.json")
     for path in sorted((crawl / "download").glob("*.tar"))[:tars]:
         os.link(path, part / "download" / path.name)
 
