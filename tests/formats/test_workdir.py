@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import nullcontext
 
 import pytest
 
 from tests.wit.faults import small_filesystem
 from wit.formats.errors import WitError
+from wit.formats import workdir
 from wit.formats.workdir import claim
 
 
@@ -106,3 +108,28 @@ def test_a_mount_point_is_refused_before_any_work(tmp_path):
             build(volume, {})
         assert os.listdir(volume) == [] and sorted(os.listdir(tmp_path)) == ["volume"]
         assert build(volume / "out", {})[1] == ["a", "b"]
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_kill_around_the_swap_leaves_one_whole_output_and_the_next_run_finishes_it(tmp_path, monkeypatch, when):
+    out = tmp_path / "out"
+    build(out, {"x": 1})
+    real = workdir.exchange_dirs
+
+    def killed(a, b):
+        if when == "after":
+            real(a, b)
+        raise KeyboardInterrupt   # what a kill -9 leaves, at this point
+
+    monkeypatch.setattr(workdir, "exchange_dirs", killed)
+    with pytest.raises(KeyboardInterrupt):
+        build(out, {"x": 2}, overwrite=True)
+    monkeypatch.setattr(workdir, "exchange_dirs", real)
+    expected = {"x": 2} if when == "after" else {"x": 1}
+    assert all(json.loads((out / f).read_text()) == expected for f in ("a.txt", "b.txt"))
+    # a run with the old settings must not take the old output left beside for a new one
+    with pytest.raises(WitError, match="other settings") if when == "after" else nullcontext():
+        build(out, {"x": 1})
+    _, written = build(out, {"x": 2}, overwrite=True)
+    assert written == [] and all(json.loads((out / f).read_text()) == {"x": 2} for f in ("a.txt", "b.txt"))
+    assert sorted(os.listdir(tmp_path)) == ["out"]

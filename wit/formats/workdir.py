@@ -85,9 +85,12 @@ class WorkDir:
         if _claim_of(self.out) is None:          # missing or empty
             os.replace(self.root, self.out)
         else:
+            swap = _beside(self.out, "swap")     # says which side is new, should a kill come now
+            write_json(swap, read_json(os.path.join(self.root, STATE, "claim.json")))
             exchange_dirs(self.root, self.out)   # the old output is now at self.root
             replaced = _beside(self.out, "replaced")
             os.replace(self.root, replaced)
+            os.unlink(swap)
             shutil.rmtree(replaced)
         self.root = self.out
 
@@ -122,7 +125,7 @@ def claim(out: str, stage: str, fingerprint: dict, overwrite: bool = False,
         raise WitError(f"{out}: is a mount point, and the output is built beside it and moved into place; "
                        f"give a directory inside it (e.g. {os.path.join(out, 'NAME')})")
     _refuse_overlap(out, inputs)
-    _remove_if_exists(_beside(out, "replaced"))
+    _recover_swap(out)
     previous = _claim_of(out)
     if previous is not None:
         if previous.get("stage") != stage:
@@ -139,11 +142,25 @@ def claim(out: str, stage: str, fingerprint: dict, overwrite: bool = False,
             raise WitError(f"{out}: holds a `wit {stage}` output made with other settings or inputs "
                            f"({', '.join(changed)}); use another --out, or --overwrite to replace it")
     work = _open(out, _beside(out, "partial"), identity)
+    if work.complete() is not None:          # built before, killed before it was moved into place
+        work.finish(work.complete())
     try:
         yield work
     except BaseException as e:
         work.abandon(isinstance(e, WitError))
         raise
+
+
+def _recover_swap(out: str) -> None:
+    """Finish what a kill interrupted in `finish`: after the exchange, the build dir holds
+    the old output (removed); before it, the build dir is the complete new output (kept,
+    so a run with its settings moves it into place)."""
+    swap = _beside(out, "swap")
+    if os.path.exists(swap):
+        if _claim_of(out) == read_json(swap):
+            _remove_if_exists(_beside(out, "partial"))
+        os.unlink(swap)
+    _remove_if_exists(_beside(out, "replaced"))
 
 
 def _open(out: str, root: str, identity: dict) -> WorkDir:
