@@ -2,8 +2,10 @@
 
 A stage builds its output in `.NAME.partial` beside the output dir NAME and moves it into
 place when it is complete, in one step (a rename, or an exchange with the old output under
-`overwrite`, which is then deleted). So the output dir holds a complete output or none:
-a kill, a full disk or bad input never leave a mix. The build dir holds, besides the
+`overwrite`, which is then deleted; `.NAME.swap` records which side is new while they
+are exchanged). So the output dir holds a complete output or none: a kill, a full disk
+or bad input never leave a mix, and the next run finishes an interrupted move. The build
+dir holds, besides the
 stage's files, `.wit/`:
 - `claim.json`: the stage and the fingerprint of the settings that decide the output;
 - `units/UNIT.json`: written last for each finished unit of work: its counters and the
