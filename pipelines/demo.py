@@ -73,8 +73,8 @@ def main() -> None:
     with web.serve(out / "web" / "site") as base_url:
         wat = web.write_site_wat(pages, base_url, out / "web" / "demo.wat.gz")
         _step(f"wit crawl from {wat.name}, served at {base_url}")
-        _run("wit", "crawl", "--queries", queries, "--wat", wat, "--out", out / "crawl", "--allow-private-hosts",
-             "--cap", settings.cap, "--image-size", 64, "--processes", 2, "--threads", 16,
+        _run("wit", "crawl", "--queries", queries, "--wat", wat, "--out", out / "crawl",
+             "--allow-network", "127.0.0.0/8", "--cap", settings.cap, "--image-size", 64, "--processes", 2, "--threads", 16,
              "--samples-per-shard", 500, "--timeout", 10)
     _step("wit shard")
     _run("wit", "shard", "--crawl", out / "crawl", "--out", out / "shards", "--cap", settings.cap,

@@ -37,8 +37,8 @@ def add_flags(parser: argparse.ArgumentParser, config: type) -> None:
             separator = f.metadata.get("separator")
             if separator:
                 kwargs["type"] = lambda value, s=separator: tuple(v for v in value.split(s) if v)
-            else:
-                kwargs["nargs"] = "+"
+            else:   # repeatable: `--flag A B --flag C` gives (A, B, C)
+                kwargs.update(nargs="+", action="extend", default=None)
         else:
             kwargs["type"] = _scalar(kind)
         if kwargs.get("help") and "default" in kwargs and kwargs["default"] not in (None, False, (), ""):
@@ -54,5 +54,6 @@ def _scalar(kind: Any) -> type:
 
 
 def config_from(args: argparse.Namespace, config: type[C]) -> C:
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config) if hasattr(args, f.name)}
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config)
+              if getattr(args, f.name, None) is not None or f.default is None}
     return config(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})

@@ -6,10 +6,12 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import tarfile
 import time
 from functools import partial
 from pathlib import Path
+from urllib.parse import quote
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -20,7 +22,9 @@ from tests.wit.faults import kill_during_overwrite
 from tests.wit.testweb import TestWeb
 from tests.wit.watgen import WatImage, WatPage, write_wat
 from wit.crawl import image_fetch as fetch
+from tests.wit.test_urls import DISGUISED
 from wit.crawl.image_fetch import DEADLINE_ERROR, FetchPolicy, download_image
+from wit.crawl.urls import NetworkPolicy, refusal
 
 QUERIES = ["dog", "cat", "red dog", "bird"]
 
@@ -62,7 +66,11 @@ def samples(download: Path) -> list[dict]:
 # ---- the download function on its own ------------------------------------------------
 
 
-def test_deadline_bounds_a_whole_download(web):
+LOCAL = FetchPolicy(NetworkPolicy.of(["127.0.0.0/8"]))   # the test web, and nothing else inside
+
+
+def test_deadline_bounds_a_whole_download(web, monkeypatch):
+    monkeypatch.setattr(fetch, "_policy", LOCAL)
     for path in ("/drip", "/stall"):
         started = time.monotonic()
         _, stream, error = download_image((0, web.url(path)), 1.0, None, ["noai"])
@@ -71,19 +79,81 @@ def test_deadline_bounds_a_whole_download(web):
 
 
 def test_redirects_follow_the_policy(web, monkeypatch):
-    monkeypatch.setattr(fetch, "_policy", FetchPolicy(allow_private_hosts=False))
-    _, stream, error = download_image((0, web.url("/redirect-to/img/a.jpg")), 5, None, None)
-    assert stream is None and error == "<urlopen error redirect to a refused url (loopback)>"
-    monkeypatch.setattr(fetch, "_policy", FetchPolicy(allow_private_hosts=True))
+    monkeypatch.setattr(fetch, "_policy", LOCAL)
+    _, stream, error = download_image((0, web.url("/redirect?to=http://10.1.2.3/a.jpg")), 5, None, None)
+    assert stream is None and error == "refused_url: redirect_private"
     _, stream, error = download_image((0, web.url("/redirect-to/img/a.jpg")), 5, None, None)
     assert error is None and stream.read(3) == b"\xff\xd8\xff"
 
 
+@pytest.mark.parametrize("url", DISGUISED)
+def test_disguised_hosts_are_never_requested_directly_or_by_redirect(web, monkeypatch, url):
+    monkeypatch.setattr(fetch, "_policy", LOCAL)   # even with the test web's network allowed
+    target = url.replace(":8000", f":{web.port}")
+    before = len(web.requests())
+    _, stream, error = download_image((0, target), 5, None, None)
+    assert stream is None and error == "refused_url: malformed"
+    _, stream, error = download_image((0, web.url(f"/redirect?to={quote(target)}")), 5, None, None)
+    assert stream is None and error == "refused_url: redirect_malformed"
+    assert len(web.requests()) == before + 1 and web.requests()[-1].startswith("/redirect?")
+
+
+@pytest.fixture
+def inner_web():
+    """A second test web on 127.0.0.2, and a DNS name for it (an /etc/hosts entry, removed
+    afterwards): the inside of a network that a public-looking name points to."""
+    name, hosts = "wit-rebind.test", Path("/etc/hosts")
+    original = hosts.read_text()
+    hosts.write_text(original + f"\n127.0.0.2 {name}\n")
+    try:
+        with TestWeb("127.0.0.2") as server:
+            yield server, f"http://{name}:{server.port}"
+    finally:
+        hosts.write_text(original)
+
+
+def test_a_name_resolving_inside_is_refused_at_connect_time(web, monkeypatch, inner_web):
+    inner, base = inner_web
+    url = f"{base}/img/rebind.jpg"
+    assert refusal(url) is None                           # a plain name: only its addresses can tell
+    monkeypatch.setattr(fetch, "_policy", FetchPolicy(NetworkPolicy.of(["127.0.0.1/32"])))   # the outer web only
+    _, stream, error = download_image((0, url), 5, None, None)
+    assert stream is None and error == "refused_url: resolved_loopback"
+    _, stream, error = download_image((0, web.url(f"/redirect?to={quote(url)}")), 5, None, None)
+    assert stream is None and error == "refused_url: resolved_loopback"
+    assert inner.requests() == []                         # not one request reached the inside
+    monkeypatch.setattr(fetch, "_policy", LOCAL)         # 127.0.0.0/8 named: fetched
+    _, stream, error = download_image((0, web.url(f"/redirect?to={quote(url)}")), 5, None, None)
+    assert error is None and stream.read(3) == b"\xff\xd8\xff"
+    assert inner.requests() == ["/img/rebind.jpg"]
+
+
+def test_a_large_body_is_cut_and_memory_stays_flat(web):
+    """A fast 1 GiB body, with and without Content-Length: refused at 32 MiB, the process's
+    peak memory (in a fresh interpreter) far below the body."""
+    script = (
+        "import resource, sys\n"
+        "from wit.crawl import image_fetch as f\n"
+        "from wit.crawl.urls import NetworkPolicy\n"
+        "f._policy = f.FetchPolicy(NetworkPolicy.of(['127.0.0.0/8']))\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "for url in sys.argv[1:]:\n"
+        "    print(f.download_image((0, url), 30, None, None)[2])\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)\n")
+    done = subprocess.run([sys.executable, "-c", script, web.url("/big.jpg"), web.url("/big-declared.jpg")],
+                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2],
+                          env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})
+    assert done.returncode == 0, done.stderr
+    cut, declared, grown_mb = done.stdout.splitlines()
+    assert cut == declared == "too_large: over 33,554,432 bytes"
+    assert int(grown_mb) < 100
+
+
 def test_pixel_cap_applies_before_decoding(web, monkeypatch):
-    monkeypatch.setattr(fetch, "_policy", FetchPolicy(allow_private_hosts=True, max_pixels=320 * 240 - 1))
+    monkeypatch.setattr(fetch, "_policy", FetchPolicy(LOCAL.network, max_pixels=320 * 240 - 1))
     _, stream, error = download_image((0, web.url("/img/a.jpg")), 5, None, None)
     assert stream is None and error == "image refused: too_many_pixels (320x240 pixels, over the 76,799-pixel cap)"
-    monkeypatch.setattr(fetch, "_policy", FetchPolicy(allow_private_hosts=True))
+    monkeypatch.setattr(fetch, "_policy", LOCAL)
     _, stream, error = download_image((0, web.url("/huge.png")), 5, None, None)
     assert stream is None and error.startswith("image refused: too_many_pixels")
 
@@ -91,7 +161,7 @@ def test_pixel_cap_applies_before_decoding(web, monkeypatch):
 def test_formats_without_a_readable_header_are_refused_before_decoding(web, monkeypatch):
     """A 6 MB Radiance HDR declaring 10000x10000 pixels is decoded by OpenCV (1.2 GB) if it
     reaches img2dataset's resizer; the downloader refuses it, and an HTML page, unread."""
-    monkeypatch.setattr(fetch, "_policy", FetchPolicy(allow_private_hosts=True))
+    monkeypatch.setattr(fetch, "_policy", LOCAL)
     for path in ("/bomb.hdr", "/html.jpg"):
         _, stream, error = download_image((0, web.url(path)), 5, None, None)
         assert stream is None and error.startswith("image refused: unsupported_format"), (path, error)

@@ -4,8 +4,10 @@ import re
 import pytest
 
 from wit.crawl import urls
+from wit.crawl.urls import NetworkPolicy, refusal
+from wit.formats.errors import WitError
 
-from wit.crawl.urls import refusal
+PRIVATE_HOSTS = NetworkPolicy.of((), private_hosts=True)
 
 
 @pytest.mark.parametrize("url, reason", [
@@ -42,16 +44,38 @@ from wit.crawl.urls import refusal
     ("http://0.0.0.0/a.jpg", "reserved"),
     ("http://240.0.0.1/a.jpg", "reserved"),
     ("http://100.64.1.1/a.jpg", "reserved"),
+    ("http://bücher.example/a.jpg", None),                 # an internationalised name, as IDNA
 ])
 def test_policy(url, reason):
     assert refusal(url) == reason
 
 
-def test_private_hosts_allowed_explicitly():
-    for url in ("http://127.0.0.1:8000/a.jpg", "http://localhost/x", "http://10.0.0.1/x"):
-        assert refusal(url, allow_private_hosts=True) is None
-    for url, reason in (("ftp://127.0.0.1/x", "scheme"), ("http://u:p@127.0.0.1/x", "credentials")):
-        assert refusal(url, allow_private_hosts=True) == reason
+# hosts that the HTTP client would decode into another host than the one checked
+DISGUISED = ["http://127.0.0.%31:8000/x.jpg", "http://%31%32%37.0.0.1/", "http://%6cocalhost/",
+             "http://%31%36%39.254.169.254/latest/meta-data", "http://\uff11\uff12\uff17.\uff10.\uff10.\uff11/",
+             "http://127\u30020\u30020\u30021/", "http://127\uff0e0\uff0e0\uff0e1/", "http://[fe80::1%25eth0]/",
+             "http://\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54/", "http://ex%61mple.com/a.jpg"]
+
+
+@pytest.mark.parametrize("url", DISGUISED)
+def test_a_host_the_client_would_decode_otherwise_is_malformed_whatever_is_allowed(url):
+    for policy in (NetworkPolicy(), PRIVATE_HOSTS, NetworkPolicy.of(["0.0.0.0/0", "::/0"])):
+        assert refusal(url, policy) == "malformed"
+
+
+def test_networks_are_allowed_exactly_as_named():
+    for url in ("http://127.0.0.1:8000/a.jpg", "http://localhost/x", "http://10.0.0.1/x", "http://[::1]/x"):
+        assert refusal(url, PRIVATE_HOSTS) is None
+    for url, reason in (("ftp://127.0.0.1/x", "scheme"), ("http://u:p@127.0.0.1/x", "credentials"),
+                        ("http://169.254.169.254/", "link_local"), ("http://[fe80::1]/", "link_local"),
+                        ("http://100.64.0.1/", "reserved"), ("http://[fc00::1]/", "private")):
+        assert refusal(url, PRIVATE_HOSTS) == reason   # the alias never opens link-local or the metadata address
+    only = NetworkPolicy.of(["127.0.0.0/8"])
+    assert refusal("http://127.9.9.9/", only) is None and refusal("http://localhost/", only) is None
+    assert refusal("http://10.0.0.1/", only) == "private" and refusal("http://[::1]/", only) == "loopback"
+    assert refusal("http://169.254.169.254/", NetworkPolicy.of(["169.254.169.254/32"])) is None
+    with pytest.raises(WitError, match="--allow-network: '10.0.0.0/33' is not a network"):
+        NetworkPolicy.of(["10.0.0.0/33"])
 
 
 def test_fast_path_agrees_with_full_parse(monkeypatch):
@@ -64,7 +88,7 @@ def test_fast_path_agrees_with_full_parse(monkeypatch):
     hosts = ["example", ".com", "localhost", "img.localhost", ".1", "0x7f", "10", "a-b", ".0xff", "."]
     cases += [rng.choice(["http://", "https://"]) + "".join(rng.choice(hosts) for _ in range(rng.randint(1, 3)))
               + rng.choice(["", "/a.jpg", "?q", "#x", ":80/", "/"]) for _ in range(10000)]
-    cases = [(url, allow) for url in cases for allow in (False, True)]
+    cases = [(url, allow) for url in cases for allow in (NetworkPolicy(), PRIVATE_HOSTS)]
     fast = [refusal(url, allow) for url, allow in cases]
     assert sum(bool(urls._PLAIN_URL.match(url)) for url, _ in cases) > 5000  # the fast path is taken
     monkeypatch.setattr(urls, "_PLAIN_URL", re.compile(r"(?!)"))  # never matches: full parse only

@@ -1,7 +1,8 @@
 """A local web server for crawl tests, run as a separate process on 127.0.0.1.
 
-`python -m tests.wit.testweb --port 0` binds a free port, prints one line `PORT <n>`
-and serves forever; tests use `TestWeb`, which starts it and stops it by process id.
+`python -m tests.wit.testweb --port 0 [--log FILE]` binds a free port, prints one line
+`PORT <n>` and serves forever, appending each request's path to FILE; tests use `TestWeb`,
+which starts it and stops it by process id, and reads the log (`requests()`).
 
 Routes (GET; HEAD sends the same status and headers without a body):
 
@@ -11,6 +12,9 @@ Routes (GET; HEAD sends the same status and headers without a body):
     /404, /500                        that status
     /redirect-loop                    302 to itself, forever
     /redirect-to/<path>               302 to /<path> (keeping the query)
+    /redirect?to=<url>                302 to <url>, whatever it is
+    /big.jpg, /big-declared.jpg       1 GiB of bytes as fast as the client reads them, without or
+                                      with a Content-Length
     /stall                            accepts the request, then sends nothing for an hour
     /drip                             200 headers (image/jpeg, Content-Length 100000), then
                                       one byte a second
@@ -35,6 +39,7 @@ import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import zlib
 from functools import lru_cache
@@ -117,9 +122,10 @@ class Handler(BaseHTTPRequestHandler):
 
     huge_png: bytes = b""  # set by `make_server`
     huge_hdr: bytes = b""
+    log: str | None = None
 
     def log_message(self, format: str, *args: object) -> None:
-        """Silence request logging."""
+        """Requests go to the log file, not to stderr."""
 
     def do_GET(self) -> None:
         self.route(send_body=True)
@@ -129,6 +135,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def route(self, send_body: bool) -> None:
         """Answer the request according to its path."""
+        if self.log:
+            with open(self.log, "a", encoding="utf-8") as f:
+                f.write(f"{self.path}\n")
         url = urlsplit(self.path)
         path = url.path
         if image := IMG_ROUTE.fullmatch(path):
@@ -145,6 +154,10 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(int(path[1:]), b"error", "text/plain", send_body)
         elif path == "/redirect-loop":
             self.redirect("/redirect-loop")
+        elif path == "/redirect":
+            self.redirect(parse_qs(url.query)["to"][0])
+        elif path in ("/big.jpg", "/big-declared.jpg"):
+            self.big(path == "/big-declared.jpg", send_body)
         elif path.startswith("/redirect-to/"):
             self.redirect(path[len("/redirect-to"):] + (f"?{url.query}" if url.query else ""))
         elif path == "/stall":
@@ -193,11 +206,28 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def redirect(self, location: str) -> None:
-        """302 to `location` with an empty body."""
+        """302 to `location` with an empty body (a non-ASCII location as its UTF-8 bytes, as
+        servers send it)."""
         self.send_response(302)
-        self.send_header("Location", location)
+        self.send_header("Location", location.encode("utf-8").decode("latin-1"))
         self.send_header("Content-Length", "0")
         self.end_headers()
+
+    def big(self, declared: bool, send_body: bool) -> None:
+        """1 GiB of zeros after a JPEG signature, a MiB at a time, until the client goes."""
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        if declared:
+            self.send_header("Content-Length", str(3 + (1 << 30)))
+        self.end_headers()
+        zeros = bytes(1 << 20)
+        try:
+            if send_body:
+                self.wfile.write(b"\xff\xd8\xff")
+                for _ in range(1024):
+                    self.wfile.write(zeros)
+        except (BrokenPipeError, ConnectionResetError):
+            return
 
     def drip(self, send_body: bool) -> None:
         """Promise DRIP_LENGTH bytes of JPEG, then send one a second until the client leaves."""
@@ -217,10 +247,10 @@ class Handler(BaseHTTPRequestHandler):
             return  # the client went away
 
 
-def make_server(port: int) -> ThreadingHTTPServer:
-    """Bind 127.0.0.1:`port` (0 = any free port) with one daemon thread per request."""
-    Handler.huge_png, Handler.huge_hdr = bomb_png(), bomb_hdr()
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+def make_server(port: int, log: str | None = None, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+    """Bind `host`:`port` (0 = any free port) with one daemon thread per request."""
+    Handler.huge_png, Handler.huge_hdr, Handler.log = bomb_png(), bomb_hdr(), log
+    server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
     return server
 
@@ -229,7 +259,10 @@ def main(argv: list[str] | None = None) -> None:
     """Serve forever after printing `PORT <n>`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
-    server = make_server(parser.parse_args(argv).port)
+    parser.add_argument("--log", help="append each request's path to this file")
+    parser.add_argument("--host", default="127.0.0.1", help="a loopback address to bind")
+    args = parser.parse_args(argv)
+    server = make_server(args.port, args.log, args.host)
     print(f"PORT {server.server_address[1]}", flush=True)
     server.serve_forever()
 
@@ -241,9 +274,10 @@ class TestWeb:
     start_timeout = 20.0
     stop_timeout = 5.0
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.log = tempfile.NamedTemporaryFile(prefix="testweb-", suffix=".log", delete=False).name
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.wit.testweb", "--port", "0"],
+            [sys.executable, "-m", "tests.wit.testweb", "--port", "0", "--log", self.log, "--host", host],
             cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0,
         )
         self.pid: int = self.proc.pid
@@ -252,7 +286,7 @@ class TestWeb:
         except BaseException:
             self.stop()
             raise
-        self.base_url: str = f"http://127.0.0.1:{self.port}"
+        self.base_url: str = f"http://{host}:{self.port}"
 
     def read_port(self) -> int:
         """Wait for the `PORT <n>` line on the child's stdout."""
@@ -277,6 +311,11 @@ class TestWeb:
         """Absolute URL of `path` (which starts with '/')."""
         return self.base_url + path
 
+    def requests(self) -> list[str]:
+        """The paths requested so far, in order."""
+        with open(self.log, encoding="utf-8") as f:
+            return f.read().splitlines()
+
     def stop(self) -> None:
         """SIGTERM the server by pid, SIGKILL it if it lingers, and reap it."""
         if self.proc.poll() is None:
@@ -288,6 +327,8 @@ class TestWeb:
                 self.proc.wait()
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+        if os.path.exists(self.log):
+            os.unlink(self.log)
 
     def __enter__(self) -> TestWeb:
         return self

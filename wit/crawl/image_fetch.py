@@ -4,7 +4,10 @@ img2dataset's `timeout` bounds each socket operation, so a server that drips one
 second holds a thread for as long as it likes. Here every socket a download opens (the
 redirects' too) is shut down by a watchdog thread when the download's deadline passes, so one attempt
 takes at most `timeout` plus a small margin, and `retries + 1` attempts at most
-`timeout * (retries + 1)`. Redirects to urls the policy refuses are not followed. An
+`timeout * (retries + 1)`. Every connection (the first request's and every redirect's)
+resolves the name itself, checks each address against the network policy and connects to
+a checked address (`guarded_connection`); redirects to urls the policy refuses are not
+followed. A body is read up to `max_bytes` (a larger Content-Length is refused unread). An
 image is refused before decoding when its header declares more than `max_pixels` pixels or
 its format's size cannot be read from a header (`wit.formats.images`).
 
@@ -18,15 +21,17 @@ from __future__ import annotations
 import heapq
 import http.client
 import io
+import ipaddress
 import itertools
+import socket
 import threading
 import time
 import urllib.request
 from dataclasses import dataclass
 
 import img2dataset.downloader as i2d_downloader
-from wit.crawl.urls import refusal
-from wit.formats.images import MAX_PIXELS, ImageRefused, header_size
+from wit.crawl.urls import NetworkPolicy, refusal
+from wit.formats.images import MAX_IMAGE_BYTES, MAX_PIXELS, ImageRefused, header_size
 
 USER_AGENT = "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:72.0) Gecko/20100101 Firefox/72.0"
 DEADLINE_ERROR = "download took longer than the timeout"
@@ -34,8 +39,17 @@ DEADLINE_ERROR = "download took longer than the timeout"
 
 @dataclass(frozen=True)
 class FetchPolicy:
-    allow_private_hosts: bool = False
+    network: NetworkPolicy = NetworkPolicy()
     max_pixels: int = MAX_PIXELS
+    max_bytes: int = MAX_IMAGE_BYTES
+
+
+class Refused(OSError):
+    """A connection the policy does not allow; `reason` says why (`resolved_loopback`, ...)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 _policy = FetchPolicy()
@@ -108,7 +122,38 @@ class _Watchdog:
 _watchdog = _Watchdog()
 
 
+def guarded_connection(address: tuple[str, int], timeout: float | None = None,
+                       source_address: tuple[str, int] | None = None) -> socket.socket:
+    """`socket.create_connection`, deciding on the addresses the name resolves to: every
+    one must be allowed by the policy, and the socket connects to one of those very
+    addresses (no second resolution, so no DNS rebinding between check and connect)."""
+    host, port = address
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    for *_, sockaddr in infos:
+        reason = _policy.network.address_refusal(ipaddress.ip_address(sockaddr[0].split("%", 1)[0]))
+        if reason:
+            raise Refused(f"resolved_{reason}")
+    error: OSError | None = None
+    for family, kind, proto, _, sockaddr in infos:
+        sock = socket.socket(family, kind, proto)
+        try:
+            if timeout is not None:
+                sock.settimeout(timeout)
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(sockaddr)
+            return sock
+        except OSError as e:
+            sock.close()
+            error = e
+    raise error or OSError(f"{host}: no address")
+
+
 class _DeadlineMixin:
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        self._create_connection = guarded_connection   # http.client sets socket.create_connection
+
     def connect(self) -> None:
         super().connect()  # type: ignore[misc]
         download = getattr(_current, "download", None)
@@ -136,9 +181,9 @@ class _HTTPSHandler(urllib.request.HTTPSHandler):
 
 class _PolicyRedirectHandler(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req, fp, code, msg, headers, newurl):
-        reason = refusal(newurl, _policy.allow_private_hosts)
+        reason = refusal(newurl, _policy.network)
         if reason:
-            raise urllib.error.URLError(f"redirect to a refused url ({reason})")
+            raise Refused(f"redirect_{reason}")
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
@@ -151,6 +196,9 @@ def download_image(row, timeout, user_agent_token, disallowed_header_directives)
     user_agent = USER_AGENT
     if user_agent_token:
         user_agent += f" (compatible; {user_agent_token}; +https://github.com/rom1504/img2dataset)"
+    reason = refusal(url, _policy.network)
+    if reason:
+        return key, None, f"refused_url: {reason}"
     _current.download = attempt = _Download(timeout)
     _watchdog.watch(attempt)
     try:
@@ -160,16 +208,34 @@ def download_image(row, timeout, user_agent_token, disallowed_header_directives)
                 response.headers, user_agent_token, disallowed_header_directives
             ):
                 return key, None, "Use of image disallowed by X-Robots-Tag directive"
-            data = response.read()
+            data = _read_bounded(response, _policy.max_bytes)
         if attempt.expired:
             return key, None, DEADLINE_ERROR
-        refused = _refusal(data)
+        refused = _refusal(data) if data is not None else f"too_large: over {_policy.max_bytes:,} bytes"
         return (key, None, refused) if refused else (key, io.BytesIO(data), None)
     except Exception as err:  # noqa: BLE001 - img2dataset records any failure as the sample's error
-        return key, None, DEADLINE_ERROR if attempt.expired else str(err)
+        if attempt.expired:
+            return key, None, DEADLINE_ERROR
+        refused = err if isinstance(err, Refused) else getattr(err, "reason", None)
+        return key, None, f"refused_url: {refused.reason}" if isinstance(refused, Refused) else str(err)
     finally:
         attempt.finished = True
         _current.download = None
+
+
+def _read_bounded(response, limit: int) -> bytes | None:
+    """The body, or None when its Content-Length or its bytes go past `limit` (it is then
+    not read any further)."""
+    declared = response.headers.get("Content-Length", "")
+    if declared.strip().isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    while chunk := response.read(min(1 << 16, limit + 1 - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return None
+    return b"".join(chunks)
 
 
 def _refusal(data: bytes) -> str | None:

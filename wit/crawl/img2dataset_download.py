@@ -33,7 +33,7 @@ i2d_main = importlib.import_module("img2dataset.main")  # the package's `main` a
 
 def download(config: CrawlConfig, selected_dir: str, output_dir: str) -> None:
     """Download every row of `selected_dir/*.parquet` into `output_dir`; resumes."""
-    policy = FetchPolicy(config.allow_private_hosts, config.max_pixels)
+    policy = FetchPolicy(config.network_policy(), config.max_pixels, config.max_image_bytes)
     extra_columns = ["uid", "query_ids"] + (["page_url"] if config.wat else [])
     with _wit_downloader(policy), _spark(config), contextlib.redirect_stdout(sys.stderr):
         img2dataset.download(

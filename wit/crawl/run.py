@@ -28,12 +28,12 @@ from tqdm import tqdm
 
 from wit import __version__
 from wit.flags import option
-from wit.formats.images import MAX_PIXELS
+from wit.formats.images import MAX_IMAGE_BYTES, MAX_PIXELS
 from wit.formats.atomic import atomic_path, write_json, write_parquet
 from wit.formats.balance import balanced
 from wit.crawl.match import QueryMatcher
 from wit.crawl.sources import Partition, SourceStats, TableColumns, plan_partitions, read_partition
-from wit.crawl.urls import REFUSAL_REASONS, refusal
+from wit.crawl.urls import REFUSAL_REASONS, NetworkPolicy, refusal
 from wit.formats.uids import url_uid
 from wit.formats.errors import WitError
 from wit.formats.crawl import CANDIDATE_SCHEMA, CANDIDATES, DOWNLOAD, ENTRY_COUNTS, SELECTED, SUMMARY
@@ -65,12 +65,16 @@ class CrawlConfig:
     oversample: float = option(1.3, "crawl-time cap is cap * oversample, leaving room for failed downloads")
     seed: int = option(0, "seed of the balancing draws")
     lowercase: bool = option(False, "case-insensitive matching")
-    allow_private_hosts: bool = option(False, "fetch private, loopback and link-local addresses too "
-                                              "(tests, intranets)")
+    allow_network: tuple[str, ...] = option((), "fetch from this network too (CIDR, repeatable), e.g. "
+                                                "127.0.0.0/8 for a local web; loopback, private and link-local "
+                                                "addresses are refused otherwise", metavar="CIDR")
+    allow_private_hosts: bool = option(False, "allow loopback and the RFC 1918 private ranges (not link-local: "
+                                              "name 169.254.0.0/16 with --allow-network to allow it)")
     image_size: int = option(256, "img2dataset's image size")
     resize_mode: str = option("keep_ratio", f"img2dataset's resize mode ({', '.join(RESIZE_MODES)})")
     samples_per_shard: int = option(10_000, "samples per download shard")
     max_pixels: int = option(MAX_PIXELS, "largest image accepted, in pixels, read from its header")
+    max_image_bytes: int = option(MAX_IMAGE_BYTES, "largest image body accepted, in bytes (cut while streaming)")
     processes: int = option(os.cpu_count() or 1, "download processes")
     threads: int = option(32, "download threads per process")
     timeout: float = option(10.0, "seconds per download attempt, in all")
@@ -93,7 +97,7 @@ class CrawlConfig:
         if self.resize_mode not in RESIZE_MODES:
             raise WitError(f"--resize-mode: unknown {self.resize_mode!r} (one of: {', '.join(RESIZE_MODES)})")
         for name in ("cap", "image_size", "samples_per_shard", "processes", "threads",
-                     "rows_per_partition", "batch_rows", "max_pixels"):
+                     "rows_per_partition", "batch_rows", "max_pixels", "max_image_bytes"):
             if getattr(self, name) < 1:
                 raise WitError(f"--{name.replace('_', '-')}: must be at least 1")
         if self.oversample < 1:
@@ -102,6 +106,10 @@ class CrawlConfig:
             raise WitError("--timeout must be positive and --retries not negative")
         if self.part:
             self.part_of()
+        self.network_policy()
+
+    def network_policy(self) -> NetworkPolicy:
+        return NetworkPolicy.of(self.allow_network, self.allow_private_hosts)
 
     def part_of(self) -> tuple[int, int] | None:
         """(I, N) of --part I/N, or None for the whole pool."""
@@ -196,6 +204,7 @@ def _match_partition(partition: Partition, config: CrawlConfig, columns: TableCo
     """Read, police, match one partition; write its candidates and its per-query counts;
     return its counts (the caller marks it done)."""
     stats = SourceStats()
+    policy = config.network_policy()
     refused: Counter[str] = Counter()
     counts = np.zeros(_matcher.query_count, dtype=np.int64)
     read = matched = 0
@@ -204,7 +213,7 @@ def _match_partition(partition: Partition, config: CrawlConfig, columns: TableCo
         writer = None
         for batch in read_partition(partition, columns, config.batch_rows, stats):
             read += batch.num_rows
-            reasons = [refusal(u, config.allow_private_hosts) for u in batch["url"].to_pylist()]
+            reasons = [refusal(u, policy) for u in batch["url"].to_pylist()]
             refused.update(r for r in reasons if r)
             batch = batch.filter(pa.array([r is None for r in reasons], pa.bool_()))
             query_ids = _matcher.match(batch["text"].to_pylist())

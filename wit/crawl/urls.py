@@ -1,9 +1,14 @@
-"""Which image urls the crawler may fetch.
+"""Which image urls the crawler may fetch, decided on the host as the HTTP client uses it.
 
-Only http and https, no credentials, and no literal private, loopback, link-local,
-multicast, reserved or unspecified address, nor a `localhost`-style name, unless
-private hosts are explicitly allowed. IPv4 written the ways `inet_aton` accepts
-(`2130706433`, `0x7f.1`, `127.1`) counts as a literal address.
+Only http and https, no credentials. The host is read the way urllib and the socket layer
+read it: percent-decoded, then IDNA-encoded. A host that either step would change in
+meaning is `malformed` and never fetched: any `%` (`127.0.0.%31`, a zone id), a Unicode
+label that maps to ASCII (full-width `１２７`), a non-ASCII dot (`127。0。0。1`); an
+internationalised name (`bücher.de`) is fine. A literal address (IPv4 in every form
+`inet_aton` accepts, IPv6, IPv4-mapped IPv6) or a `localhost`-style name is refused when it
+is loopback, private, link-local, multicast, reserved or unspecified, unless a network the
+user allows (`NetworkPolicy`) contains it. A DNS name is decided where it is connected to:
+`wit.crawl.image_fetch` checks every address it resolves to against the same policy.
 """
 
 from __future__ import annotations
@@ -11,26 +16,84 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from wit.formats.errors import WitError
 
 ALLOWED_SCHEMES = ("http", "https")
 LOCAL_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
+# what --allow-private-hosts allows: loopback and the RFC 1918 ranges, never link-local
+PRIVATE_HOSTS = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
 _NUMERIC_HOST = re.compile(r"[0-9a-fA-FxX.]+")
+_IDNA_DOTS = ("\u3002", "\uff0e", "\uff61")
 # The common case, decided without parsing: a lower-case http(s) scheme, no credentials
-# or port, and a DNS name whose last label starts with a letter (so it is no IPv4
+# or port, and an ASCII DNS name whose last label starts with a letter (so it is no IPv4
 # literal in any inet_aton form, and brackets exclude IPv6).
 _PLAIN_URL = re.compile(r"https?://((?:[A-Za-z0-9-]+\.)*[A-Za-z][A-Za-z0-9-]*)\.?(?=[/?#]|$)")
 REFUSAL_REASONS = (
     "malformed", "scheme", "credentials", "local_name",
     "loopback", "private", "link_local", "multicast", "reserved",
 )
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-def refusal(url: str, allow_private_hosts: bool = False) -> str | None:
-    """Why `url` must not be fetched (one of REFUSAL_REASONS), or None if it may be."""
+@dataclass(frozen=True)
+class NetworkPolicy:
+    """The networks the user allows besides the public internet."""
+
+    allowed: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    @classmethod
+    def of(cls, cidrs: tuple[str, ...] | list[str], private_hosts: bool = False) -> "NetworkPolicy":
+        """From CIDRs (`--allow-network`), plus PRIVATE_HOSTS with `private_hosts`."""
+        networks = []
+        for cidr in (*cidrs, *(PRIVATE_HOSTS if private_hosts else ())):
+            try:
+                networks.append(ipaddress.ip_network(cidr, strict=False))
+            except ValueError:
+                raise WitError(f"--allow-network: {cidr!r} is not a network (e.g. 127.0.0.0/8)") from None
+        return cls(tuple(dict.fromkeys(networks)))
+
+    def address_refusal(self, address: Address) -> str | None:
+        """Why connecting to `address` is refused (a REFUSAL_REASONS class), or None."""
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        if any(address.version == n.version and address in n for n in self.allowed):
+            return None
+        return _address_class(address)
+
+    @property
+    def allows_loopback(self) -> bool:
+        return self.address_refusal(ipaddress.ip_address("127.0.0.1")) is None
+
+
+def canonical_host(host: str) -> str | None:
+    """The host as the HTTP client connects to it (lower case, IDNA, no trailing dot), or
+    None when decoding would change it (see the module docstring)."""
+    if "%" in host or any(dot in host for dot in _IDNA_DOTS):
+        return None
+    host = host.rstrip(".").lower()
+    if not host.isascii():
+        labels = []
+        for label in host.split("."):
+            try:
+                encoded = label.encode("idna").decode("ascii")
+            except UnicodeError:
+                return None
+            if not label.isascii() and not encoded.startswith("xn--"):
+                return None   # a Unicode label that is an ASCII one in disguise
+            labels.append(encoded)
+        host = ".".join(labels)
+    return host or None
+
+
+def refusal(url: str, policy: NetworkPolicy = NetworkPolicy()) -> str | None:
+    """Why `url` must not be fetched (one of REFUSAL_REASONS), or None if it may be (a DNS
+    name is checked again on every address it resolves to, at connect time)."""
     plain = _PLAIN_URL.match(url)
     if plain:
-        return None if allow_private_hosts or not _local_name(plain.group(1).lower()) else "local_name"
+        return "local_name" if _local_name(plain.group(1).lower()) and not policy.allows_loopback else None
     try:
         parts = urlsplit(url.strip())
         host = parts.hostname
@@ -43,35 +106,33 @@ def refusal(url: str, allow_private_hosts: bool = False) -> str | None:
         return "malformed"
     if parts.username is not None or parts.password is not None:
         return "credentials"
-    if allow_private_hosts:
-        return None
-    host = host.rstrip(".").lower()
+    host = canonical_host(host)
+    if host is None:
+        return "malformed"
     if _local_name(host):
-        return "local_name"
-    address = _literal_address(host)
-    return _address_class(address) if address is not None else None
+        return None if policy.allows_loopback else "local_name"
+    address = literal_address(host)
+    return policy.address_refusal(address) if address is not None else None
 
 
 def _local_name(host: str) -> bool:
     return host in LOCAL_NAMES or host.endswith(".localhost")
 
 
-def _literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def literal_address(host: str) -> Address | None:
+    """The address a host names literally (any inet_aton IPv4 form, IPv6), or None."""
     try:
-        address = ipaddress.ip_address(host)
+        return ipaddress.ip_address(host)
     except ValueError:
         if not _NUMERIC_HOST.fullmatch(host) or not host[0].isdigit():
             return None
         try:
-            address = ipaddress.IPv4Address(socket.inet_aton(host))
+            return ipaddress.IPv4Address(socket.inet_aton(host))
         except OSError:
             return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        return address.ipv4_mapped
-    return address
 
 
-def _address_class(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+def _address_class(address: Address) -> str | None:
     if address.is_loopback:
         return "loopback"
     if address.is_link_local:

@@ -15,6 +15,7 @@ import warnings
 from PIL import Image
 
 MAX_PIXELS = 89_478_485  # Pillow's decompression-bomb limit
+MAX_IMAGE_BYTES = 32 << 20   # the largest encoded image a download may bring
 REASONS = ("unsupported_format", "undecodable_image", "too_many_pixels")
 _MAGIC = {
     "JPEG": (b"\xff\xd8\xff",),
