@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections import Counter
 from functools import partial
 from pathlib import Path
 from urllib.parse import quote
@@ -207,6 +208,11 @@ def test_crawl_exact_counts(web, queries_dir, tmp_path):
     assert download["errors"]["Use of image disallowed by X-Robots-Tag directive"] == 1
     assert download["errors"]["HTTP Error 404: Not Found"] == 1
     assert sum(e.startswith("image refused: too_many_pixels") for e in download["errors"]) == 1
+    reasons = {"/404": "http_4xx", "/500": "http_5xx", "/redirect-loop": "redirect_loop", "/stall": "timeout",
+               "/drip": "timeout", "/noai.jpg": "x_robots_tag", "/huge.png": "too_many_pixels",
+               "/truncated.jpg": "decode_error", "/html.jpg": "unsupported_format", "/bomb.hdr": "unsupported_format"}
+    assert {r: f["count"] for r, f in download["failures"].items()} == Counter(reasons.values())
+    assert all(0 < len(f["examples"]) <= 3 for f in download["failures"].values())
     assert sum(n for e, n in download["errors"].items() if e.startswith("image refused: unsupported_format")) == 2
     assert summary["seconds"]["download"] < 60
 

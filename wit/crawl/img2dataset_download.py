@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import img2dataset
 
 from wit.formats.atomic import read_json
-from wit.crawl.image_fetch import FetchPolicy, WitDownloader
+from wit.crawl.image_fetch import DEADLINE_ERROR, FetchPolicy, WitDownloader
 from wit.formats.errors import WitError
 
 if TYPE_CHECKING:
@@ -104,8 +104,31 @@ def incomplete_shards(output_dir: str) -> list[str]:
                   if not os.path.exists(t[: -len(".tar")] + "_stats.json"))
 
 
+# a download failure's reason, from the first pattern its message contains
+FAILURE_REASONS = (
+    ("timeout", (DEADLINE_ERROR, "timed out")),
+    ("refused_url", ("refused_url:",)),
+    ("too_large", ("too_large:",)),
+    ("too_many_pixels", ("too_many_pixels", "DecompressionBomb")),
+    ("unsupported_format", ("unsupported_format",)),
+    ("decode_error", ("undecodable_image", "decoding error", "cannot identify image")),
+    ("x_robots_tag", ("X-Robots-Tag",)),
+    ("http_4xx", ("HTTP Error 4",)),
+    ("http_5xx", ("HTTP Error 5",)),
+    ("redirect_loop", ("redirect error that would lead to an infinite loop",)),
+    ("connection", ("urlopen error", "Connection", "Remote end closed", "RemoteDisconnected")),
+)
+EXAMPLES = 3
+
+
+def failure_reason(message: str) -> str:
+    """The reason (one of FAILURE_REASONS, else `other`) of a download error message."""
+    return next((reason for reason, patterns in FAILURE_REASONS if any(p in message for p in patterns)), "other")
+
+
 def download_summary(output_dir: str) -> dict:
-    """Sum img2dataset's per-shard stats: samples, successes, failures by kind and error."""
+    """Sum img2dataset's per-shard stats: samples, successes, failures by kind, by reason
+    (with a few of their messages) and by message."""
     totals: Counter[str] = Counter()
     errors: Counter[str] = Counter()
     shards = sorted(glob.glob(os.path.join(output_dir, "*_stats.json")))
@@ -115,6 +138,13 @@ def download_summary(output_dir: str) -> dict:
             totals[key] += stats.get(key, 0) or 0
         errors.update(stats.get("status_dict", {}))
     errors.pop("success", None)
+    failures: dict[str, dict] = {}
+    for message, count in errors.most_common():
+        entry = failures.setdefault(failure_reason(message), {"count": 0, "examples": []})
+        entry["count"] += count
+        if len(entry["examples"]) < EXAMPLES:
+            entry["examples"].append(message)
     return {"shards": len(shards), **{k: totals[k] for k in ("count", "successes", "failed_to_download",
                                                                "failed_to_resize")},
+            "failures": dict(sorted(failures.items(), key=lambda kv: -kv[1]["count"])),
             "errors": dict(errors.most_common())}
