@@ -31,8 +31,8 @@ def add_flags(parser: argparse.ArgumentParser, config: type) -> None:
             kwargs["required"] = True
         else:
             kwargs["default"] = f.default
-        if kind is bool:
-            kwargs["action"] = "store_true"
+        if kind is bool:   # on by default: --flag / --no-flag
+            kwargs["action"] = argparse.BooleanOptionalAction if f.default is True else "store_true"
         elif typing.get_origin(kind) is tuple:
             separator = f.metadata.get("separator")
             if separator:
@@ -41,7 +41,7 @@ def add_flags(parser: argparse.ArgumentParser, config: type) -> None:
                 kwargs.update(nargs="+", action="extend", default=None)
         else:
             kwargs["type"] = _scalar(kind)
-        if kwargs.get("help") and "default" in kwargs and kwargs["default"] not in (None, False, (), ""):
+        if kwargs.get("help") and kwargs.get("default") not in (None, False, True, (), ""):
             kwargs["help"] += " (default: %(default)s)"
         parser.add_argument("--" + f.metadata.get("flag", f.name.replace("_", "-")), **kwargs)
 

@@ -1,11 +1,13 @@
 """Benchmark: `wit crawl` downloads against bare `img2dataset.download`, same web, same settings.
 
-A local test web (a server process on 127.0.0.1) serves N distinct JPEGs. img2dataset
-downloads them from a url/caption parquet; `wit crawl` matches the same pool (every
-caption matches a query), balances it and downloads through img2dataset with its own
-deadline, redirect policy and pixel cap. Each runs in a fresh process, alternating, best
-of `--repeat`. The figure is downloaded images per second of the download step (wit's
-from crawl.json); target >= 0.95x. The whole `wit crawl` command is reported too.
+A local test web (server processes on 127.0.0.1 to 127.0.0.HOSTS, a pool spread over
+hosts as a crawl's is) serves N distinct JPEGs. img2dataset downloads them from a
+url/caption parquet; `wit crawl` matches the same pool (every caption matches a query),
+balances it and downloads through img2dataset with every guard on: the connect-time
+address check, the deadline, bounded reads, the header check, robots.txt and
+`--max-per-host`. Each runs in a fresh process, alternating, best of `--repeat`. The
+figure is downloaded images per second of the download step (wit's from crawl.json);
+target >= 0.95x. Also reported: the ratio with robots.txt off, and the whole command.
 
     python tests/bench/bench_download.py [--images 4000] [--repeat 3]
 """
@@ -13,6 +15,7 @@ from crawl.json); target >= 0.95x. The whole `wit crawl` command is reported too
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -30,6 +33,7 @@ sys.path.insert(0, str(REPO))
 from tests.wit.testweb import TestWeb  # noqa: E402
 
 TARGET = 0.95
+HOSTS = 8
 SETTINGS = {"processes": 2, "threads": 16, "image_size": 256, "timeout": 10, "retries": 1,
             "samples_per_shard": 500}
 BARE = """
@@ -58,10 +62,10 @@ def run_bare(pool: Path, out: Path, script: Path) -> dict:
     return {"download_seconds": seconds, "command_seconds": seconds, "successes": successes}
 
 
-def run_wit(pool: Path, queries: Path, out: Path) -> dict:
+def run_wit(pool: Path, queries: Path, out: Path, *extra: str) -> dict:
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "wit", "crawl", "--queries", str(queries), "--out", str(out),
-                    "--candidates", str(pool), "--allow-private-hosts",
+                    "--candidates", str(pool), "--allow-network", "127.0.0.0/8", *extra,
                     "--processes", str(SETTINGS["processes"]), "--threads", str(SETTINGS["threads"]),
                     "--timeout", str(SETTINGS["timeout"]), "--retries", str(SETTINGS["retries"]),
                     "--samples-per-shard", str(SETTINGS["samples_per_shard"])],
@@ -81,12 +85,14 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, TestWeb() as web:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        # a pool spread over HOSTS hosts, as a crawl's is, so that --max-per-host bounds each
+        webs = [stack.enter_context(TestWeb(f"127.0.0.{h + 1}")) for h in range(HOSTS)]
         work = Path(tmp)
         (work / "pool").mkdir()
         pool = work / "pool" / "pool.parquet"
         pq.write_table(pa.table({
-            "url": [web.url(f"/img/bench{i}.jpg?w=400&h=300") for i in range(args.images)],
+            "url": [webs[i % HOSTS].url(f"/img/bench{i}.jpg?w=400&h=300") for i in range(args.images)],
             "text": [f"a photo of thing number {i}" for i in range(args.images)],
         }), pool)
         (work / "queries").mkdir()
@@ -94,24 +100,29 @@ def main() -> None:
                        work / "queries" / "queries.parquet")
         script = work / "bare.py"
         script.write_text(BARE)
-        bare_runs, wit_runs = [], []
+        bare_runs, wit_runs, no_robots_runs = [], [], []
         for i in range(args.repeat):
             bare_runs.append(run_bare(pool, work / f"bare{i}", script))
             wit_runs.append(run_wit(pool, work / "queries", work / f"wit{i}"))
+            no_robots_runs.append(run_wit(pool, work / "queries", work / f"norobots{i}", "--no-respect-robots"))
     bare = min(bare_runs, key=lambda r: r["download_seconds"])
     ours = min(wit_runs, key=lambda r: r["download_seconds"])
+    no_robots = min(no_robots_runs, key=lambda r: r["download_seconds"])
     rate = lambda r, key: r["successes"] / r[key]  # noqa: E731
     ratio = rate(ours, "download_seconds") / rate(bare, "download_seconds")
+    ratio_no_robots = rate(no_robots, "download_seconds") / rate(bare, "download_seconds")
     command_ratio = rate(ours, "command_seconds") / rate(bare, "command_seconds")
     print(f"{args.images:,} images from a local web; settings {SETTINGS}")
     print(f"img2dataset.download : {rate(bare, 'download_seconds'):8.1f} images/s ({bare['successes']:,} ok)")
     print(f"wit crawl, download  : {rate(ours, 'download_seconds'):8.1f} images/s ({ours['successes']:,} ok)")
     print(f"wit crawl, whole command (match, select, download): {rate(ours, 'command_seconds'):8.1f} images/s")
-    print(f"ratio {ratio:.2f}x (target >= {TARGET}x); whole command {command_ratio:.2f}x")
+    print(f"ratio {ratio:.2f}x (target >= {TARGET}x), every guard on; robots.txt off {ratio_no_robots:.2f}x; "
+          f"whole command {command_ratio:.2f}x")
     print(json.dumps({"bench": "download", "metric": "images/s", "images": args.images,
                       "baseline": round(rate(bare, "download_seconds"), 1),
                       "wit": round(rate(ours, "download_seconds"), 1), "ratio": round(ratio, 3),
-                      "whole_command_ratio": round(command_ratio, 3), "target": TARGET,
+                      "whole_command_ratio": round(command_ratio, 3), "robots_off_ratio": round(ratio_no_robots, 3),
+                      "hosts": HOSTS, "target": TARGET,
                       "met": ratio >= TARGET and ours["successes"] == bare["successes"] == args.images}))
 
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import urllib.request
 from collections import Counter
 from functools import partial
 from pathlib import Path
@@ -394,3 +395,52 @@ def test_the_partitioning_is_part_of_the_fingerprint(queries_dir, tmp_path):
     assert again.returncode == 0, again.stderr
     assert len(list((tmp_path / "out" / "candidates").glob("*.parquet"))) == 3
     assert pq.read_table(tmp_path / "out" / "selected").num_rows == 50
+
+
+# ---- opt-outs and politeness ------------------------------------------------------------
+
+
+def test_robots_txt_is_fetched_once_per_host_and_honoured(monkeypatch):
+    monkeypatch.setattr(fetch, "_hosts", fetch._Hosts())
+    monkeypatch.setattr(fetch, "_policy", FetchPolicy(LOCAL.network, respect_robots=True))
+    with TestWeb(robots="private") as server:
+        results = [download_image((0, server.url(p)), 5, "wit-toolkit", None)
+                   for p in ("/private/a.jpg", "/img/b.jpg", "/private/c.jpg", "/img/d.jpg")]
+        assert [error for _, _, error in results] == [fetch.ROBOTS_ERROR, None, fetch.ROBOTS_ERROR, None]
+        assert server.requests() == ["/robots.txt", "/img/b.jpg", "/img/d.jpg"]   # once; nothing disallowed
+
+
+def test_a_stalling_robots_txt_allows_after_the_timeout(monkeypatch):
+    monkeypatch.setattr(fetch, "_hosts", fetch._Hosts())
+    monkeypatch.setattr(fetch, "_policy", FetchPolicy(LOCAL.network, respect_robots=True))
+    with TestWeb(robots="stall") as server:
+        started = time.monotonic()
+        _, stream, error = download_image((0, server.url("/private/a.jpg")), 1.0, "wit-toolkit", None)
+        assert error is None and stream.read(3) == b"\xff\xd8\xff"
+        assert time.monotonic() - started < 3.0
+        assert download_image((0, server.url("/img/b.jpg")), 1.0, "wit-toolkit", None)[2] is None
+        assert server.requests() == ["/robots.txt", "/private/a.jpg", "/img/b.jpg"]
+
+
+def test_the_stage_counts_robots_refusals_and_bounds_requests_per_host(queries_dir, tmp_path):
+    def crawl(server: TestWeb, name: str, *extra) -> dict:
+        rows = [(server.url(f"/{'private' if i % 4 == 0 else 'img'}/h{i}.jpg?delay=0.2"), f"dog {i}")
+                for i in range(24)]
+        pool = write_pool(tmp_path / f"{name}.parquet", rows)
+        done = wit_crawl("--queries", queries_dir, "--candidates", pool, "--out", tmp_path / name,
+                         "--allow-network", "127.0.0.0/8", "--processes", "1", "--threads", "16", *extra)
+        assert done.returncode == 0, done.stderr
+        return json.loads((tmp_path / name / "crawl.json").read_text())
+
+    with TestWeb(robots="private") as server:
+        summary = crawl(server, "polite", "--max-per-host", "3")
+        assert summary["download"]["failures"]["robots_disallowed"]["count"] == 6
+        assert summary["counts"]["downloaded"] == 18
+        assert summary["parameters"]["respect_robots"] is True and summary["parameters"]["user_agent"] == "wit-toolkit"
+        [host] = summary["download"]["hosts"]
+        assert summary["download"]["hosts"][host] == {"successes": 18, "failures": 6}
+        assert 1 < int(urllib.request.urlopen(server.url("/concurrency")).read()) <= 3 + 1   # + robots.txt
+    with TestWeb(robots="private") as server:
+        summary = crawl(server, "impolite", "--max-per-host", "0", "--no-respect-robots")
+        assert summary["counts"]["downloaded"] == 24 and "robots_disallowed" not in summary["download"]["failures"]
+        assert int(urllib.request.urlopen(server.url("/concurrency")).read()) > 4

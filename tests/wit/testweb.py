@@ -15,6 +15,10 @@ Routes (GET; HEAD sends the same status and headers without a body):
     /redirect?to=<url>                302 to <url>, whatever it is
     /big.jpg, /big-declared.jpg       1 GiB of bytes as fast as the client reads them, without or
                                       with a Content-Length
+    /private/<name>.jpg               an image, which `--robots private` disallows
+    /robots.txt                       404, or by `--robots`: `private` (Disallow: /private/),
+                                      `stall` (nothing for an hour)
+    /concurrency                      the most requests the server has had in flight at once
     /stall                            accepts the request, then sends nothing for an hour
     /drip                             200 headers (image/jpeg, Content-Length 100000), then
                                       one byte a second
@@ -40,6 +44,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zlib
 from functools import lru_cache
@@ -123,6 +128,9 @@ class Handler(BaseHTTPRequestHandler):
     huge_png: bytes = b""  # set by `make_server`
     huge_hdr: bytes = b""
     log: str | None = None
+    robots = "none"
+    _flight = threading.Lock()
+    in_flight = most_in_flight = 0
 
     def log_message(self, format: str, *args: object) -> None:
         """Requests go to the log file, not to stderr."""
@@ -134,12 +142,32 @@ class Handler(BaseHTTPRequestHandler):
         self.route(send_body=False)
 
     def route(self, send_body: bool) -> None:
-        """Answer the request according to its path."""
+        """Answer the request according to its path, counting the requests in flight."""
         if self.log:
             with open(self.log, "a", encoding="utf-8") as f:
                 f.write(f"{self.path}\n")
+        if self.path == "/concurrency":
+            self.reply(200, str(Handler.most_in_flight).encode(), "text/plain", send_body)
+            return
+        with Handler._flight:
+            Handler.in_flight += 1
+            Handler.most_in_flight = max(Handler.most_in_flight, Handler.in_flight)
+        try:
+            self.answer(send_body)
+        finally:
+            with Handler._flight:
+                Handler.in_flight -= 1
+
+    def answer(self, send_body: bool) -> None:
         url = urlsplit(self.path)
         path = url.path
+        if path == "/robots.txt" and self.robots != "none":
+            if self.robots == "stall":
+                time.sleep(STALL_SECONDS)
+            self.reply(200, b"User-agent: *\nDisallow: /private/\n", "text/plain", send_body)
+            return
+        if path.startswith("/private/"):
+            path = "/img/" + path[len("/private/"):]
         if image := IMG_ROUTE.fullmatch(path):
             query = parse_qs(url.query)
             size = self.requested_size(query)
@@ -247,9 +275,10 @@ class Handler(BaseHTTPRequestHandler):
             return  # the client went away
 
 
-def make_server(port: int, log: str | None = None, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+def make_server(port: int, log: str | None = None, host: str = "127.0.0.1",
+                robots: str = "none") -> ThreadingHTTPServer:
     """Bind `host`:`port` (0 = any free port) with one daemon thread per request."""
-    Handler.huge_png, Handler.huge_hdr, Handler.log = bomb_png(), bomb_hdr(), log
+    Handler.huge_png, Handler.huge_hdr, Handler.log, Handler.robots = bomb_png(), bomb_hdr(), log, robots
     server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
     return server
@@ -261,8 +290,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--log", help="append each request's path to this file")
     parser.add_argument("--host", default="127.0.0.1", help="a loopback address to bind")
+    parser.add_argument("--robots", default="none", choices=["none", "private", "stall"])
     args = parser.parse_args(argv)
-    server = make_server(args.port, args.log, args.host)
+    server = make_server(args.port, args.log, args.host, args.robots)
     print(f"PORT {server.server_address[1]}", flush=True)
     server.serve_forever()
 
@@ -274,10 +304,11 @@ class TestWeb:
     start_timeout = 20.0
     stop_timeout = 5.0
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", robots: str = "none") -> None:
         self.log = tempfile.NamedTemporaryFile(prefix="testweb-", suffix=".log", delete=False).name
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.wit.testweb", "--port", "0", "--log", self.log, "--host", host],
+            [sys.executable, "-m", "tests.wit.testweb", "--port", "0", "--log", self.log, "--host", host,
+             "--robots", robots],
             cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0,
         )
         self.pid: int = self.proc.pid

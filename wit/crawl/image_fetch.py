@@ -18,6 +18,7 @@ which puts `download_image` in place of img2dataset's.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import http.client
 import io
@@ -28,6 +29,7 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import img2dataset.downloader as i2d_downloader
 from wit.crawl.urls import NetworkPolicy, refusal
@@ -35,6 +37,7 @@ from wit.formats.images import MAX_IMAGE_BYTES, MAX_PIXELS, ImageRefused, header
 
 USER_AGENT = "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:72.0) Gecko/20100101 Firefox/72.0"
 DEADLINE_ERROR = "download took longer than the timeout"
+ROBOTS_ERROR = "robots_disallowed: robots.txt disallows this url"
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ class FetchPolicy:
     network: NetworkPolicy = NetworkPolicy()
     max_pixels: int = MAX_PIXELS
     max_bytes: int = MAX_IMAGE_BYTES
+    respect_robots: bool = False
+    max_per_host: int = 0   # concurrent requests to one host from this process; 0: no limit
 
 
 class Refused(OSError):
@@ -190,6 +195,56 @@ class _PolicyRedirectHandler(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_HTTPHandler, _HTTPSHandler, _PolicyRedirectHandler)
 
 
+class _Hosts:
+    """Per process, for each origin (scheme://host:port): its robots.txt, fetched once
+    (through the same guarded opener, bounded in time and size; one that fails or times
+    out allows everything, the usual crawler rule) and shared by the threads, and the slots
+    that bound concurrent requests to it."""
+
+    MAX_ROBOTS_BYTES = 500 << 10
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._robots: dict[str, object] = {}
+        self._origin_locks: dict[str, threading.Lock] = {}
+        self._slots: dict[str, threading.BoundedSemaphore] = {}
+
+    def slot(self, origin: str, limit: int) -> threading.BoundedSemaphore | contextlib.nullcontext:
+        if limit < 1:
+            return contextlib.nullcontext()
+        with self._lock:
+            return self._slots.setdefault(origin, threading.BoundedSemaphore(limit))
+
+    def allowed(self, url: str, origin: str, user_agent: str, token: str, timeout: float) -> bool:
+        with self._lock:
+            lock = self._origin_locks.setdefault(origin, threading.Lock())
+        with lock:
+            if origin not in self._robots:
+                self._robots[origin] = self._fetch(origin, user_agent, timeout)
+        rules = self._robots[origin]
+        return rules is None or rules.can_fetch(url, token or "*")
+
+    def _fetch(self, origin: str, user_agent: str, timeout: float):
+        from protego import Protego
+
+        outer = getattr(_current, "download", None)
+        _current.download = attempt = _Download(timeout)
+        _watchdog.watch(attempt)
+        try:
+            request = urllib.request.Request(f"{origin}/robots.txt", headers={"User-Agent": user_agent})
+            with _OPENER.open(request, timeout=timeout) as response:
+                body = _read_bounded(response, self.MAX_ROBOTS_BYTES)
+            return None if body is None or attempt.expired else Protego.parse(body.decode("utf-8", "replace"))
+        except Exception:  # noqa: BLE001 - no robots.txt, or none that can be read: everything allowed
+            return None
+        finally:
+            attempt.finished = True
+            _current.download = outer
+
+
+_hosts = _Hosts()
+
+
 def download_image(row, timeout, user_agent_token, disallowed_header_directives):
     """img2dataset's `download_image` contract: (key, BytesIO or None, error or None)."""
     key, url = row
@@ -199,6 +254,15 @@ def download_image(row, timeout, user_agent_token, disallowed_header_directives)
     reason = refusal(url, _policy.network)
     if reason:
         return key, None, f"refused_url: {reason}"
+    parts = urlsplit(url)
+    origin = f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+    with _hosts.slot(origin, _policy.max_per_host):
+        if _policy.respect_robots and not _hosts.allowed(url, origin, user_agent, user_agent_token, timeout):
+            return key, None, ROBOTS_ERROR
+        return _download(key, url, user_agent, timeout, user_agent_token, disallowed_header_directives)
+
+
+def _download(key, url: str, user_agent: str, timeout: float, user_agent_token, disallowed_header_directives):
     _current.download = attempt = _Download(timeout)
     _watchdog.watch(attempt)
     try:

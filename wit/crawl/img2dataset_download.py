@@ -16,9 +16,11 @@ import logging
 import os
 import sys
 from collections import Counter
+from urllib.parse import urlsplit
 from typing import TYPE_CHECKING
 
 import img2dataset
+import pyarrow.parquet as pq
 
 from wit.formats.atomic import read_json
 from wit.crawl.image_fetch import DEADLINE_ERROR, FetchPolicy, WitDownloader
@@ -33,7 +35,9 @@ i2d_main = importlib.import_module("img2dataset.main")  # the package's `main` a
 
 def download(config: CrawlConfig, selected_dir: str, output_dir: str) -> None:
     """Download every row of `selected_dir/*.parquet` into `output_dir`; resumes."""
-    policy = FetchPolicy(config.network_policy(), config.max_pixels, config.max_image_bytes)
+    per_process = max(1, config.max_per_host // config.processes) if config.max_per_host else 0
+    policy = FetchPolicy(config.network_policy(), config.max_pixels, config.max_image_bytes,
+                         config.respect_robots, per_process)
     extra_columns = ["uid", "query_ids"] + (["page_url"] if config.wat else [])
     with _wit_downloader(policy), _spark(config), contextlib.redirect_stdout(sys.stderr):
         img2dataset.download(
@@ -58,6 +62,7 @@ def download(config: CrawlConfig, selected_dir: str, output_dir: str) -> None:
             incremental_mode="incremental",
             max_image_area=config.max_pixels,
             compute_hash="sha256",
+            user_agent_token=config.user_agent,
             enable_wandb=False,
         )
     incomplete = incomplete_shards(output_dir)
@@ -113,12 +118,14 @@ FAILURE_REASONS = (
     ("unsupported_format", ("unsupported_format",)),
     ("decode_error", ("undecodable_image", "decoding error", "cannot identify image")),
     ("x_robots_tag", ("X-Robots-Tag",)),
+    ("robots_disallowed", ("robots_disallowed:",)),
     ("http_4xx", ("HTTP Error 4",)),
     ("http_5xx", ("HTTP Error 5",)),
     ("redirect_loop", ("redirect error that would lead to an infinite loop",)),
     ("connection", ("urlopen error", "Connection", "Remote end closed", "RemoteDisconnected")),
 )
 EXAMPLES = 3
+TOP_HOSTS = 20
 
 
 def failure_reason(message: str) -> str:
@@ -147,4 +154,20 @@ def download_summary(output_dir: str) -> dict:
     return {"shards": len(shards), **{k: totals[k] for k in ("count", "successes", "failed_to_download",
                                                                "failed_to_resize")},
             "failures": dict(sorted(failures.items(), key=lambda kv: -kv[1]["count"])),
-            "errors": dict(errors.most_common())}
+            "errors": dict(errors.most_common()), "hosts": _top_hosts(shards)}
+
+
+def _top_hosts(stats_files: list[str], top: int = TOP_HOSTS) -> dict[str, dict[str, int]]:
+    """Successes and failures of the `top` hosts with the most samples (from the shards' parquet)."""
+    outcomes: Counter[tuple[str, bool]] = Counter()
+    for path in stats_files:
+        table = path[: -len("_stats.json")] + ".parquet"
+        if os.path.exists(table):
+            columns = pq.read_table(table, columns=["url", "status"]).to_pydict()
+            outcomes.update((urlsplit(url).netloc.lower(), status == "success")
+                            for url, status in zip(columns["url"], columns["status"]))
+    totals = Counter()
+    for (host, _), n in outcomes.items():
+        totals[host] += n
+    return {host: {"successes": outcomes[host, True], "failures": outcomes[host, False]}
+            for host, _ in totals.most_common(top)}

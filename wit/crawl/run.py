@@ -75,6 +75,11 @@ class CrawlConfig:
     samples_per_shard: int = option(10_000, "samples per download shard")
     max_pixels: int = option(MAX_PIXELS, "largest image accepted, in pixels, read from its header")
     max_image_bytes: int = option(MAX_IMAGE_BYTES, "largest image body accepted, in bytes (cut while streaming)")
+    user_agent: str = option("wit-toolkit", "the crawler's user-agent token (sent, and matched against "
+                                            "robots.txt and X-Robots-Tag)")
+    respect_robots: bool = option(True, "honour each host's robots.txt (fetched once per host and process)")
+    max_per_host: int = option(4, "at most this many concurrent requests to one host, over all download "
+                                  "processes (0: no limit)")
     processes: int = option(os.cpu_count() or 1, "download processes")
     threads: int = option(32, "download threads per process")
     timeout: float = option(10.0, "seconds per download attempt, in all")
@@ -102,6 +107,8 @@ class CrawlConfig:
                 raise WitError(f"--{name.replace('_', '-')}: must be at least 1")
         if self.oversample < 1:
             raise WitError("--oversample: must be at least 1")
+        if self.max_per_host < 0:
+            raise WitError("--max-per-host: must not be negative")
         if self.timeout <= 0 or self.retries < 0:
             raise WitError("--timeout must be positive and --retries not negative")
         if self.part:
