@@ -62,8 +62,10 @@ DETAILS = {
     "peak_rss_mb_self": "benchmark process peak memory: {} MB",
     "wit_one_worker": "wit on one worker: {} {metric}",
     "gpu": "GPU: {}",
+    "robots_off_ratio": "with robots.txt off: {} of the baseline",
+    "hosts": "pool spread over {} hosts",
 }
-RATIO_FIELDS = {"whole_command_ratio"}
+RATIO_FIELDS = {"whole_command_ratio", "robots_off_ratio"}
 KEY_NAMES = {"wit_1": "wit on one worker", "wit_all": "wit on all cores"}   # keys inside a field
 
 
