@@ -444,3 +444,14 @@ def test_the_stage_counts_robots_refusals_and_bounds_requests_per_host(queries_d
         summary = crawl(server, "impolite", "--max-per-host", "0", "--no-respect-robots")
         assert summary["counts"]["downloaded"] == 24 and "robots_disallowed" not in summary["download"]["failures"]
         assert int(urllib.request.urlopen(server.url("/concurrency")).read()) > 4
+
+
+def test_a_download_after_match_only_reuses_the_matched_partitions(web, queries_dir, tmp_path):
+    pool = write_pool(tmp_path / "pool.parquet", [(web.url(f"/img/m{i}.jpg"), f"dog {i}") for i in range(4)])
+    args = ["--queries", queries_dir, "--candidates", pool, "--out", tmp_path / "out",
+            "--allow-network", "127.0.0.0/8", "--processes", "1", "--threads", "2"]
+    assert wit_crawl(*args, "--match-only").returncode == 0
+    done = wit_crawl(*args)
+    assert done.returncode == 0, done.stderr
+    assert "1 of 1 partitions matched before" in done.stderr
+    assert json.loads((tmp_path / "out" / "crawl.json").read_text())["counts"]["downloaded"] == 4

@@ -46,8 +46,8 @@ log = logging.getLogger("wit.crawl")
 DISTRIBUTORS = ("multiprocessing", "pyspark")
 RESIZE_MODES = ("no", "keep_ratio", "keep_ratio_largest", "center_crop", "border")
 # settings that do not change the output (how fast, where, what to do now)
-_NOT_DECIDING = ("queries", "out", "candidates", "wat", "processes", "threads", "distributor", "spark_master",
-                 "match_only", "batch_rows", "overwrite")
+_NOT_DECIDING = ("queries", "out", "candidates", "wat", "processes", "threads", "max_per_host", "distributor",
+                 "spark_master", "match_only", "batch_rows", "overwrite")
 
 
 @dataclass(frozen=True)
@@ -250,8 +250,9 @@ def _candidates_file(partition: Partition) -> tuple[str, str]:
     return CANDIDATES, f"{partition.partition_id}.parquet"
 
 
-def _counts_file(partition: Partition) -> tuple[str, str, str, str]:
-    return STATE, "scratch", "counts", f"{partition.partition_id}.parquet"
+def _counts_file(partition: Partition) -> tuple[str, str, str]:
+    """Kept with the markers (not scratch): a download after `--match-only` sums them again."""
+    return STATE, "counts", f"{partition.partition_id}.parquet"
 
 
 def _match_all(config: CrawlConfig, work: WorkDir, partitions: list[Partition], queries: list[str],
