@@ -5,20 +5,17 @@ paper's only augmentation). Evaluation: the same resize, then the centre crop. D
 is torchvision's (libjpeg-turbo, libpng, libwebp), or PIL's reduced-scale JPEG decoding
 for images at least twice the target size; resizing is torch's antialiased bicubic on
 uint8. Workers hand over uint8 batches (a quarter of float32's bytes); `normalize` runs
-on the device. Before anything decodes an image, `wit.formats.images.header_size` checks
+on the device. Before anything decodes an image, `wit.formats.images.open_checked` checks
 its format and its size against the pixel cap; an unusable image raises its ImageRefused."""
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torchvision.io import ImageReadMode, decode_image
 
-from wit.formats.images import ImageRefused, header_size
+from wit.formats.images import ImageRefused, open_checked
 
 
 def decode(data: bytes, size: int, max_pixels: int, crop: tuple[float, float] | None = None) -> torch.Tensor:
@@ -26,14 +23,15 @@ def decode(data: bytes, size: int, max_pixels: int, crop: tuple[float, float] | 
     (bicubic, antialiased), then a square crop at fractional offsets `crop` (each in [0, 1);
     None = the centre). The header is checked first (ImageRefused); the crop is cut from
     the source and only that square is resized."""
-    w, h, fmt = header_size(data, max_pixels)
+    im, fmt = open_checked(data, max_pixels)
     try:
-        if fmt == "JPEG" and min(w, h) >= 2 * size:
-            im = Image.open(io.BytesIO(data), formats=["JPEG"])
-            im.draft("RGB", _draft_size(w, h, size))   # decode at 1/2, 1/4 or 1/8 scale
-            pixels = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
-        else:
-            pixels = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), ImageReadMode.RGB)
+        with im:
+            w, h = im.size
+            if fmt == "JPEG" and min(w, h) >= 2 * size:
+                im.draft("RGB", _draft_size(w, h, size))   # decode at 1/2, 1/4 or 1/8 scale
+                pixels = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
+            else:
+                pixels = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), ImageReadMode.RGB)
     except Exception as e:  # PIL and torchvision raise many types for bad data
         raise ImageRefused("undecodable_image", f"undecodable {fmt} image ({type(e).__name__})") from None
     h, w = pixels.shape[1:]

@@ -5,6 +5,7 @@ A custom config is registered in OpenCLIP's registry in memory: no file is writt
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -50,8 +51,9 @@ def register(cfg: ModelConfig) -> None:
     open_clip.factory._MODEL_CONFIGS[cfg.name] = copy.deepcopy(cfg.config)
 
 
-def _builtin_names() -> set[str]:
-    return {p.stem for p in (Path(open_clip.__file__).parent / "model_configs").glob("*.json")}
+@functools.cache
+def _builtin_names() -> frozenset[str]:
+    return frozenset(p.stem for p in (Path(open_clip.__file__).parent / "model_configs").glob("*.json"))
 
 
 def create(cfg: ModelConfig) -> torch.nn.Module:

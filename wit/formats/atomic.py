@@ -12,12 +12,12 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterator
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import IO, TYPE_CHECKING, Any, Iterator
 
 from wit.formats.errors import WitError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -71,7 +71,9 @@ def write_json(path: str | os.PathLike, value: Any) -> None:
         f.write("\n")
 
 
-def write_parquet(path: str | os.PathLike, table: pa.Table) -> None:
+def write_parquet(path: str | os.PathLike, table: "pa.Table") -> None:
+    import pyarrow.parquet as pq   # here: the trainer imports this module, and needs no pyarrow
+
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
 

@@ -40,24 +40,33 @@ def _format_of(data: bytes) -> str | None:
     return next((fmt for fmt, magics in _MAGIC.items() if data.startswith(magics)), None)
 
 
-def header_size(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[int, int, str]:
-    """(width, height, format) of an encoded image, read from its header only; raises
+def open_checked(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[Image.Image, str]:
+    """The image opened from its header only (nothing decoded yet), and its format; raises
     ImageRefused for an unsupported format, a header that cannot be read, or more than
-    `max_pixels` pixels."""
+    `max_pixels` pixels. The caller closes it."""
     expected = _format_of(data)
     if expected is None:
         raise ImageRefused("unsupported_format", "not a JPEG, PNG, WebP, GIF, BMP or TIFF image")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=[expected]) as image:
-                width, height = image.size
+            image = Image.open(io.BytesIO(data), formats=[expected])
     except Image.DecompressionBombError as e:
         raise ImageRefused("too_many_pixels", str(e)) from None
     except Exception as e:  # noqa: BLE001 - Pillow raises many types for a broken header
         raise ImageRefused("undecodable_image", f"unreadable {expected} header ({type(e).__name__})") from None
-    if width < 1 or height < 1:
-        raise ImageRefused("undecodable_image", f"{expected} header declares {width}x{height} pixels")
-    if width * height > max_pixels:
+    width, height = image.size
+    if width < 1 or height < 1 or width * height > max_pixels:
+        image.close()
+        if width < 1 or height < 1:
+            raise ImageRefused("undecodable_image", f"{expected} header declares {width}x{height} pixels")
         raise ImageRefused("too_many_pixels", f"{width}x{height} pixels, over the {max_pixels:,}-pixel cap")
-    return width, height, expected
+    return image, expected
+
+
+def header_size(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[int, int, str]:
+    """(width, height, format) of an encoded image, read from its header only (see
+    `open_checked`)."""
+    image, fmt = open_checked(data, max_pixels)
+    with image:
+        return *image.size, fmt

@@ -21,6 +21,11 @@ def shard_name(index: int) -> str:
     return f"{index:06d}.tar"
 
 
+def is_plain_name(name: str) -> bool:
+    """A file name without a path, so a listing cannot point a reader elsewhere."""
+    return name == posixpath.basename(name) and name not in ("", ".", "..")
+
+
 def write_sizes(directory: str, sizes: dict[str, int]) -> None:
     write_json(os.path.join(directory, SIZES), sizes)
 
@@ -39,7 +44,7 @@ def read_manifest(directory: str) -> dict:
         for name, kind in MANIFEST_SHARD_FIELDS.items():
             if not isinstance(shard.get(name), kind) or isinstance(shard.get(name), bool):
                 raise WitError(f"{path}: shards[{i}].{name} missing or not a {kind.__name__}")
-        if shard["name"] != os.path.basename(shard["name"]) or shard["name"] in ("", ".", ".."):
+        if not is_plain_name(shard["name"]):
             raise WitError(f"{path}: shards[{i}].name {shard['name']!r} is not a plain file name")
     return manifest
 
@@ -67,5 +72,8 @@ def read_sizes(path: str, spec: str) -> dict[str, int]:
             raise WitError(f"{candidate}: expected {{\"NNNNNN.tar\": samples, ...}}")
         if not data:
             raise WitError(f"{candidate}: lists no shards")
+        bad = next((name for name in data if not is_plain_name(name)), None)
+        if bad is not None:
+            raise WitError(f"{candidate}: {bad!r} is not a plain shard file name")
         return data
     raise WitError(f"{spec}: no sizes.json or manifest.json found ({path}); the epoch size is never guessed")
