@@ -9,7 +9,7 @@ from contextlib import nullcontext
 import pytest
 
 from tests.wit.faults import small_filesystem
-from wit.formats.errors import WitError
+from wit.formats.errors import Unfinished, WitError
 from wit.formats import workdir
 from wit.formats.workdir import claim
 
@@ -74,6 +74,46 @@ def test_bad_input_leaves_nothing(tmp_path):
         work.mark_done("a", {})
         raise WitError("bad input")
     assert os.listdir(tmp_path) == []
+
+
+def test_unfinished_work_is_kept_for_the_rerun(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(Unfinished), claim(str(out), "toy", {}) as work:
+        work.mark_done("a", {})
+        raise Unfinished("a shard failed; run again")
+    assert (tmp_path / ".out.partial" / ".wit" / "units" / "a.json").exists()
+
+
+def revise(out, fingerprint, fail: bool = False):
+    """Add `c.txt` to a complete toy output, as a revision."""
+    with claim(str(out), "toy", fingerprint, revise=True) as work:
+        assert work.complete() is None and work.root != str(out)
+        if fail:
+            raise OSError("killed")
+        with open(work.path("c.txt"), "w") as f:
+            f.write("revised")
+        work.finish({"units": 3})
+
+
+def test_a_revision_starts_as_hard_links_and_replaces_the_output_in_one_step(tmp_path):
+    out = tmp_path / "out"
+    build(out, {"x": 1})
+    inode = (out / "a.txt").stat().st_ino
+    with pytest.raises(OSError):
+        revise(out, {"x": 1}, fail=True)
+    partial = tmp_path / ".out.partial"
+    assert (partial / "a.txt").stat().st_ino == inode                 # linked, not copied
+    assert not (partial / ".wit" / "complete.json").exists()
+    assert sorted(os.listdir(out)) == [".wit", "a.txt", "b.txt"]     # the output as it was
+    revise(out, {"x": 1})
+    assert (out / "c.txt").read_text() == "revised" and (out / "a.txt").stat().st_ino == inode
+    assert json.loads((out / ".wit" / "complete.json").read_text()) == {"units": 3}
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+    with pytest.raises(WitError, match="no complete `wit toy` output made with these settings"):
+        revise(out, {"x": 2})
+    with pytest.raises(WitError, match="no complete `wit toy` output made with these settings"):
+        revise(tmp_path / "missing", {"x": 1})
+    assert sorted(os.listdir(tmp_path)) == ["out"]
 
 
 def test_dirs_that_are_not_this_stages_output_are_refused_untouched(tmp_path):

@@ -151,6 +151,33 @@ def test_a_large_body_is_cut_and_memory_stays_flat(web):
     assert int(grown_mb) < 100
 
 
+def test_a_crawl_of_bombs_and_endless_bodies_keeps_every_process_small(web, queries_dir, tmp_path):
+    """The peak RSS over the whole crawl's process tree (the crawl and img2dataset's
+    workers) is about the same with 1 GiB bodies and TIFF, PNG and HDR bombs in the pool as
+    without them; each is refused and counted."""
+    measure = ("import resource, subprocess, sys\n"
+               "done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+               "print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)\n")
+    good = [(web.url(f"/img/m{i}.jpg"), f"dog {i}") for i in range(6)]
+    hostile = ["/big.jpg", "/big-declared.jpg", "/bomb.tif", "/huge.png", "/bomb.hdr"]
+    peaks = {}
+    for name, rows in (("plain", good), ("hostile", good + [(web.url(p), f"dog at {p}") for p in hostile])):
+        pool = write_pool(tmp_path / f"{name}.parquet", rows)
+        done = subprocess.run(
+            [sys.executable, "-c", measure, sys.executable, "-m", "wit", "crawl", "--queries", queries_dir,
+             "--candidates", pool, "--out", tmp_path / name, "--allow-network", "127.0.0.0/8",
+             "--processes", "2", "--threads", "8", "--timeout", "30"],
+            capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[2],
+            env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})
+        returncode, peaks[name] = map(int, done.stdout.split())
+        assert returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "hostile" / "crawl.json").read_text())
+    assert summary["counts"]["downloaded"] == len(good)
+    assert {r: f["count"] for r, f in summary["download"]["failures"].items()} == \
+        {"too_large": 2, "too_many_pixels": 2, "unsupported_format": 1}
+    assert peaks["hostile"] < peaks["plain"] + 150, peaks   # MB; one body read whole would be 1024 more
+
+
 def test_pixel_cap_applies_before_decoding(web, monkeypatch):
     monkeypatch.setattr(fetch, "_policy", FetchPolicy(LOCAL.network, max_pixels=320 * 240 - 1))
     _, stream, error = download_image((0, web.url("/img/a.jpg")), 5, None, None)
@@ -437,13 +464,40 @@ def test_the_stage_counts_robots_refusals_and_bounds_requests_per_host(queries_d
         assert summary["download"]["failures"]["robots_disallowed"]["count"] == 6
         assert summary["counts"]["downloaded"] == 18
         assert summary["parameters"]["respect_robots"] is True and summary["parameters"]["user_agent"] == "wit-toolkit"
+        assert summary["download"]["robots"] == {"fetched": 1, "missing": 0, "failed": 0, "failure_examples": []}
         [host] = summary["download"]["hosts"]
         assert summary["download"]["hosts"][host] == {"successes": 18, "failures": 6}
         assert 1 < int(urllib.request.urlopen(server.url("/concurrency")).read()) <= 3 + 1   # + robots.txt
     with TestWeb(robots="private") as server:
         summary = crawl(server, "impolite", "--max-per-host", "0", "--no-respect-robots")
         assert summary["counts"]["downloaded"] == 24 and "robots_disallowed" not in summary["download"]["failures"]
+        assert summary["download"]["robots"] == {"fetched": 0, "missing": 0, "failed": 0, "failure_examples": []}
         assert int(urllib.request.urlopen(server.url("/concurrency")).read()) > 4
+
+
+def test_robots_txt_failures_are_counted_and_crawl_delay_is_not_honoured(queries_dir, tmp_path):
+    """A robots.txt that fails (500) or stalls allows everything and is counted; a missing
+    one is counted as missing; `Crawl-delay: 30` does not slow the crawl (documented)."""
+    expected = {"none": ({"missing": 1}, 10), "error": ({"failed": 1}, 10), "stall": ({"failed": 1}, 10),
+                "delay": ({"fetched": 1}, 8)}
+    for mode, (robots, downloaded) in expected.items():
+        with TestWeb(robots=mode) as server:
+            rows = [(server.url(f"/{'private' if i < 2 else 'img'}/{mode}{i}.jpg"), f"dog {i}") for i in range(10)]
+            pool = write_pool(tmp_path / f"{mode}.parquet", rows)
+            done = wit_crawl("--queries", queries_dir, "--candidates", pool, "--out", tmp_path / mode,
+                             "--allow-network", "127.0.0.0/8", "--processes", "1", "--threads", "4",
+                             "--timeout", "2")
+            assert done.returncode == 0, done.stderr
+            summary = json.loads((tmp_path / mode / "crawl.json").read_text())
+            counts = summary["download"]["robots"]
+            assert {k: counts[k] for k in ("fetched", "missing", "failed")} == \
+                {"fetched": 0, "missing": 0, "failed": 0, **robots}, mode
+            assert summary["counts"]["downloaded"] == downloaded, mode
+            assert summary["seconds"]["download"] < 30, mode
+            if mode in ("error", "stall"):
+                [example] = counts["failure_examples"]
+                assert example.startswith(server.url("/robots.txt: ")), example
+                assert ("HTTP Error 500" if mode == "error" else fetch.DEADLINE_ERROR) in example
 
 
 def test_a_download_after_match_only_reuses_the_matched_partitions(web, queries_dir, tmp_path):

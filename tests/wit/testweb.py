@@ -16,8 +16,12 @@ Routes (GET; HEAD sends the same status and headers without a body):
     /big.jpg, /big-declared.jpg       1 GiB of bytes as fast as the client reads them, without or
                                       with a Content-Length
     /private/<name>.jpg               an image, which `--robots private` disallows
+    /flaky/<name>.jpg?fails=N&how=H   fails the first N requests of this exact path and query
+                                      (H: 503, 429, or reset: closes the connection unanswered),
+                                      then serves the image /img/<name>.jpg
     /robots.txt                       404, or by `--robots`: `private` (Disallow: /private/),
-                                      `stall` (nothing for an hour)
+                                      `delay` (the same with Crawl-delay: 30), `stall` (nothing for
+                                      an hour), `error` (500)
     /concurrency                      the most requests the server has had in flight at once
     /stall                            accepts the request, then sends nothing for an hour
     /drip                             200 headers (image/jpeg, Content-Length 100000), then
@@ -26,6 +30,7 @@ Routes (GET; HEAD sends the same status and headers without a body):
     /html.jpg                         an HTML page served as image/jpeg
     /huge.png                         a ~1 MB PNG declaring 30000x30000 pixels (a decompression bomb)
     /bomb.hdr                         a 6 MB Radiance HDR of 10000x10000 pixels (OpenCV decodes it: 1.2 GB)
+    /bomb.tif                         a ~1 MB TIFF declaring 30000x30000 pixels (one deflated strip)
     /noai.jpg                         a valid JPEG with `X-Robots-Tag: noai`
     /page/<name>.html                 a small HTML page with a few <img> tags
     anything else                     404
@@ -83,23 +88,37 @@ def png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def bomb_png(side: int = BOMB_SIDE, rows_per_piece: int = 100) -> bytes:
-    """An all-black `side` x `side` 8-bit grayscale PNG, compressed to about 1 MB.
+def zeros_zlib(pieces: int, piece_length: int) -> bytes:
+    """A zlib stream of `pieces * piece_length` zero bytes, without compressing them all: a
+    full flush makes each compressed piece self-contained, and every piece is identical, so
+    the first one is repeated; the stream is still valid zlib."""
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)  # raw deflate; header and trailer below
+    piece = deflate.compress(bytes(piece_length)) + deflate.flush(zlib.Z_FULL_FLUSH)
+    adler = (pieces * piece_length % 65521) << 16 | 1  # Adler-32 of zero bytes: a stays 1, b = length
+    return b"\x78\xda" + piece * pieces + deflate.flush() + struct.pack(">I", adler)
 
-    The scanlines (filter byte 0, then `side` zero bytes) are deflated one piece of
-    `rows_per_piece` rows at a time. A full flush makes each compressed piece
-    self-contained, and every piece is identical, so the first one is reused instead of
-    compressing 900 MB; the stream is still valid zlib.
-    """
+
+def bomb_png(side: int = BOMB_SIDE, rows_per_piece: int = 100) -> bytes:
+    """An all-black `side` x `side` 8-bit grayscale PNG, compressed to about 1 MB (each
+    scanline a filter byte 0, then `side` zero bytes)."""
     if side % rows_per_piece:
         raise ValueError("side must be a multiple of rows_per_piece")
-    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)  # raw deflate; header and trailer below
-    piece = deflate.compress(b"\x00" * ((side + 1) * rows_per_piece)) + deflate.flush(zlib.Z_FULL_FLUSH)
-    raw_length = (side + 1) * side
-    adler = (raw_length % 65521) << 16 | 1  # Adler-32 of zero bytes: a stays 1, b = length
-    stream = b"\x78\xda" + piece * (side // rows_per_piece) + deflate.flush() + struct.pack(">I", adler)
+    stream = zeros_zlib(side // rows_per_piece, (side + 1) * rows_per_piece)
     header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)  # 8-bit grayscale, no interlace
     return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", stream) + png_chunk(b"IEND", b"")
+
+
+def bomb_tiff(side: int = BOMB_SIDE, rows_per_piece: int = 100) -> bytes:
+    """An all-black `side` x `side` 8-bit grayscale TIFF in one deflated strip (about 1 MB)."""
+    strip = zeros_zlib(side // rows_per_piece, side * rows_per_piece)
+    tags = [(256, 4, side), (257, 4, side), (258, 3, 8), (259, 3, 8), (262, 3, 1), (273, 4, 0),
+            (277, 3, 1), (278, 4, side), (279, 4, len(strip))]   # (tag, type: 3 SHORT 4 LONG, value)
+    ifd_length = 2 + 12 * len(tags) + 4
+    tags[5] = (273, 4, 8 + ifd_length)   # the strip follows the IFD
+    entries = b"".join(struct.pack("<HHI", tag, kind, 1) + struct.pack("<I" if kind == 4 else "<HH", value,
+                                                                       *(() if kind == 4 else (0,)))
+                       for tag, kind, value in tags)
+    return b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", len(tags)) + entries + struct.pack("<I", 0) + strip
 
 
 def bomb_hdr(side: int = 10_000) -> bytes:
@@ -127,10 +146,12 @@ class Handler(BaseHTTPRequestHandler):
 
     huge_png: bytes = b""  # set by `make_server`
     huge_hdr: bytes = b""
+    huge_tiff: bytes = b""
     log: str | None = None
     robots = "none"
     _flight = threading.Lock()
     in_flight = most_in_flight = 0
+    failed: dict[str, int] = {}   # /flaky/ requests failed so far, by path and query
 
     def log_message(self, format: str, *args: object) -> None:
         """Requests go to the log file, not to stderr."""
@@ -164,10 +185,16 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/robots.txt" and self.robots != "none":
             if self.robots == "stall":
                 time.sleep(STALL_SECONDS)
-            self.reply(200, b"User-agent: *\nDisallow: /private/\n", "text/plain", send_body)
+            if self.robots == "error":
+                self.reply(500, b"error", "text/plain", send_body)
+                return
+            delay = b"Crawl-delay: 30\n" if self.robots == "delay" else b""
+            self.reply(200, b"User-agent: *\n" + delay + b"Disallow: /private/\n", "text/plain", send_body)
             return
-        if path.startswith("/private/"):
-            path = "/img/" + path[len("/private/"):]
+        if path.startswith("/flaky/") and self.fail_flaky(parse_qs(url.query), send_body):
+            return
+        if path.startswith(("/private/", "/flaky/")):
+            path = "/img/" + path.split("/", 2)[2]
         if image := IMG_ROUTE.fullmatch(path):
             query = parse_qs(url.query)
             size = self.requested_size(query)
@@ -201,6 +228,8 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(200, self.huge_png, "image/png", send_body)
         elif path == "/bomb.hdr":
             self.reply(200, self.huge_hdr, "image/vnd.radiance", send_body)
+        elif path == "/bomb.tif":
+            self.reply(200, self.huge_tiff, "image/tiff", send_body)
         elif path == "/noai.jpg":
             body = render_image("noai", "jpg", *DEFAULT_SIZE)
             self.reply(200, body, "image/jpeg", send_body, {"X-Robots-Tag": "noai"})
@@ -208,6 +237,21 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(200, page_html(page.group(1)), "text/html; charset=utf-8", send_body)
         else:
             self.reply(404, b"not found", "text/plain", send_body)
+
+    def fail_flaky(self, query: dict[str, list[str]], send_body: bool) -> bool:
+        """Fail this /flaky/ request if its path has failed fewer than `fails` times."""
+        with Handler._flight:
+            failed = Handler.failed.get(self.path, 0)
+            if failed >= int(query.get("fails", ["1"])[0]):
+                return False
+            Handler.failed[self.path] = failed + 1
+        how = query.get("how", ["503"])[0]
+        if how == "reset":
+            self.close_connection = True
+            self.connection.shutdown(2)
+        else:
+            self.reply(int(how), b"try later", "text/plain", send_body)
+        return True
 
     @staticmethod
     def requested_size(query: dict[str, list[str]]) -> tuple[int, int] | None:
@@ -278,7 +322,8 @@ class Handler(BaseHTTPRequestHandler):
 def make_server(port: int, log: str | None = None, host: str = "127.0.0.1",
                 robots: str = "none") -> ThreadingHTTPServer:
     """Bind `host`:`port` (0 = any free port) with one daemon thread per request."""
-    Handler.huge_png, Handler.huge_hdr, Handler.log, Handler.robots = bomb_png(), bomb_hdr(), log, robots
+    Handler.huge_png, Handler.huge_hdr, Handler.huge_tiff = bomb_png(), bomb_hdr(), bomb_tiff()
+    Handler.log, Handler.robots = log, robots
     server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
     return server
@@ -290,7 +335,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--log", help="append each request's path to this file")
     parser.add_argument("--host", default="127.0.0.1", help="a loopback address to bind")
-    parser.add_argument("--robots", default="none", choices=["none", "private", "stall"])
+    parser.add_argument("--robots", default="none", choices=["none", "private", "delay", "stall", "error"])
     args = parser.parse_args(argv)
     server = make_server(args.port, args.log, args.host, args.robots)
     print(f"PORT {server.server_address[1]}", flush=True)
@@ -305,6 +350,7 @@ class TestWeb:
     stop_timeout = 5.0
 
     def __init__(self, host: str = "127.0.0.1", robots: str = "none") -> None:
+        """`robots`: the server's `--robots` mode."""
         self.log = tempfile.NamedTemporaryFile(prefix="testweb-", suffix=".log", delete=False).name
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.wit.testweb", "--port", "0", "--log", self.log, "--host", host,

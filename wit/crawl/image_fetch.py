@@ -13,7 +13,9 @@ its format's size cannot be read from a header (`wit.formats.images`).
 
 `WitDownloader` is img2dataset's `Downloader` with these settings: img2dataset pickles it
 to each worker process (multiprocessing or Spark), where unpickling imports this module,
-which puts `download_image` in place of img2dataset's.
+which puts `download_image` in place of img2dataset's. With `counters_dir` set, each shard
+also writes `counters_dir/NNNNN.json` (how its robots.txt fetches went) just before
+img2dataset's `NNNNN_stats.json`, so a shard that is done has both.
 """
 
 from __future__ import annotations
@@ -24,15 +26,19 @@ import http.client
 import io
 import ipaddress
 import itertools
+import os
 import socket
 import threading
 import time
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass
+from urllib.error import HTTPError
 from urllib.parse import urlsplit
 
 import img2dataset.downloader as i2d_downloader
 from wit.crawl.urls import NetworkPolicy, refusal
+from wit.formats.atomic import write_json
 from wit.formats.images import MAX_IMAGE_BYTES, MAX_PIXELS, ImageRefused, header_size
 
 USER_AGENT = "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:72.0) Gecko/20100101 Firefox/72.0"
@@ -47,6 +53,7 @@ class FetchPolicy:
     max_bytes: int = MAX_IMAGE_BYTES
     respect_robots: bool = False
     max_per_host: int = 0   # concurrent requests to one host from this process; 0: no limit
+    counters_dir: str = ""  # where each shard writes its robots.txt counters (see the module docstring)
 
 
 class Refused(OSError):
@@ -199,11 +206,16 @@ class _Hosts:
     """Per process, for each origin (scheme://host:port): its robots.txt, fetched once
     (through the same guarded opener, bounded in time and size; one that fails or times
     out allows everything, the usual crawler rule) and shared by the threads, and the slots
-    that bound concurrent requests to it."""
+    that bound concurrent requests to it. `robots` counts the fetches: `fetched`, `missing`
+    (4xx: no rules) and `failed` (timeout, 5xx, connection, over the size bound), with a few
+    examples of the failures."""
 
     MAX_ROBOTS_BYTES = 500 << 10
+    EXAMPLES = 3
 
     def __init__(self) -> None:
+        self.robots: Counter[str] = Counter()
+        self.failures: list[str] = []
         self._lock = threading.Lock()
         self._robots: dict[str, object] = {}
         self._origin_locks: dict[str, threading.Lock] = {}
@@ -234,12 +246,29 @@ class _Hosts:
             request = urllib.request.Request(f"{origin}/robots.txt", headers={"User-Agent": user_agent})
             with _OPENER.open(request, timeout=timeout) as response:
                 body = _read_bounded(response, self.MAX_ROBOTS_BYTES)
-            return None if body is None or attempt.expired else Protego.parse(body.decode("utf-8", "replace"))
-        except Exception:  # noqa: BLE001 - no robots.txt, or none that can be read: everything allowed
-            return None
+            if body is None or attempt.expired:
+                raise OSError(DEADLINE_ERROR if attempt.expired else f"over {self.MAX_ROBOTS_BYTES:,} bytes")
+            rules = Protego.parse(body.decode("utf-8", "replace"))
+            self._count("fetched")
+            return rules
+        except HTTPError as e:   # no robots.txt (4xx) or a failing one (5xx): everything allowed
+            self._count("missing" if e.code < 500 else "failed", f"{origin}/robots.txt: {e}")
+        except Exception as e:  # noqa: BLE001 - none that can be read: everything allowed
+            self._count("failed", f"{origin}/robots.txt: {DEADLINE_ERROR if attempt.expired else e}")
         finally:
             attempt.finished = True
             _current.download = outer
+        return None
+
+    def _count(self, outcome: str, example: str = "") -> None:
+        with self._lock:
+            self.robots[outcome] += 1
+            if outcome == "failed" and len(self.failures) < self.EXAMPLES:
+                self.failures.append(example)
+
+    def counters(self) -> dict:
+        with self._lock:
+            return {"robots": dict(self.robots), "robots_failures": list(self.failures)}
 
 
 _hosts = _Hosts()
@@ -320,9 +349,25 @@ class WitDownloader(i2d_downloader.Downloader):
         self.policy = policy
 
     def download_shard(self, row):
-        global _policy
+        global _policy, _robots_before
         _policy = self.policy
+        _hosts.failures.clear()   # examples are per shard
+        _robots_before = Counter(_hosts.robots)
         return super().download_shard(row)
 
 
+_robots_before: Counter[str] = Counter()   # the robots.txt counts when this process began its shard
+_write_stats = i2d_downloader.write_stats
+
+
+def _write_counters_then_stats(output_folder, shard_id, *args, **kwargs):
+    """img2dataset's `write_stats`, after this shard's robots.txt counters."""
+    if _policy.counters_dir:
+        counts = _hosts.counters()
+        counts["robots"] = dict(Counter(counts["robots"]) - _robots_before)
+        write_json(os.path.join(_policy.counters_dir, f"{shard_id:05d}.json"), counts)
+    return _write_stats(output_folder, shard_id, *args, **kwargs)
+
+
 i2d_downloader.download_image = download_image
+i2d_downloader.write_stats = _write_counters_then_stats

@@ -6,7 +6,9 @@ CRAWL dir (claimed with the settings that decide it, see `wit.formats.workdir`):
 - `entry_counts.parquet`: query_id, matched (over the whole pool).
 - `selected/ID.parquet`: the balanced subset (cap * oversample), same columns.
 - `download/`: img2dataset's webdataset output; a shard with `NNNNN_stats.json` is done.
-- `crawl.json`: parameters, counts at every step, download results, throughput.
+- `robots/NNNNN.json`: how download shard NNNNN's robots.txt fetches went.
+- `crawl.json`: parameters, counts at every step, download results, throughput, and one
+  entry per `--retry-failed` round (see retry.py).
 A killed crawl run again with the same command skips finished partitions and shards.
 """
 
@@ -36,7 +38,7 @@ from wit.crawl.sources import Partition, SourceStats, TableColumns, plan_partiti
 from wit.crawl.urls import REFUSAL_REASONS, NetworkPolicy, refusal
 from wit.formats.uids import url_uid
 from wit.formats.errors import WitError
-from wit.formats.crawl import CANDIDATE_SCHEMA, CANDIDATES, DOWNLOAD, ENTRY_COUNTS, SELECTED, SUMMARY
+from wit.formats.crawl import CANDIDATE_SCHEMA, CANDIDATES, DOWNLOAD, ENTRY_COUNTS, ROBOTS, SELECTED, SUMMARY
 from wit.formats.globs import expand
 from wit.formats.queries import read_queries
 from wit.formats.workdir import STATE, WorkDir, claim, sum_counters
@@ -47,7 +49,7 @@ DISTRIBUTORS = ("multiprocessing", "pyspark")
 RESIZE_MODES = ("no", "keep_ratio", "keep_ratio_largest", "center_crop", "border")
 # settings that do not change the output (how fast, where, what to do now)
 _NOT_DECIDING = ("queries", "out", "candidates", "wat", "processes", "threads", "max_per_host", "distributor",
-                 "spark_master", "match_only", "batch_rows", "overwrite")
+                 "spark_master", "match_only", "batch_rows", "overwrite", "retry_failed")
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,9 @@ class CrawlConfig:
     batch_rows: int = option(100_000, "rows read at a time", cli=False)
     overwrite: bool = option(False, "replace an existing output made with other settings (built beside it, "
                                     "swapped in when complete)")
+    retry_failed: bool = option(False, "on a finished crawl made with these settings: download again the samples "
+                                       "that failed for a transient reason (timeout, connection, 429, 5xx), into "
+                                       "new shards")
 
     def __post_init__(self) -> None:
         if bool(self.candidates) == bool(self.wat):
@@ -111,6 +116,8 @@ class CrawlConfig:
             raise WitError("--max-per-host: must not be negative")
         if self.timeout <= 0 or self.retries < 0:
             raise WitError("--timeout must be positive and --retries not negative")
+        if self.retry_failed and (self.match_only or self.overwrite):
+            raise WitError("--retry-failed: revises a finished crawl; not with --match-only or --overwrite")
         if self.part:
             self.part_of()
         self.network_policy()
@@ -147,10 +154,17 @@ def run(config: CrawlConfig) -> dict:
     partitions = plan_partitions(files, bool(config.wat), columns, config.rows_per_partition)
     fingerprint = {f.name: getattr(config, f.name) for f in fields(config) if f.name not in _NOT_DECIDING}
     fingerprint |= {"candidate_files": files, "wat": bool(config.wat), "queries_sha256": query_list.sha256}
-    with claim(config.out, "crawl", fingerprint, config.overwrite, inputs=(config.queries,)) as work:
+    with claim(config.out, "crawl", fingerprint, config.overwrite, inputs=(config.queries,),
+               revise=config.retry_failed) as work:
         done = work.complete()
         if done is not None and (config.match_only or "download" in done):
             return done
+        if config.retry_failed:
+            from wit.crawl.retry import retry_failed   # imports img2dataset: only when downloading
+
+            summary = retry_failed(config, work)
+            work.finish(summary)
+            return summary
         for sub in (CANDIDATES, SELECTED):
             os.makedirs(work.path(sub), exist_ok=True)
         summary = _crawl(config, work, partitions, queries, columns, started)
@@ -184,9 +198,9 @@ def _crawl(config: CrawlConfig, work: WorkDir, partitions: list[Partition], quer
 
         step = time.time()
         if selected:
-            download(config, work.path(SELECTED), work.path(DOWNLOAD))
+            download(config, work.path(SELECTED), work.path(DOWNLOAD), work.path(ROBOTS))
         timings["download"] = time.time() - step
-        summary["download"] = download_summary(work.path(DOWNLOAD))
+        summary["download"] = download_summary(work.path(DOWNLOAD), work.path(ROBOTS))
         summary["counts"]["downloaded"] = summary["download"]["successes"]
     summary["seconds"] = {k: round(v, 3) for k, v in timings.items()} | {"total": round(time.time() - started, 3)}
     throughput = {"match_rows_per_s": round(summary["counts"]["read"] / max(timings["match"], 1e-9), 1)}

@@ -14,6 +14,7 @@ from wit.formats.errors import WitError
 from wit.formats.uids import is_uid
 
 CANDIDATES, SELECTED, DOWNLOAD = "candidates", "selected", "download"
+ROBOTS = "robots"   # robots/NNNNN.json: how download shard NNNNN's robots.txt fetches went
 ENTRY_COUNTS, SUMMARY = "entry_counts.parquet", "crawl.json"
 CANDIDATE_SCHEMA = pa.schema([("uid", pa.string()), ("url", pa.string()), ("text", pa.string()),
                               ("query_ids", pa.list_(pa.int32()))])   # plus source columns

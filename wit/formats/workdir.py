@@ -30,7 +30,7 @@ from typing import Any, Iterator
 
 from wit import __version__
 from wit.formats.atomic import exchange_dirs, read_json, remove_temporaries, write_json
-from wit.formats.errors import WitError
+from wit.formats.errors import Unfinished, WitError
 
 log = logging.getLogger("wit.work")
 STATE = ".wit"
@@ -118,9 +118,12 @@ def sum_counters(values: list) -> Any:
 
 @contextmanager
 def claim(out: str, stage: str, fingerprint: dict, overwrite: bool = False,
-          inputs: tuple[str, ...] = ()) -> Iterator[WorkDir]:
+          inputs: tuple[str, ...] = (), revise: bool = False) -> Iterator[WorkDir]:
     """Claim `out` for `stage` (see the module docstring); on an error inside the block the
-    claim is abandoned (`WorkDir.abandon`)."""
+    claim is abandoned (`WorkDir.abandon`). `revise` changes a complete output made with
+    these settings: the build dir starts as a copy of it (hard links, so a file must be
+    replaced, never written in place) without its `complete.json`, and is moved into place
+    like any other."""
     identity = json.loads(json.dumps({"stage": stage, "fingerprint": fingerprint, "version": __version__}))
     out = os.path.normpath(out)
     if os.path.ismount(out):
@@ -129,27 +132,30 @@ def claim(out: str, stage: str, fingerprint: dict, overwrite: bool = False,
     _refuse_overlap(out, inputs)
     _recover_swap(out)
     previous = _claim_of(out)
-    if previous is not None:
-        if previous.get("stage") != stage:
-            raise WitError(f"{out}: holds the output of `wit {previous.get('stage')}`, not of `wit {stage}`; "
-                           "use another --out")
-        if previous == identity:   # the same settings and inputs give the same output
-            log.info("%s is complete: nothing to do", out)
-            yield WorkDir(out, out, stage, identity["fingerprint"])
-            return
-        if not overwrite:
-            before, now = previous.get("fingerprint") or {}, identity["fingerprint"]
-            changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
-            changed += ["version"] if previous.get("version") != identity["version"] else []
-            raise WitError(f"{out}: holds a `wit {stage}` output made with other settings or inputs "
-                           f"({', '.join(changed)}); use another --out, or --overwrite to replace it")
+    if previous is not None and previous.get("stage") != stage:
+        raise WitError(f"{out}: holds the output of `wit {previous.get('stage')}`, not of `wit {stage}`; "
+                       "use another --out")
+    if revise and previous != identity:
+        raise WitError(f"{out}: holds no complete `wit {stage}` output made with these settings to revise")
+    if previous == identity and revise:
+        _link_copy(out, _beside(out, "partial"), identity)
+    elif previous == identity:   # the same settings and inputs give the same output
+        log.info("%s is complete: nothing to do", out)
+        yield WorkDir(out, out, stage, identity["fingerprint"])
+        return
+    elif previous is not None and not overwrite:
+        before, now = previous.get("fingerprint") or {}, identity["fingerprint"]
+        changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        changed += ["version"] if previous.get("version") != identity["version"] else []
+        raise WitError(f"{out}: holds a `wit {stage}` output made with other settings or inputs "
+                       f"({', '.join(changed)}); use another --out, or --overwrite to replace it")
     work = _open(out, _beside(out, "partial"), identity)
     if work.complete() is not None:          # built before, killed before it was moved into place
         work.finish(work.complete())
     try:
         yield work
     except BaseException as e:
-        work.abandon(isinstance(e, WitError))
+        work.abandon(isinstance(e, WitError) and not isinstance(e, Unfinished))
         raise
 
 
@@ -163,6 +169,20 @@ def _recover_swap(out: str) -> None:
             _remove_if_exists(_beside(out, "partial"))
         os.unlink(swap)
     _remove_if_exists(_beside(out, "replaced"))
+    _remove_if_exists(_beside(out, "linking"))
+
+
+def _link_copy(out: str, root: str, identity: dict) -> None:
+    """Start the build dir of a revision as a hard-link copy of `out` (unless a killed
+    revision left one with this claim)."""
+    if _claim_of(root, ours=True) == identity:
+        return
+    _remove_if_exists(root)
+    linking = _beside(out, "linking")
+    _remove_if_exists(linking)
+    shutil.copytree(out, linking, copy_function=os.link)
+    os.unlink(os.path.join(linking, STATE, "complete.json"))
+    os.replace(linking, root)
 
 
 def _open(out: str, root: str, identity: dict) -> WorkDir:
