@@ -74,6 +74,11 @@ def _build_queries(config) -> None:
     from wit.queries.build import run
 
     stats = run(config)
+    if config.import_list:
+        print(f"wit build-queries: {stats['queries']:,} queries imported from {config.import_list} "
+              f"({stats['duplicates']['entries']:,} duplicated, {stats['never_matching']['entries']:,} never "
+              f"matching) -> {config.out}", file=sys.stderr)
+        return
     sources = ", ".join(f"{s} {v['first_listed_by']:,}" for s, v in stats["sources"].items())
     print(f"wit build-queries: {stats['queries']:,} queries ({sources}) from "
           f"{stats['pages']['articles']:,} articles in {stats['seconds']:.1f}s -> {config.out}",

@@ -2,6 +2,7 @@
 size cap, parallel/serial equality, kill and resume, and every bad-input error."""
 
 import gzip
+import hashlib
 import json
 import math
 import os
@@ -258,3 +259,50 @@ def test_full_disk_is_one_line_and_keeps_the_earlier_output(tmp_path):
                      "--min-bigram-count", "1", "--workers", "1", "--chunk-mb", "0.01", "--overwrite")
         assert_one_line_error(result, "build-queries", "No space left on device", "run the same command again")
         assert "Traceback" not in result.stderr and query_outputs(out) == before
+
+
+def test_titles_all_keeps_redirect_names_and_titles_of_other_dumps(tmp_path):
+    """MetaCLIP's rule keeps every page-view title with enough views (the redirect Gamma,
+    Nonexistent); the default keeps the dump's non-redirect articles (Alpha)."""
+    dump = write_dump(tmp_path / "dump.xml", PAGES)
+    views = str(pageviews(tmp_path / "pv.gz"))
+    titles = {}
+    for rule in ("articles", "all"):
+        stats = build_queries(BuildConfig(wiki_dumps=(str(dump),), out=str(tmp_path / rule), pageviews=(views,),
+                                          min_count=100, min_pmi=100, min_views=70, workers=1, titles=rule))
+        assert stats["thresholds"]["titles"] == rule
+        titles[rule] = [(q["query"], q["views"]) for q in read_queries(tmp_path / rule) if "title" in q["sources"]]
+    assert titles == {"articles": [("Alpha", 80)], "all": [("Nonexistent", 500), ("Gamma", 100), ("Alpha", 80)]}
+    with pytest.raises(WitError, match="--titles: unknown 'redirects'"):
+        BuildConfig(wiki_dumps=(str(dump),), out=str(tmp_path / "x"), titles="redirects")
+
+
+IMPORTED = ["dog", "red dog", "dog", "U.S.", "cat"]
+
+
+def test_import_a_metaclip_list(tmp_path):
+    source = tmp_path / "metadata.json"
+    source.write_text(json.dumps(IMPORTED))
+    done = run_wit("build-queries", "--import", source, "--out", tmp_path / "q")
+    assert done.returncode == 0, done.stderr
+    assert "5 queries imported" in done.stderr
+    rows = read_queries(tmp_path / "q")
+    assert [(r["query_id"], r["query"], r["sources"], r["count"], r["views"]) for r in rows] == \
+        [(i, q, ["imported"], None, None) for i, q in enumerate(IMPORTED)]
+    stats = json.loads((tmp_path / "q" / "stats.json").read_text())
+    assert stats["inputs"]["import"]["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert stats["inputs"]["import"]["format"] == "metadata.json"
+    assert stats["sources"] == {"imported": {"qualified": 5, "listed": 5, "first_listed_by": 5}}
+    assert stats["duplicates"] == {"entries": 1, "ids": [[0, 2]]}
+    assert stats["never_matching"] == {"entries": 1, "examples": ["U.S."]}
+    assert json.loads((tmp_path / "q" / "metadata.json").read_text()) == IMPORTED
+    again = run_wit("build-queries", "--import", source, "--out", tmp_path / "q")
+    assert again.returncode == 0 and json.loads((tmp_path / "q" / "stats.json").read_text()) == stats
+
+    lines = tmp_path / "queries.txt"
+    lines.write_text("dog\n\ncat\n")
+    assert_one_line_error(run_wit("build-queries", "--import", lines, "--out", tmp_path / "bad"),
+                          "build-queries", str(lines), "entry 1 is empty")
+    assert not (tmp_path / "bad").exists() and not (tmp_path / ".bad.partial").exists()
+    assert_one_line_error(run_wit("build-queries", "--import", source, "--wiki-dump", source, "--out",
+                                  tmp_path / "bad"), "build-queries", "--import", "not with --wiki-dump")

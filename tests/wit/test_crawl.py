@@ -500,6 +500,29 @@ def test_robots_txt_failures_are_counted_and_crawl_delay_is_not_honoured(queries
                 assert ("HTTP Error 500" if mode == "error" else fetch.DEADLINE_ERROR) in example
 
 
+def test_metaclip_lists_and_line_files_match_like_a_queries_dir(queries_dir, tmp_path):
+    """`--queries` takes a QUERIES dir, a dir with only MetaCLIP's metadata.json, the file
+    itself or a text file with one query per line: the same candidates."""
+    rows = [(f"http://example.com/{i}.jpg", text) for i, text in
+            enumerate(["a red dog", "cat, bird.", "nothing", "Bird", "dog\ncat"])]
+    pool = write_pool(tmp_path / "pool.parquet", rows)
+    metaclip = tmp_path / "metaclip"
+    metaclip.mkdir()
+    (metaclip / "metadata.json").write_text(json.dumps(QUERIES))
+    (tmp_path / "queries.txt").write_text("\n".join(QUERIES) + "\n")
+    found = {}
+    for name, queries in (("dir", queries_dir), ("metaclip-dir", metaclip), ("json", metaclip / "metadata.json"),
+                          ("lines", tmp_path / "queries.txt")):
+        done = wit_crawl("--queries", queries, "--candidates", pool, "--out", tmp_path / name, "--match-only")
+        assert done.returncode == 0, done.stderr
+        found[name] = pq.read_table(tmp_path / name / "candidates").select(["url", "query_ids"]).to_pylist()
+    assert found["dir"] == found["metaclip-dir"] == found["json"] == found["lines"]
+    assert [r["query_ids"] for r in found["dir"]] == [[0, 2], [1, 3], [0, 1]]
+    (tmp_path / "bad.json").write_text('{"not": "a list"}')
+    one_line_error(wit_crawl("--queries", tmp_path / "bad.json", "--candidates", pool, "--out", tmp_path / "bad",
+                             "--match-only"), "bad.json: not a JSON list of strings")
+
+
 def test_a_download_after_match_only_reuses_the_matched_partitions(web, queries_dir, tmp_path):
     pool = write_pool(tmp_path / "pool.parquet", [(web.url(f"/img/m{i}.jpg"), f"dog {i}") for i in range(4)])
     args = ["--queries", queries_dir, "--candidates", pool, "--out", tmp_path / "out",

@@ -8,18 +8,13 @@ from wit.formats.text import spaced
 
 
 def metaclip_reference(queries, texts, lowercase=False):
-    """MetaCLIP's approach, one text at a time: f" {q} " in spaced(text)."""
-    automaton = ahocorasick.Automaton()
-    for query_id, query in enumerate(queries):
-        key = f" {query.lower() if lowercase else query} "
-        automaton.add_word(key, automaton.get(key, ()) + (query_id,))
-    automaton.make_automaton()
+    """MetaCLIP's loop (metaclip1/substr_matching.py): entry id i matches when f" {entry} "
+    is in spacing(text); every id of a duplicated entry is reported."""
+    entries = [f" {q.lower() if lowercase else q} " for q in queries]
     result = []
     for text in texts:
-        found = set()
-        for _, ids in automaton.iter(spaced(text.lower() if lowercase else text)):
-            found.update(ids)
-        result.append(sorted(found))
+        haystack = spaced(text.lower() if lowercase else text)
+        result.append([i for i, entry in enumerate(entries) if entry in haystack])
     return result
 
 
@@ -52,9 +47,22 @@ def test_unicode():
     assert match(queries, texts) == [[0], [1], [2], [3], []]
 
 
-def test_empty_texts_and_separator_character():
-    assert match(["dog"], ["", "dog", "x\x00dog", "\x00"]) == [[], [1 - 1], [0], []]
+def test_empty_texts_and_nul_inside_a_text():
+    """A NUL in a text is a character of its word, as in MetaCLIP (not a space)."""
+    texts = ["", "dog", "x\x00dog", "\x00", "dog \x00 cat", "x\x01dog"]
+    assert match(["dog", "cat"], texts) == metaclip_reference(["dog", "cat"], texts) == \
+        [[], [0], [], [], [0, 1], []]
     assert match(["dog"], []) == []
+
+
+def test_the_entries_metaclip_treats_specially():
+    """Duplicates (every id), spaces at the ends or inside, and punctuation that spacing
+    makes unmatchable, on texts that contain them: as MetaCLIP's own loop."""
+    queries = ["dog", "cat", "dog", " dog", "dog ", "red  dog", "U.S.", "rock , paper", "dog"]
+    texts = ["a dog", "a  dog", "dog  cat", "red  dog", "red dog", "U.S.", "rock, paper", "rock , paper",
+             " dog ", "dog\ncat", "cat\t\tdog"]
+    assert match(queries, texts) == metaclip_reference(queries, texts)
+    assert match(queries, ["a dog"]) == [[0, 2, 8]]
 
 
 @pytest.mark.parametrize("lowercase", [False, True])

@@ -28,7 +28,8 @@ import pyarrow.compute as pc
 
 from wit.formats.text import spaced
 
-SEPARATOR = "\x00"  # between texts in a batch; removed from texts, never in a matched query
+SEPARATOR = "\x00"  # between texts in a batch; never in a matched query
+STAND_IN = "\x01"   # for a NUL inside a text: like NUL for MetaCLIP, a character of a word, never in a query
 _OTHER = -1  # a token that is no query's word
 _BREAK = -2  # the separator token: no window spans two texts
 _PRIMES = (0x100000001B3, 0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9)
@@ -63,7 +64,7 @@ class QueryMatcher:
         by_pattern: dict[str, list[int]] = {}
         for query_id, query in enumerate(queries):
             key = query.lower() if lowercase else query
-            if not key or SEPARATOR in key:
+            if not key or SEPARATOR in key or STAND_IN in key:
                 continue
             words = tuple(key.split(" "))
             if "" in words:
@@ -89,7 +90,7 @@ class QueryMatcher:
             return pa.array([], pa.list_(pa.int32()))
         joined = SEPARATOR.join(texts)
         if joined.count(SEPARATOR) != len(texts) - 1:
-            joined = SEPARATOR.join(t.replace(SEPARATOR, " ") for t in texts)
+            joined = SEPARATOR.join(t.replace(SEPARATOR, STAND_IN) for t in texts)
         if self.lowercase:
             joined = joined.lower()
         # Each text's stretch of the haystack is exactly spaced(text): " " + text + " ".

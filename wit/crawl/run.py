@@ -56,7 +56,8 @@ _NOT_DECIDING = ("queries", "out", "candidates", "wat", "processes", "threads", 
 class CrawlConfig:
     """One `wit crawl` run."""
 
-    queries: str = option(help="QUERIES dir (wit build-queries)", metavar="DIR")
+    queries: str = option(help="the query list: a QUERIES dir (wit build-queries), MetaCLIP's metadata.json, or "
+                               "a text file with one query per line", metavar="PATH")
     out: str = option(help="CRAWL output directory", metavar="DIR")
     candidates: tuple[str, ...] = option((), "Parquet/CSV/TSV/JSONL files (local or fsspec urls) of url + text",
                                          metavar="GLOB")

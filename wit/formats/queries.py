@@ -1,10 +1,13 @@
 """The QUERIES dir: `queries.parquet` (one row per query), `metadata.json` (the queries as
-a JSON list in query_id order, MetaCLIP's format) and `stats.json`."""
+a JSON list in query_id order, MetaCLIP's format) and `stats.json`; and reading a query
+list in any of the formats users have (FORMATS)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,9 +16,11 @@ import pyarrow.parquet as pq
 
 from wit.formats.atomic import write_json, write_parquet
 from wit.formats.errors import WitError
+from wit.formats.text import SPACED_PUNCTUATION
 
 TABLE, METADATA, STATS = "queries.parquet", "metadata.json", "stats.json"
 SOURCES = ("unigram", "bigram", "title", "wordnet")
+IMPORTED = "imported"   # the source of every query of an imported list (`wit build-queries --import`)
 SCHEMA = pa.schema([
     ("query_id", pa.int32()),
     ("query", pa.string()),
@@ -26,10 +31,18 @@ SCHEMA = pa.schema([
 ])
 
 
+FORMATS = ("a QUERIES dir (wit build-queries), a MetaCLIP metadata.json (a JSON list of strings) "
+           "or a UTF-8 text file with one query per line")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_SPACED = re.compile("[" + re.escape("".join(SPACED_PUNCTUATION)) + "]")
+
+
 @dataclass(frozen=True)
 class QueryList:
     queries: list[str]   # in query_id order
-    sha256: str          # of queries.parquet
+    sha256: str          # of the file they were read from
+    path: str            # that file
+    format: str          # "queries.parquet", "metadata.json" or "lines"
 
 
 def write_queries(directory: str, rows: dict[str, list]) -> None:
@@ -39,20 +52,94 @@ def write_queries(directory: str, rows: dict[str, list]) -> None:
     write_json(os.path.join(directory, METADATA), rows["query"])
 
 
-def read_queries(directory: str) -> QueryList:
-    """The queries of a QUERIES dir, checked: query_id dense from 0, no empty list."""
-    path = os.path.join(directory, TABLE)
+def read_queries(path: str) -> QueryList:
+    """The query list at `path`, in any of FORMATS (a dir without queries.parquet but with
+    MetaCLIP's metadata.json is read from that), its entries checked (`check_entries`)."""
+    if os.path.isdir(path):
+        for name in (TABLE, METADATA):
+            if os.path.exists(os.path.join(path, name)):
+                return read_queries(os.path.join(path, name))
+        raise WitError(f"{path}: no query list in it (no {TABLE} or {METADATA}); give {FORMATS}")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise WitError(f"{path}: no such query list; give {FORMATS}") from None
+    except OSError as e:
+        raise WitError(f"{path}: cannot read query list ({e})") from None
+    if path.endswith(".parquet"):
+        kind, queries = TABLE, _from_table(path)
+    elif path.endswith(".json"):
+        kind, queries = METADATA, _from_json(path, raw)
+    else:
+        kind, queries = "lines", _from_lines(path, raw)
+    check_entries(path, queries)
+    return QueryList(queries, hashlib.sha256(raw).hexdigest(), os.path.abspath(path), kind)
+
+
+def _from_table(path: str) -> list[str]:
     try:
         table = pq.read_table(path, columns=["query_id", "query"])
-        with open(path, "rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
-    except FileNotFoundError:
-        raise WitError(f"{path}: no query list (run `wit build-queries` first)") from None
     except (OSError, pa.ArrowException) as e:
-        raise WitError(f"{path}: cannot read query list ({e})") from None
-    if table.num_rows == 0:
-        raise WitError(f"{path}: the query list is empty")
+        raise WitError(f"{path}: cannot read query list ({e}); give {FORMATS}") from None
     ids = table.column("query_id").to_numpy()
     if not np.array_equal(ids, np.arange(len(ids))):
         raise WitError(f"{path}: query_id must run densely from 0")
-    return QueryList(table.column("query").to_pylist(), digest)
+    return table.column("query").to_pylist()
+
+
+def _from_json(path: str, raw: bytes) -> list[str]:
+    try:
+        queries = json.loads(raw)
+    except (ValueError, RecursionError) as e:
+        raise WitError(f"{path}: not JSON ({e}); give {FORMATS}") from None
+    if not isinstance(queries, list) or not all(isinstance(q, str) for q in queries):
+        raise WitError(f"{path}: not a JSON list of strings (MetaCLIP's metadata.json); give {FORMATS}")
+    return queries
+
+
+def _from_lines(path: str, raw: bytes) -> list[str]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise WitError(f"{path}: not UTF-8 text (byte {e.start}); give {FORMATS}") from None
+    if "\x00" in text:
+        raise WitError(f"{path}: holds NUL bytes, not a text file; give {FORMATS}")
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()   # the newline that ends the last line
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def check_entries(path: str, queries: list[str]) -> None:
+    """Refuse the entries MetaCLIP's matcher treats in a way no user wants: an empty or
+    all-space entry (" " + entry + " " would match every text with a run of spaces) and one
+    with a control character (texts lose tabs and line breaks to spacing, so it never
+    matches; NUL would clash with the batch separator). Duplicates are allowed: every id of
+    a duplicated entry is matched, as MetaCLIP's loop does."""
+    if not queries:
+        raise WitError(f"{path}: the query list is empty")
+    for query_id, query in enumerate(queries):
+        if not query.strip(" "):
+            raise WitError(f"{path}: entry {query_id} is {'empty' if not query else 'only spaces'}: MetaCLIP's "
+                           "matcher would match it in every text with a run of spaces; remove it")
+        control = _CONTROL.search(query)
+        if control:
+            raise WitError(f"{path}: entry {query_id} ({query!r}) holds the control character "
+                           f"U+{ord(control.group()):04X}, which no spaced text contains; remove it")
+
+
+def duplicates(queries: list[str]) -> list[list[int]]:
+    """The ids of each entry that occurs more than once (all matched, as MetaCLIP does)."""
+    ids: dict[str, list[int]] = {}
+    for query_id, query in enumerate(queries):
+        ids.setdefault(query, []).append(query_id)
+    return [group for group in ids.values() if len(group) > 1]
+
+
+def never_matching(queries: list[str]) -> list[int]:
+    """Ids of entries that can match no text: MetaCLIP's spacing puts a space on both sides
+    of each of `, . ; : ? ! `` ` ``, so an entry holding one without spaces around it (e.g.
+    "U.S.") never occurs in a spaced text."""
+    return [query_id for query_id, query in enumerate(queries)
+            if any(_SPACED.search(word) and len(word) > 1 for word in query.split(" "))]

@@ -40,6 +40,7 @@ from wit.queries.pageviews import PageViews, read_pageviews
 from wit.queries.wordnet import DATA_FILES, WordNetLemmas, read_wordnet
 
 log = logging.getLogger("wit.build_queries")
+TITLE_RULES = ("articles", "all")
 
 
 
@@ -47,9 +48,15 @@ log = logging.getLogger("wit.build_queries")
 class BuildConfig:
     """Inputs and thresholds of one `wit build-queries` run (MetaCLIP's defaults)."""
 
-    wiki_dumps: tuple[str, ...] = option(help="pages-articles XML export(s), plain or .bz2 (multistream too)",
-                                         flag="wiki-dump", metavar="PATH")
     out: str = option(help="QUERIES output directory", metavar="DIR")
+    wiki_dumps: tuple[str, ...] = option((), "pages-articles XML export(s), plain or .bz2 (multistream too)",
+                                         flag="wiki-dump", metavar="PATH")
+    import_list: str = option("", "instead of building: import this query list (MetaCLIP's metadata.json, or a "
+                                  "text file with one query per line) as a QUERIES dir", flag="import",
+                              metavar="FILE")
+    titles: str = option("articles", "which page-view titles are queries: `articles` (non-redirect articles of "
+                                     "the given dump) or `all` (MetaCLIP's rule: every title with enough views, "
+                                     "redirect names such as UK or NYC too)")
     pageviews: tuple[str, ...] = option((), "page-view dump files (pageviews-YYYYMMDD-HHMMSS.gz); globs allowed",
                                         metavar="GLOB")
     wordnet: str | None = option(None, "WordNet 3.0 database dir (e.g. /usr/share/wordnet) or NLTK data dir",
@@ -67,8 +74,14 @@ class BuildConfig:
                                     "swapped in when complete)")
 
     def __post_init__(self) -> None:
+        if self.import_list:
+            if self.wiki_dumps or self.pageviews or self.wordnet:
+                raise WitError("--import: imports a finished list; not with --wiki-dump, --pageviews or --wordnet")
+            return
         if not self.wiki_dumps:
-            raise WitError("--wiki-dump: at least one Wikipedia dump is required")
+            raise WitError("--wiki-dump: at least one Wikipedia dump is required (or --import a list)")
+        if self.titles not in TITLE_RULES:
+            raise WitError(f"--titles: unknown {self.titles!r} (one of: {', '.join(TITLE_RULES)})")
         for name in ("size", "workers", "min_bigram_count"):
             if getattr(self, name) < 1:
                 raise WitError(f"--{name.replace('_', '-')}: must be at least 1")
@@ -86,6 +99,10 @@ class BuildConfig:
 def run(config: BuildConfig) -> dict:
     """Run the whole stage; return the stats also written to `OUT/stats.json`."""
     started = time.time()
+    if config.import_list:
+        from wit.queries.imported import import_queries
+
+        return import_queries(config.import_list, config.out, config.overwrite, started)
     dumps = [open_dump(path) for path in config.wiki_dumps]
     wordnet = read_wordnet(config.wordnet) if config.wordnet else None
     views = read_pageviews(expand(config.pageviews, "page-view"))
@@ -110,7 +127,7 @@ def _fingerprint(config: BuildConfig, dumps: list[DumpFile], views: PageViews,
     wordnet_files = [] if wordnet is None else [os.path.join(wordnet.source, n) for n in DATA_FILES] \
         if os.path.isdir(wordnet.source) else [wordnet.source]
     settings = {f.name: getattr(config, f.name) for f in fields(config)
-                if f.name not in ("wiki_dumps", "out", "pageviews", "wordnet", "workers", "overwrite")}
+                if f.name not in ("wiki_dumps", "out", "pageviews", "wordnet", "workers", "overwrite", "import_list")}
     return {"wiki_dumps": [identity(d.path) for d in dumps], "pageviews": [identity(p) for p in views.files],
             "wordnet": [identity(p) for p in wordnet_files], **settings}
 
@@ -228,13 +245,13 @@ def _finish(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "inputs": {
             "wiki_dumps": [_describe_dump(d) for d in dumps],
-            "pageviews": [_describe_file(p) for p in views.files],
+            "pageviews": [describe_file(p) for p in views.files],
             "wordnet": _describe_wordnet(wordnet),
         },
         "thresholds": {
             "size": config.size, "min_count": config.min_count, "min_pmi": config.min_pmi,
             "min_bigram_count": config.min_bigram_count, "min_views": config.min_views,
-            "lowercase": config.lowercase,
+            "lowercase": config.lowercase, "titles": config.titles,
         },
         "pages": asdict(pages),
         "tokens": total_tokens,
@@ -275,10 +292,11 @@ def _article_titles(title_files: Iterable[str]) -> set[str]:
 
 
 def _ranked_titles(views: PageViews, articles: set[str], config: BuildConfig) -> list[tuple[str, int]]:
-    """The dump's article titles with at least `min_views` views, most viewed first."""
+    """The titles with at least `min_views` views, most viewed first: the dump's articles
+    (`--titles articles`), or every page-view title (`all`, MetaCLIP's rule)."""
     ranked: dict[str, int] = {}
     for title, n in views.views.items():
-        if title in articles:
+        if config.titles == "all" or title in articles:
             key = title.lower() if config.lowercase else title
             ranked[key] = ranked.get(key, 0) + n  # lower-casing may merge titles
     kept = [(t, n) for t, n in ranked.items() if n >= config.min_views]
@@ -296,7 +314,7 @@ def _known_counts(unigrams: pa.Table, bigrams: pa.Table, texts: list[str]) -> di
     return counts
 
 
-def _describe_file(path: str) -> dict:
+def describe_file(path: str) -> dict:
     with open(path, "rb") as f:
         digest = hashlib.file_digest(f, "sha256").hexdigest()
     return {"path": os.path.abspath(path), "bytes": os.path.getsize(path), "sha256": digest}
@@ -304,7 +322,7 @@ def _describe_file(path: str) -> dict:
 
 def _describe_dump(dump: DumpFile) -> dict:
     kind = "bz2-multistream" if dump.multistream else "bz2" if dump.compressed else "xml"
-    return {**_describe_file(dump.path), "format": kind, "bz2_streams": len(dump.stream_offsets)}
+    return {**describe_file(dump.path), "format": kind, "bz2_streams": len(dump.stream_offsets)}
 
 
 def _describe_wordnet(wordnet: WordNetLemmas | None) -> dict | None:
@@ -312,5 +330,5 @@ def _describe_wordnet(wordnet: WordNetLemmas | None) -> dict | None:
         return None
     if os.path.isdir(wordnet.source):
         return {"path": os.path.abspath(wordnet.source),
-                "files": [_describe_file(os.path.join(wordnet.source, n)) for n in DATA_FILES]}
-    return {"path": os.path.abspath(wordnet.source), "files": [_describe_file(wordnet.source)]}
+                "files": [describe_file(os.path.join(wordnet.source, n)) for n in DATA_FILES]}
+    return {"path": os.path.abspath(wordnet.source), "files": [describe_file(wordnet.source)]}
