@@ -362,7 +362,7 @@ def test_input_errors(web, queries_dir, tmp_path):
     broken = tmp_path / "broken.parquet"
     broken.write_bytes(b"PAR1 but not really")
     cases = [
-        (["--queries", tmp_path / "nowhere", "--candidates", pool], ["queries.parquet", "no query list"]),
+        (["--queries", tmp_path / "nowhere", "--candidates", pool], ["nowhere: no such query list", "metadata.json"]),
         (["--queries", empty, "--candidates", pool], ["the query list is empty"]),
         (["--queries", queries_dir, "--candidates", tmp_path / "none-*.parquet"], ["no candidate file matches"]),
         (["--queries", queries_dir, "--candidates", no_columns], [no_columns, "no column 'url', 'text'"]),

@@ -39,7 +39,7 @@ def write_tables(tmp_path):
 def test_table_formats_give_the_same_rows(tmp_path, name):
     write_tables(tmp_path)
     path = str(tmp_path / name)
-    _, rows, stats = read_all([path], TableColumns("image", "caption"))
+    _, rows, stats = read_all([path], TableColumns("image", ("caption",)))
     assert [(r["url"], r["text"]) for r in rows] == [ROWS[0], ROWS[1], ROWS[4]]
     assert all(r["source_file"] == path for r in rows)
     assert stats.missing_url_or_text == 2
@@ -47,7 +47,7 @@ def test_table_formats_give_the_same_rows(tmp_path, name):
 
 def test_parquet_is_split_by_row_groups(tmp_path):
     write_tables(tmp_path)
-    partitions, rows, _ = read_all([str(tmp_path / "pool.parquet")], TableColumns("image", "caption"),
+    partitions, rows, _ = read_all([str(tmp_path / "pool.parquet")], TableColumns("image", ("caption",)),
                                    rows_per_partition=2)
     assert [p.row_groups for p in partitions] == [(0,), (1,), (2,)]
     assert [p.partition_id for p in partitions] == ["00000-00000", "00000-00001", "00000-00002"]
@@ -58,7 +58,7 @@ def test_fsspec_urls(tmp_path):
     write_tables(tmp_path)
     files = expand([f"file://{tmp_path}/pool.*"], "candidate")
     assert len(files) == 4 and all(f.startswith("file://") for f in files)
-    _, rows, _ = read_all([f for f in files if f.endswith(".parquet")], TableColumns("image", "caption"))
+    _, rows, _ = read_all([f for f in files if f.endswith(".parquet")], TableColumns("image", ("caption",)))
     assert len(rows) == 3
 
 
@@ -83,6 +83,8 @@ PAGES = [
         WatImage("c.jpg", alt=None),
         WatImage("d.jpg", alt="   "),
         WatImage("https://cdn.example/e.jpg", alt="absolute"),
+        WatImage("f.jpg", alt=" two\r\nlines ", title="two lines", data_image_title="F image"),
+        WatImage("g.jpg", title="title only"),
     ], other_links=[("A@/href", "/about"), ("IMG@/data-src", "lazy.jpg")]),
     WatPage("http://other.example/x/y.html", [WatImage("z.jpg", alt="with base")],
             base="http://static.example/assets/"),
@@ -93,15 +95,37 @@ PAGES = [
 def test_wat_extraction(tmp_path):
     path = write_wat(tmp_path / "a.warc.wat.gz", PAGES, corrupt_json_after={0})
     _, rows, stats = read_all([str(path)], wat=True)
-    assert [(r["url"], r["text"], r["title"], r["page_url"]) for r in rows] == [
-        ("http://site.example/dir/img/a.jpg", "a red dog", None, "http://site.example/dir/page.html"),
-        ("http://site.example/b.png", "two cats", "Cats", "http://site.example/dir/page.html"),
-        ("https://cdn.example/e.jpg", "absolute", None, "http://site.example/dir/page.html"),
-        ("http://static.example/assets/z.jpg", "with base", None, "http://other.example/x/y.html"),
-        ("http://third.example/t.jpg", "third page", None, "http://third.example/"),
+    page = "http://site.example/dir/page.html"
+    assert [(r["url"], r["text"], r["text_attr"], r["page_url"]) for r in rows] == [
+        ("http://site.example/dir/img/a.jpg", "a red dog", "alt", page),
+        ("http://site.example/b.png", "two cats", "alt", page),
+        ("https://cdn.example/e.jpg", "absolute", "alt", page),
+        ("http://site.example/dir/f.jpg", "two  lines", "alt", page),
+        ("http://static.example/assets/z.jpg", "with base", "alt", "http://other.example/x/y.html"),
+        ("http://third.example/t.jpg", "third page", "alt", "http://third.example/"),
     ]
     assert stats.corrupt_records == 1
     assert stats.records == 6  # 3 pages, 1 corrupt, 1 non-HTML response, 1 request
+
+
+def test_wat_texts_of_every_attribute(tmp_path):
+    """MetaCLIP 2's set: alt, title and data-image-title, each cleaned, distinct per link."""
+    path = write_wat(tmp_path / "a.warc.wat.gz", PAGES[:1])
+    _, rows, _ = read_all([str(path)], TableColumns(text_attrs=("alt", "title", "data-image-title")), wat=True)
+    assert [(r["url"].rsplit("/", 1)[1], r["text"], r["text_attr"]) for r in rows] == [
+        ("a.jpg", "a red dog", "alt"), ("b.png", "two cats", "alt"), ("b.png", "Cats", "title"),
+        ("e.jpg", "absolute", "alt"), ("f.jpg", "two  lines", "alt"), ("f.jpg", "two lines", "title"),
+        ("f.jpg", "F image", "data-image-title"), ("g.jpg", "title only", "title")]
+
+
+def test_several_text_columns(tmp_path):
+    pq.write_table(pa.table({"url": ["u1", "u2", "u3"], "alt": ["dog", None, "cat"],
+                             "title": ["Dog", "bird", "cat"]}), tmp_path / "pool.parquet")
+    _, rows, stats = read_all([str(tmp_path / "pool.parquet")], TableColumns(texts=("alt", "title")))
+    assert [(r["url"], r["text"], r["text_attr"]) for r in rows] == [
+        ("u1", "dog", "alt"), ("u1", "Dog", "title"), ("u2", "bird", "title"),   # in batches of 2 rows
+        ("u3", "cat", "alt")]                                                   # u3's title repeats its alt
+    assert stats.missing_url_or_text == 1   # u2's missing alt
 
 
 def test_truncated_wat_is_not_fatal(tmp_path):

@@ -34,7 +34,7 @@ from wit.formats.images import MAX_IMAGE_BYTES, MAX_PIXELS
 from wit.formats.atomic import atomic_path, write_json, write_parquet
 from wit.formats.balance import balanced
 from wit.crawl.match import QueryMatcher
-from wit.crawl.sources import Partition, SourceStats, TableColumns, plan_partitions, read_partition
+from wit.crawl.sources import TEXT_ATTRS, Partition, SourceStats, TableColumns, plan_partitions, read_partition
 from wit.crawl.urls import REFUSAL_REASONS, NetworkPolicy, refusal
 from wit.formats.uids import url_uid
 from wit.formats.errors import WitError
@@ -63,7 +63,11 @@ class CrawlConfig:
                                          metavar="GLOB")
     wat: tuple[str, ...] = option((), "Common Crawl WAT files (instead of --candidates)", metavar="GLOB")
     url_col: str = option("url", "url column of the candidate files")
-    text_col: str = option("text", "text column of the candidate files")
+    text_col: tuple[str, ...] = option(("text",), "text column(s) of the candidate files (repeatable: a candidate "
+                                                  "per non-empty text)", metavar="COL")
+    text_attrs: tuple[str, ...] = option(("alt",), f"WAT: the image link attributes whose texts are candidates, "
+                                                   f"comma-separated, of: {', '.join(TEXT_ATTRS)} (MetaCLIP 2 uses "
+                                                   "all three)", separator=",")
     cap: int = option(20_000, "pairs per query (MetaCLIP's t)")
     oversample: float = option(1.3, "crawl-time cap is cap * oversample, leaving room for failed downloads")
     seed: int = option(0, "seed of the balancing draws")
@@ -105,6 +109,10 @@ class CrawlConfig:
             raise WitError("give either --candidates or --wat")
         if self.distributor not in DISTRIBUTORS:
             raise WitError(f"--distributor: unknown {self.distributor!r} (one of: {', '.join(DISTRIBUTORS)})")
+        unknown = [a for a in self.text_attrs if a not in TEXT_ATTRS]
+        if unknown or not self.text_attrs:
+            raise WitError(f"--text-attrs: unknown {', '.join(unknown) or 'empty list'} "
+                           f"(of: {', '.join(TEXT_ATTRS)})")
         if self.resize_mode not in RESIZE_MODES:
             raise WitError(f"--resize-mode: unknown {self.resize_mode!r} (one of: {', '.join(RESIZE_MODES)})")
         for name in ("cap", "image_size", "samples_per_shard", "processes", "threads",
@@ -151,7 +159,7 @@ def run(config: CrawlConfig) -> dict:
         if len(files) < count:
             raise WitError(f"--part {config.part}: the pool has {len(files)} file(s), fewer than {count} parts")
         files = files[index::count]
-    columns = TableColumns(config.url_col, config.text_col)
+    columns = TableColumns(config.url_col, config.text_col, config.text_attrs)
     partitions = plan_partitions(files, bool(config.wat), columns, config.rows_per_partition)
     fingerprint = {f.name: getattr(config, f.name) for f in fields(config) if f.name not in _NOT_DECIDING}
     fingerprint |= {"candidate_files": files, "wat": bool(config.wat), "queries_sha256": query_list.sha256}

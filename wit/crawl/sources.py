@@ -2,15 +2,21 @@
 
 Two kinds of source share one interface (`plan_partitions` then `read_partition`):
 - tables: Parquet, CSV/TSV or JSONL files (optionally .gz), local paths or fsspec urls,
-  with a url column and a text column; a Parquet file is split by row groups;
-- Common Crawl WAT files (`*.warc.wat.gz`): every `IMG@/src` link of an HTML page with a
-  non-empty `alt` becomes a candidate, its url resolved against the page's `<base>` or
-  url; a record that cannot be parsed is skipped and counted.
-Batches are Arrow tables with columns url, text, source_file (and page_url, title for WAT).
+  with a url column and one or more text columns (a candidate per non-empty text of a
+  row, a text repeated in a later column of the same row dropped); a Parquet file is
+  split by row groups;
+- Common Crawl WAT files (`*.warc.wat.gz`): every `IMG@/src` link of an HTML page gives
+  a candidate per distinct non-empty text among its attributes `text_attrs` (alt; MetaCLIP
+  2 also title and data-image-title), newlines and carriage returns turned into spaces and
+  the ends stripped, as MetaCLIP's parser does; its url resolved against the page's
+  `<base>` or url; a record that cannot be parsed is skipped and counted.
+Batches are Arrow tables with columns url, text, text_attr (the column or attribute the
+text came from), source_file (and page_url for WAT).
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -29,6 +35,7 @@ from wit.formats.errors import WitError
 
 TABLE_FORMATS = {".parquet": "parquet", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
 IMAGE_LINK = "IMG@/src"
+TEXT_ATTRS = ("alt", "title", "data-image-title")   # MetaCLIP 2's texts of an image link
 
 
 @dataclass(frozen=True)
@@ -50,10 +57,13 @@ class SourceStats:
     missing_url_or_text: int = 0
 
 
-@dataclass
+@dataclass(frozen=True)
 class TableColumns:
+    """The columns of a table source, or the link attributes of a WAT source, to read."""
+
     url: str = "url"
-    text: str = "text"
+    texts: tuple[str, ...] = ("text",)
+    text_attrs: tuple[str, ...] = ("alt",)
 
 
 def table_format(path: str) -> str:
@@ -74,7 +84,7 @@ def plan_partitions(files: list[str], wat: bool, columns: TableColumns,
             continue
         fmt = table_format(path)
         names = _column_names(path, fmt)
-        missing = [c for c in (columns.url, columns.text) if c not in names]
+        missing = [c for c in (columns.url, *columns.texts) if c not in names]
         if missing:
             raise WitError(f"{path}: no column {', '.join(map(repr, missing))} "
                            f"(columns: {', '.join(names)}; see --url-col/--text-col)")
@@ -135,16 +145,24 @@ def _drop_empty(batch: pa.Table, stats: SourceStats) -> pa.Table:
 
 
 def _with_source(table: pa.Table, columns: TableColumns, path: str) -> pa.Table:
-    return pa.table({
-        "url": pc.cast(table[columns.url], pa.string()),
-        "text": pc.cast(table[columns.text], pa.string()),
-        "source_file": pa.array([path] * table.num_rows, pa.string()),
-    })
+    """A candidate per (row, text column), the text column's rows after the previous ones';
+    a text equal to one of an earlier column of its row is dropped."""
+    url = pc.cast(table[columns.url], pa.string())
+    texts = [pc.cast(table[c], pa.string()) for c in columns.texts]
+    parts = []
+    for i, (column, text) in enumerate(zip(columns.texts, texts)):
+        part = pa.table({"url": url, "text": text, "text_attr": pa.array([column] * table.num_rows, pa.string()),
+                         "source_file": pa.array([path] * table.num_rows, pa.string())})
+        if i:
+            repeated = [pc.fill_null(pc.equal(text, earlier), False) for earlier in texts[:i]]
+            part = part.filter(pc.invert(functools.reduce(pc.or_, repeated)))
+        parts.append(part)
+    return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
 
 
 def _read_table(partition: Partition, columns: TableColumns, batch_rows: int,
                 stats: SourceStats) -> Iterator[pa.Table]:
-    wanted = [columns.url, columns.text]
+    wanted = list(dict.fromkeys([columns.url, *columns.texts]))
     if partition.kind == "parquet":
         with fsspec.open(partition.path, "rb") as f:
             for batch in pq.ParquetFile(f).iter_batches(batch_rows, row_groups=partition.row_groups,
@@ -186,14 +204,14 @@ def _read_wat(partition: Partition, columns: TableColumns, batch_rows: int,
               stats: SourceStats) -> Iterator[pa.Table]:
     from warcio.archiveiterator import ArchiveIterator
 
-    rows: dict[str, list] = {"url": [], "text": [], "title": [], "page_url": []}
+    rows: dict[str, list] = {"url": [], "text": [], "text_attr": [], "page_url": []}
 
     def flush() -> pa.Table:
         table = pa.table({**{k: pa.array(v, pa.string()) for k, v in rows.items()},
                           "source_file": pa.array([partition.path] * len(rows["url"]), pa.string())})
         for values in rows.values():
             values.clear()
-        return table.select(["url", "text", "source_file", "page_url", "title"])
+        return table.select(["url", "text", "text_attr", "source_file", "page_url"])
 
     with fsspec.open(partition.path, "rb") as f:
         records = iter(ArchiveIterator(f, arc2warc=False))
@@ -210,14 +228,14 @@ def _read_wat(partition: Partition, columns: TableColumns, batch_rows: int,
                 continue
             stats.records += 1
             try:
-                links = _image_links(json.loads(payload))
+                links = _image_links(json.loads(payload), columns.text_attrs)
             except (ValueError, TypeError, AttributeError):
                 stats.corrupt_records += 1
                 continue
-            for url, alt, title, page_url in links:
+            for url, text, attr, page_url in links:
                 rows["url"].append(url)
-                rows["text"].append(alt)
-                rows["title"].append(title)
+                rows["text"].append(text)
+                rows["text_attr"].append(attr)
                 rows["page_url"].append(page_url)
             if len(rows["url"]) >= batch_rows:
                 yield flush()
@@ -225,8 +243,9 @@ def _read_wat(partition: Partition, columns: TableColumns, batch_rows: int,
         yield flush()
 
 
-def _image_links(record: dict) -> list[tuple[str, str, str | None, str]]:
-    """(resolved url, alt, title, page url) of each image with alt text in a WAT record."""
+def _image_links(record: dict, attrs: tuple[str, ...]) -> list[tuple[str, str, str, str]]:
+    """(resolved url, text, attribute, page url) for each distinct non-empty text among
+    the `attrs` of each image link of a WAT record."""
     envelope = record["Envelope"]
     page_url = envelope["WARC-Header-Metadata"].get("WARC-Target-URI", "")
     html = envelope.get("Payload-Metadata", {}).get("HTTP-Response-Metadata", {}).get("HTML-Metadata")
@@ -236,7 +255,13 @@ def _image_links(record: dict) -> list[tuple[str, str, str | None, str]]:
     base_url = urljoin(page_url, base) if base else page_url
     out = []
     for link in html.get("Links") or []:
-        if link.get("path") != IMAGE_LINK or not (link.get("alt") or "").strip():
+        if link.get("path") != IMAGE_LINK:
             continue
-        out.append((urljoin(base_url, link.get("url", "")), link["alt"], link.get("title"), page_url))
+        seen: set[str] = set()
+        for attr in attrs:
+            text = link.get(attr)
+            text = text.replace("\n", " ").replace("\r", " ").strip() if isinstance(text, str) else ""
+            if text and text not in seen:
+                seen.add(text)
+                out.append((urljoin(base_url, link.get("url", "")), text, attr, page_url))
     return out

@@ -21,6 +21,7 @@ class WatImage:
     src: str
     alt: str | None = None
     title: str | None = None
+    data_image_title: str | None = None
 
 
 @dataclass
@@ -52,6 +53,8 @@ def html_envelope(page: WatPage, title: str) -> dict[str, Any]:
             link["alt"] = image.alt
         if image.title is not None:
             link["title"] = image.title
+        if image.data_image_title is not None:
+            link["data-image-title"] = image.data_image_title
         links.append(link)
     links += [{"path": path, "url": url} for path, url in page.other_links]
     head = {"Title": title} if page.base is None else {"Title": title, "Base": page.base}
