@@ -40,6 +40,7 @@ test: $(BIN)/.installed system-packages
 	$(BIN)/pytest -q
 
 bench: $(BIN)/.installed system-packages
+	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python tests/bench/run_all.py
 
 clean:

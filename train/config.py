@@ -75,6 +75,7 @@ class TrainConfig:
     optimizer_state: str = "fp32"  # fp32, or 8bit / 4bit (torchao low-precision AdamW states)
     workers: int = 4               # dataloader workers per rank
     shuffle_window: int = 2048     # samples shuffled together inside a worker
+    text_sampling: str = "fixed"   # fixed (the txt part) or per_epoch (one of the json's texts per epoch)
     max_pixels: int = MAX_PIXELS   # decoder cap (PIL's default bomb limit)
     seed: int = 0
     save_every: int = 1000
@@ -100,6 +101,8 @@ class TrainConfig:
                 raise WitError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.lr <= 0:
             raise WitError(f"lr must be positive, got {self.lr}")
+        if self.text_sampling not in ("fixed", "per_epoch"):
+            raise WitError(f"text_sampling must be fixed or per_epoch, got {self.text_sampling!r}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise WitError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
         if self.optimizer_state not in ("fp32", "8bit", "4bit"):

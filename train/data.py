@@ -10,7 +10,9 @@ batch size):
   samples its batches need, so all slots are disjoint, every rank runs the same number
   of steps, and an epoch sees every sample once, up to the last partial global batch;
 - inside a slot, windows of `shuffle_window` samples are shuffled by
-  (seed, e, slot, window), and each sample's crop offsets come from the same draw.
+  (seed, e, slot, window), and each sample's crop offsets come from the same draw;
+- a sample's caption is its `txt`, or with `text_sampling: per_epoch` one of its json's
+  `texts` drawn by (seed, e, uid).
 
 A worker's position (samples of its sequence consumed) is all a checkpoint needs to
 resume it exactly. An unusable sample is counted and skipped; a slot that runs short
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import json
 import logging
 import math
 import signal
@@ -38,8 +41,10 @@ from train import dist, images
 from train.dist import World
 from train.shards import Shard
 from wit.formats import tars
+from wit.formats.balance import pick
 from wit.formats.errors import WitError
 from wit.formats.images import ImageRefused
+from wit.formats.uids import is_uid
 
 log = logging.getLogger("train.data")
 COUNTS = ("dropped", "repeated", "refused_members", "truncated_shards")   # what a batch reports
@@ -158,6 +163,9 @@ def span(sequence: list[Shard], start: int, count: int, bounds: list[int] | None
     return tuple(out)
 
 
+TEXT_SAMPLING = ("fixed", "per_epoch")
+
+
 @dataclass(frozen=True)
 class StreamSettings:
     seed: int
@@ -165,6 +173,26 @@ class StreamSettings:
     image_size: int
     shuffle_window: int
     max_pixels: int
+    text_sampling: str = "fixed"   # or per_epoch: one of a sample's json `texts` per (seed, epoch, uid)
+
+
+def caption(sample: Sample, settings: StreamSettings, epoch: int) -> str:
+    """The text a sample is trained with: its `txt` part, or with `per_epoch` one of the
+    `texts` of its json (image-centric crawls), drawn by (seed, epoch, uid), so that each
+    epoch may see another caption of the image and a resumed run sees the same one."""
+    if settings.text_sampling != "per_epoch" or not sample.meta:
+        return sample.text
+    try:
+        meta = json.loads(sample.meta)
+    except (ValueError, RecursionError):
+        return sample.text
+    texts, uid = (meta.get("texts"), meta.get("uid")) if isinstance(meta, dict) else (None, None)
+    if not isinstance(texts, list) or not texts or not is_uid(uid):
+        return sample.text
+    key = np.array([int(uid[:16], 16)], np.uint64)
+    chosen = texts[int(pick(key, np.array([len(texts)]), settings.seed, round=epoch + 1)[0])]
+    text = chosen.get("text") if isinstance(chosen, dict) else None
+    return text if isinstance(text, str) and text.strip() else sample.text
 
 
 def worker_batches(slot: Slot, epoch: int, position: int, done_batches: int, settings: StreamSettings,
@@ -203,7 +231,7 @@ def worker_batches(slot: Slot, epoch: int, position: int, done_batches: int, set
                 since_usable = 0
                 repeated += cycle > 0
                 images_.append(image)
-                texts.append(sample.text)
+                texts.append(caption(sample, settings, epoch))
                 if len(images_) == b:
                     yield {"images": torch.stack(images_), "tokens": tokenize(texts), "worker": worker,
                            "position": position, "counts": {"dropped": dropped, "repeated": repeated,

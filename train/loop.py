@@ -53,7 +53,8 @@ class RunPosition:
 class RunConfig:
     """The configuration as a checkpoint part: saved whole; a resume refuses a change of the
     settings that fix the model and the data stream."""
-    FIXED = ("seed", "batch_size", "accum_steps", "shuffle_window", "model.name", "model.config")
+    FIXED = ("seed", "batch_size", "accum_steps", "shuffle_window", "text_sampling", "model.name", "model.config")
+    ADDED = {"text_sampling": "fixed"}   # what a checkpoint made before a setting existed had
 
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
@@ -65,6 +66,7 @@ class RunConfig:
         now = self.cfg.to_dict()
         for key in self.FIXED:
             before, after = _dotted(saved, key), _dotted(now, key)
+            before = self.ADDED.get(key) if before is None and key in self.ADDED else before
             if before != after:
                 raise WitError(f"resume: {key} was {before!r} in the checkpoint, now {after!r}; use the "
                                f"checkpoint's value or a new run_dir")
@@ -93,7 +95,8 @@ def train(cfg: TrainConfig) -> dict:
     tokenize = models.tokenizer(cfg.model)
     mean, std = models.mean_std(model)
     optimization = optim.build(model, cfg)
-    settings = data.StreamSettings(cfg.seed, local_batch, models.image_size(model), cfg.shuffle_window, cfg.max_pixels)
+    settings = data.StreamSettings(cfg.seed, local_batch, models.image_size(model), cfg.shuffle_window, cfg.max_pixels,
+                                   cfg.text_sampling)
     stream = data.TrainStream(shards, settings, world, cfg.workers, tokenize)
     position = RunPosition()
     checkpointer = checkpoint.Checkpointer(run_dir / "checkpoints", cfg.keep_checkpoints, world, {

@@ -32,6 +32,7 @@ README_END = "<!-- bench:end -->"
 BASELINES = {
     "build_queries": "mwxml + mwparserfromhell `strip_code()` + `str.split()`",
     "match": "MetaCLIP's per-text pyahocorasick loop",
+    "wat": "cc2dataset's `extract_documents_from_wat` (FastWARC + simdjson)",
     "balance": "MetaCLIP's per-candidate `random()` loop",
     "download": "bare `img2dataset.download`",
     "shard": "`shutil.copyfile` of the same tars",
@@ -56,6 +57,7 @@ DETAILS = {
     "images": "{} images",
     "whole_command_ratio": "whole command: {} of the baseline",
     "texts": "{} texts",
+    "records": "{} WAT records",
     "queries": "{} queries",
     "identical": "output identical to the baseline: {}",
     "match_only_peak_rss_mb": "`wit crawl --match-only` peak memory in MB by pool rows: {}",

@@ -4,6 +4,7 @@ sizes and chosen defects, and a tiny OpenCLIP model config."""
 from __future__ import annotations
 
 import io
+import hashlib
 import json
 import os
 import tarfile
@@ -33,11 +34,13 @@ def jpeg(colour: tuple[int, int, int], size: tuple[int, int] = (40, 48)) -> byte
 
 
 def write_shards(out: Path, sizes: list[int], broken: set[str] = frozenset(), no_text: set[str] = frozenset(),
-                 start: int = 0, image=None) -> list[str]:
+                 start: int = 0, image=None, captions: int = 0) -> list[str]:
     """Shards NNNNNN.tar holding sizes[i] samples each (keys numbered globally from `start`),
     with sizes.json; samples whose key is in `broken` get undecodable image bytes, those in
     `no_text` no caption. `image(n, colour)` makes the JPEG bytes of sample n (default: a
-    plain 40x48 picture of the colour). Returns all keys in order."""
+    plain 40x48 picture of the colour). With `captions`, each json has a 32-digit uid and
+    that many `texts` ("CAPTION, caption j"), as an image-centric crawl writes. Returns all
+    keys in order."""
     out.mkdir(parents=True, exist_ok=True)
     keys, n = [], start
     names = list(COLOURS)
@@ -48,9 +51,14 @@ def write_shards(out: Path, sizes: list[int], broken: set[str] = frozenset(), no
                 colour = names[n % len(names)]
                 blob = image(n, COLOURS[colour]) if image else jpeg(COLOURS[colour])
                 _add(tar, f"{key}.jpg", b"not a jpeg" if key in broken else blob)
+                caption = f"a {colour} picture number {n}"
                 if key not in no_text:
-                    _add(tar, f"{key}.txt", f"a {colour} picture number {n}".encode())
-                _add(tar, f"{key}.json", json.dumps({"uid": key, "url": f"http://demo.invalid/{key}.jpg"}).encode())
+                    _add(tar, f"{key}.txt", caption.encode())
+                meta = {"uid": key, "url": f"http://demo.invalid/{key}.jpg"}
+                if captions:
+                    meta = {"uid": hashlib.md5(key.encode()).hexdigest(), "url": meta["url"],
+                            "texts": [{"text": f"{caption}, caption {j}", "query_ids": []} for j in range(captions)]}
+                _add(tar, f"{key}.json", json.dumps(meta).encode())
                 keys.append(key)
                 n += 1
     (out / "sizes.json").write_text(json.dumps({f"{i:06d}.tar": s for i, s in enumerate(sizes)}))

@@ -20,20 +20,21 @@ from wit.formats.errors import WitError
 UNEVEN = [7, 13, 3, 20, 11, 9, 1, 16]
 
 
-def settings(batch: int = 4, window: int = 5) -> data.StreamSettings:
-    return data.StreamSettings(seed=3, batch_size=batch, image_size=24, shuffle_window=window, max_pixels=10**8)
+def settings(batch: int = 4, window: int = 5, text_sampling: str = "fixed") -> data.StreamSettings:
+    return data.StreamSettings(seed=3, batch_size=batch, image_size=24, shuffle_window=window, max_pixels=10**8,
+                               text_sampling=text_sampling)
 
 
 def texts(batch_texts: list[str]) -> list[str]:
     return list(batch_texts)
 
 
-def run_epoch(shards, world, workers, batch, epoch=0, processes=False, window=5):
+def run_epoch(shards, world, workers, batch, epoch=0, processes=False, window=5, text_sampling="fixed"):
     """{rank: [batch, ...]} for one epoch, its workers in DataLoader processes or in-process."""
     plan = data.plan_epoch(shards, 3, epoch, world, workers, batch)
     out = {}
     for rank in range(world):
-        stream = data.EpochStream(plan, rank, 0, None, settings(batch, window), texts)
+        stream = data.EpochStream(plan, rank, 0, None, settings(batch, window, text_sampling), texts)
         out[rank] = list(data.loader(stream, processes, False, 0))
     return plan, out
 
@@ -166,3 +167,34 @@ def test_a_truncated_shard_is_padded_as_unusable_not_fatal(tmp_path):
     assert len(out[0]) == plan.steps == 4
     assert sum(b["counts"]["dropped"] for b in out[0]) >= 3
     assert sum(b["counts"]["truncated_shards"] for b in out[0]) >= 1
+
+
+def captions_by_sample(out: dict) -> dict[str, str]:
+    """{"a COLOUR picture number N": the caption it was trained with} over an epoch's batches."""
+    return {t.rsplit(",", 1)[0]: t for batches in out.values() for b in batches for t in b["tokens"]}
+
+
+def test_per_epoch_text_sampling_draws_each_epoch_and_resumes_exactly(tmp_path):
+    """Every caption of a sample is seen over enough epochs; `fixed` keeps the txt part;
+    the draw is the same in DataLoader processes, and a resumed epoch continues exactly."""
+    write_shards(tmp_path, [3, 3, 3, 3], captions=3)
+    shards = list_shards(str(tmp_path))
+    seen: dict[str, set[str]] = {}
+    for epoch in range(12):
+        _, out = run_epoch(shards, 1, 2, 4, epoch=epoch, text_sampling="per_epoch")
+        for sample, text in captions_by_sample(out).items():
+            seen.setdefault(sample, set()).add(text)
+    assert len(seen) == 12 and all(texts == {f"{s}, caption {j}" for j in range(3)} for s, texts in seen.items())
+    _, fixed = run_epoch(shards, 1, 2, 4, epoch=0)
+    assert all("caption" not in t for b in fixed[0] for t in b["tokens"])
+    _, inline = run_epoch(shards, 2, 2, 2, epoch=5, text_sampling="per_epoch")
+    _, pooled = run_epoch(shards, 2, 2, 2, epoch=5, processes=True, text_sampling="per_epoch")
+    assert {r: [b["tokens"] for b in bs] for r, bs in inline.items()} == \
+        {r: [b["tokens"] for b in bs] for r, bs in pooled.items()}
+    plan = data.plan_epoch(shards, 3, 4, 1, 2, 4)
+    full = list(data.EpochStream(plan, 0, 0, None, settings(text_sampling="per_epoch"), texts))
+    positions = [0, 0]
+    for b in full[:1]:
+        positions[b["worker"]] = b["position"]
+    rest = list(data.EpochStream(plan, 0, 1, positions, settings(text_sampling="per_epoch"), texts))
+    assert [b["tokens"] for b in rest] == [b["tokens"] for b in full[1:]]

@@ -131,7 +131,13 @@ def test_several_text_columns(tmp_path):
 def test_truncated_wat_is_not_fatal(tmp_path):
     pages = [WatPage(f"http://p{i}.example/", [WatImage("a.jpg", alt=f"page {i}")]) for i in range(200)]
     path = write_wat(tmp_path / "t.warc.wat.gz", pages, include_non_html=False)
-    truncate_file(path, 0.5)
     _, rows, stats = read_all([str(path)], wat=True)
-    assert 50 < len(rows) < 200
-    assert [r["text"] for r in rows] == [f"page {i}" for i in range(len(rows))]
+    assert (len(rows), stats.corrupt_records) == (200, 0)
+    whole = path.read_bytes()
+    for fraction in (0.02, 0.5, 0.9999):   # in the middle of a member, or in its last bytes
+        path.write_bytes(whole)
+        truncate_file(path, fraction)
+        _, rows, stats = read_all([str(path)], wat=True)
+        assert len(rows) < 200
+        assert [r["text"] for r in rows] == [f"page {i}" for i in range(len(rows))]
+        assert stats.corrupt_records == 1, fraction   # the member cut short, not a silent end

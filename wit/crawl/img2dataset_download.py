@@ -44,7 +44,7 @@ def download(config: CrawlConfig, selected_dir: str, output_dir: str, counters_d
     policy = FetchPolicy(config.network_policy(), config.max_pixels, config.max_image_bytes,
                          config.respect_robots, per_process, os.path.abspath(counters_dir))
     os.makedirs(counters_dir, exist_ok=True)
-    extra_columns = ["uid", "query_ids"] + (["page_url"] if config.wat else [])
+    extra_columns = ["uid", "query_ids", *sample_columns(config)]
     with _wit_downloader(policy, first_shard), _spark(config), contextlib.redirect_stdout(sys.stderr):
         img2dataset.download(
             url_list=selected_dir,
@@ -75,6 +75,13 @@ def download(config: CrawlConfig, selected_dir: str, output_dir: str, counters_d
     if incomplete:
         raise Unfinished(f"{output_dir}: shards {', '.join(incomplete)} failed to download; "
                        "run the same command again to retry them")
+
+
+def sample_columns(config: CrawlConfig) -> list[str]:
+    """The selected columns, besides url, text, uid and query_ids, that go into each
+    sample's json: the page url (WAT, and image-centric crawls) and every text (image)."""
+    image = config.unit == "image"
+    return (["page_url"] if config.wat or image else []) + (["texts"] if image else [])
 
 
 @contextlib.contextmanager

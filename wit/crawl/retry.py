@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING
 
 from wit.crawl.img2dataset_download import (TRANSIENT_REASONS, done_shards, download, download_summary,
-                                            write_retry_selection)
+                                            sample_columns, write_retry_selection)
 from wit.formats.atomic import read_json, write_json
 from wit.formats.crawl import ROBOTS, DOWNLOAD, SUMMARY
 from wit.formats.workdir import WorkDir
@@ -42,7 +42,7 @@ def retry_failed(config: CrawlConfig, work: WorkDir) -> dict:
         first_shard = max(done_shards(download_dir), default=-1) + 1
         os.makedirs(selection, exist_ok=True)
         retried = write_retry_selection(download_dir, retried_from, os.path.join(selection, "0.parquet"),
-                                        ["page_url"] if config.wat else [])
+                                        sample_columns(config))
         if retried:
             log.info("retrying %d samples whose last attempt failed (%s)", retried, ", ".join(TRANSIENT_REASONS))
             download(config, selection, fetched, counters_dir, first_shard)

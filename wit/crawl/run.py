@@ -33,6 +33,7 @@ from wit.flags import option
 from wit.formats.images import MAX_IMAGE_BYTES, MAX_PIXELS
 from wit.formats.atomic import atomic_path, write_json, write_parquet
 from wit.formats.balance import balanced
+from wit.crawl.images import bucket_count, group_bucket, write_buckets, write_selected
 from wit.crawl.match import QueryMatcher
 from wit.crawl.sources import TEXT_ATTRS, Partition, SourceStats, TableColumns, plan_partitions, read_partition
 from wit.crawl.urls import REFUSAL_REASONS, NetworkPolicy, refusal
@@ -46,6 +47,7 @@ from wit.formats.workdir import STATE, WorkDir, claim, sum_counters
 log = logging.getLogger("wit.crawl")
 
 DISTRIBUTORS = ("multiprocessing", "pyspark")
+UNITS = ("pair", "image")
 RESIZE_MODES = ("no", "keep_ratio", "keep_ratio_largest", "center_crop", "border")
 # settings that do not change the output (how fast, where, what to do now)
 _NOT_DECIDING = ("queries", "out", "candidates", "wat", "processes", "threads", "max_per_host", "distributor",
@@ -71,6 +73,11 @@ class CrawlConfig:
     cap: int = option(20_000, "pairs per query (MetaCLIP's t)")
     oversample: float = option(1.3, "crawl-time cap is cap * oversample, leaving room for failed downloads")
     seed: int = option(0, "seed of the balancing draws")
+    unit: str = option("pair", "what is balanced and downloaded: `pair`, each (url, text) candidate (MetaCLIP 1, "
+                               "the CLIP paper's pairs) or `image`, each image with all its matched texts "
+                               "(MetaCLIP 2: counted per (image, text), one text drawn, each url downloaded once)")
+    bucket_rows: int = option(2_000_000, "--unit image: matched rows grouped in memory at a time (the pool is "
+                                         "cut into buckets of about this size by uid)")
     lowercase: bool = option(False, "case-insensitive matching")
     allow_network: tuple[str, ...] = option((), "fetch from this network too (CIDR, repeatable), e.g. "
                                                 "127.0.0.0/8 for a local web; loopback, private and link-local "
@@ -115,8 +122,10 @@ class CrawlConfig:
                            f"(of: {', '.join(TEXT_ATTRS)})")
         if self.resize_mode not in RESIZE_MODES:
             raise WitError(f"--resize-mode: unknown {self.resize_mode!r} (one of: {', '.join(RESIZE_MODES)})")
+        if self.unit not in UNITS:
+            raise WitError(f"--unit: unknown {self.unit!r} (one of: {', '.join(UNITS)})")
         for name in ("cap", "image_size", "samples_per_shard", "processes", "threads",
-                     "rows_per_partition", "batch_rows", "max_pixels", "max_image_bytes"):
+                     "rows_per_partition", "batch_rows", "max_pixels", "max_image_bytes", "bucket_rows"):
             if getattr(self, name) < 1:
                 raise WitError(f"--{name.replace('_', '-')}: must be at least 1")
         if self.oversample < 1:
@@ -186,11 +195,16 @@ def _crawl(config: CrawlConfig, work: WorkDir, partitions: list[Partition], quer
     timings: dict[str, float] = {}
     step = time.time()
     partition_stats = _match_all(config, work, partitions, queries, columns)
-    matched = _entry_counts(work, partitions, len(queries))
+    counts = _sum_partition_stats(partition_stats)
+    if config.unit == "image":
+        matched, grouped = _group_images(config, work, partitions, len(queries), counts["matched"])
+        counts.update(grouped)
+    else:
+        matched = _entry_counts(work, partitions, len(queries))
     timings["match"] = time.time() - step
 
     step = time.time()
-    selected = _select_all(config, work, partitions, matched)
+    selected = (_select_images if config.unit == "image" else _select_all)(config, work, partitions, matched)
     timings["select"] = time.time() - step
 
     summary = {
@@ -198,7 +212,7 @@ def _crawl(config: CrawlConfig, work: WorkDir, partitions: list[Partition], quer
         "parameters": {f.name: getattr(config, f.name) for f in fields(config)},
         "candidate_files": work.fingerprint["candidate_files"],
         "queries": len(queries),
-        "counts": {**_sum_partition_stats(partition_stats), "selected": selected},
+        "counts": {**counts, "selected": selected},
         "queries_matched": int((matched > 0).sum()),
     }
     if not config.match_only:
@@ -306,15 +320,68 @@ def _match_all(config: CrawlConfig, work: WorkDir, partitions: list[Partition], 
     return [results[p.partition_id] for p in partitions]
 
 
-def _entry_counts(work: WorkDir, partitions: list[Partition], query_count: int) -> np.ndarray:
-    """Sum the partitions' counts into entry_counts.parquet (every query_id, dense)."""
+def _entry_counts(work: WorkDir, partitions: list[Partition], query_count: int,
+                  count_files: list[str] | None = None) -> np.ndarray:
+    """Sum the partitions' (or the given) counts into entry_counts.parquet (every
+    query_id, dense)."""
     matched = np.zeros(query_count, dtype=np.int64)
-    for p in partitions:
-        counts = pq.read_table(work.path(*_counts_file(p)))
+    for path in count_files if count_files is not None else [work.path(*_counts_file(p)) for p in partitions]:
+        counts = pq.read_table(path)
         np.add.at(matched, counts["query_id"].to_numpy(), counts["matched"].to_numpy())
     write_parquet(work.path(ENTRY_COUNTS), pa.table({
         "query_id": pa.array(np.arange(query_count, dtype=np.int32)), "matched": pa.array(matched)}))
     return matched
+
+
+# ---- image-centric candidates (--unit image, see images.py) ---------------------------
+
+
+def _group_images(config: CrawlConfig, work: WorkDir, partitions: list[Partition], query_count: int,
+                  matched_rows: int) -> tuple[np.ndarray, dict]:
+    """Bucket every partition by uid, group each bucket into images; `matched` per
+    (image, distinct text) and the grouping's counts."""
+    buckets = bucket_count(matched_rows, config.bucket_rows)
+    for sub in ("buckets", "images"):
+        os.makedirs(work.scratch(sub), exist_ok=True)
+    groups = {}
+    for p in tqdm(partitions, unit="partition", desc="bucket", dynamic_ncols=True, mininterval=1.0):
+        unit, target = f"bucket-{p.partition_id}", _scratch_file(work, "buckets", p.partition_id)
+        groups[p.partition_id] = work.done(unit)
+        if groups[p.partition_id] is None:
+            groups[p.partition_id] = write_buckets(work.path(*_candidates_file(p)), work.path(target), buckets)
+            work.mark_done(unit, groups[p.partition_id], [target])
+    totals = Counter()
+    count_files = []
+    for bucket in tqdm(range(buckets), unit="bucket", desc="group", dynamic_ncols=True, mininterval=1.0):
+        unit, images_file = f"images-{bucket:05d}", _scratch_file(work, "images", f"{bucket:05d}")
+        counts_file = os.path.join(STATE, "counts", f"images-{bucket:05d}.parquet")
+        found = work.done(unit)
+        if found is None:
+            parts = [(work.path(_scratch_file(work, "buckets", p.partition_id)), groups[p.partition_id][str(bucket)])
+                     for p in partitions if str(bucket) in groups[p.partition_id]]
+            images, matched = group_bucket(parts, query_count)
+            write_parquet(work.path(images_file), images)
+            nonzero = np.flatnonzero(matched)
+            write_parquet(work.path(counts_file), pa.table({"query_id": nonzero.astype(np.int32),
+                                                            "matched": matched[nonzero]}))
+            found = {"images": images.num_rows,
+                     "image_texts": int(pc.sum(pc.list_value_length(images["texts"])).as_py() or 0)}
+            work.mark_done(unit, found, [images_file, counts_file])
+        totals.update(found)
+        count_files.append(work.path(counts_file))
+    return _entry_counts(work, partitions, query_count, count_files), {"buckets": buckets, **totals}
+
+
+def _scratch_file(work: WorkDir, sub: str, name: str) -> str:
+    """A scratch file's path relative to the output dir (as unit markers record them)."""
+    return os.path.relpath(work.scratch(sub, f"{name}.parquet"), work.root)
+
+
+def _select_images(config: CrawlConfig, work: WorkDir, partitions: list[Partition], matched: np.ndarray) -> int:
+    """Draw a text per image and balance, bucket by bucket, into selected/BBBBB.parquet."""
+    names = sorted(os.listdir(work.scratch("images")))
+    return sum(write_selected(work.scratch("images", name), work.path(SELECTED, name), matched,
+                              config.crawl_cap, config.seed) for name in names)
 
 
 def _sum_partition_stats(results: list[dict]) -> dict:

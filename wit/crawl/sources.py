@@ -5,11 +5,10 @@ Two kinds of source share one interface (`plan_partitions` then `read_partition`
   with a url column and one or more text columns (a candidate per non-empty text of a
   row, a text repeated in a later column of the same row dropped); a Parquet file is
   split by row groups;
-- Common Crawl WAT files (`*.warc.wat.gz`): every `IMG@/src` link of an HTML page gives
-  a candidate per distinct non-empty text among its attributes `text_attrs` (alt; MetaCLIP
-  2 also title and data-image-title), newlines and carriage returns turned into spaces and
-  the ends stripped, as MetaCLIP's parser does; its url resolved against the page's
-  `<base>` or url; a record that cannot be parsed is skipped and counted.
+- Common Crawl WAT files (`*.warc.wat.gz`, read by wat.py): every `IMG@/src` link of an
+  HTML page gives a candidate per distinct non-empty text among its attributes
+  `text_attrs` (alt; MetaCLIP 2 also title and data-image-title); a record that cannot be
+  parsed, or a truncated end, is skipped and counted.
 Batches are Arrow tables with columns url, text, text_attr (the column or attribute the
 text came from), source_file (and page_url for WAT).
 """
@@ -22,7 +21,6 @@ import json
 import os
 from dataclasses import dataclass
 from typing import Iterator
-from urllib.parse import urljoin
 
 import fsspec
 import pyarrow as pa
@@ -31,10 +29,10 @@ import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
+from wit.crawl.wat import WatCounts, image_links
 from wit.formats.errors import WitError
 
 TABLE_FORMATS = {".parquet": "parquet", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
-IMAGE_LINK = "IMG@/src"
 TEXT_ATTRS = ("alt", "title", "data-image-title")   # MetaCLIP 2's texts of an image link
 
 
@@ -202,8 +200,6 @@ def _line_blocks(f, lines: int) -> Iterator[bytes]:
 
 def _read_wat(partition: Partition, columns: TableColumns, batch_rows: int,
               stats: SourceStats) -> Iterator[pa.Table]:
-    from warcio.archiveiterator import ArchiveIterator
-
     rows: dict[str, list] = {"url": [], "text": [], "text_attr": [], "page_url": []}
 
     def flush() -> pa.Table:
@@ -213,55 +209,16 @@ def _read_wat(partition: Partition, columns: TableColumns, batch_rows: int,
             values.clear()
         return table.select(["url", "text", "text_attr", "source_file", "page_url"])
 
+    counts = WatCounts()
     with fsspec.open(partition.path, "rb") as f:
-        records = iter(ArchiveIterator(f, arc2warc=False))
-        while True:
-            try:
-                record = next(records)
-                payload = record.content_stream().read() if record.rec_type == "metadata" else None
-            except StopIteration:
-                break
-            except Exception:  # noqa: BLE001 - warcio raises many types on a truncated file
-                stats.corrupt_records += 1
-                break
-            if payload is None:
-                continue
-            stats.records += 1
-            try:
-                links = _image_links(json.loads(payload), columns.text_attrs)
-            except (ValueError, TypeError, AttributeError):
-                stats.corrupt_records += 1
-                continue
-            for url, text, attr, page_url in links:
-                rows["url"].append(url)
-                rows["text"].append(text)
-                rows["text_attr"].append(attr)
-                rows["page_url"].append(page_url)
+        for url, text, attr, page_url in image_links(f, columns.text_attrs, counts):
+            rows["url"].append(url)
+            rows["text"].append(text)
+            rows["text_attr"].append(attr)
+            rows["page_url"].append(page_url)
             if len(rows["url"]) >= batch_rows:
                 yield flush()
+    stats.records += counts.records
+    stats.corrupt_records += counts.corrupt_records
     if rows["url"]:
         yield flush()
-
-
-def _image_links(record: dict, attrs: tuple[str, ...]) -> list[tuple[str, str, str, str]]:
-    """(resolved url, text, attribute, page url) for each distinct non-empty text among
-    the `attrs` of each image link of a WAT record."""
-    envelope = record["Envelope"]
-    page_url = envelope["WARC-Header-Metadata"].get("WARC-Target-URI", "")
-    html = envelope.get("Payload-Metadata", {}).get("HTTP-Response-Metadata", {}).get("HTML-Metadata")
-    if not html:
-        return []
-    base = (html.get("Head") or {}).get("Base")
-    base_url = urljoin(page_url, base) if base else page_url
-    out = []
-    for link in html.get("Links") or []:
-        if link.get("path") != IMAGE_LINK:
-            continue
-        seen: set[str] = set()
-        for attr in attrs:
-            text = link.get(attr)
-            text = text.replace("\n", " ").replace("\r", " ").strip() if isinstance(text, str) else ""
-            if text and text not in seen:
-                seen.add(text)
-                out.append((urljoin(base_url, link.get("url", "")), text, attr, page_url))
-    return out

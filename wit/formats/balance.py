@@ -62,6 +62,16 @@ def draws(keys: np.ndarray, query_ids: np.ndarray, seed: int) -> np.ndarray:
     return (_mix(keys ^ salt) >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
+TEXT_DRAW = 1 << 40   # the salt of the draws that pick a text (above every query id)
+
+
+def pick(keys: np.ndarray, counts: np.ndarray, seed: int, round: int = 0) -> np.ndarray:
+    """An index in [0, count) per key, fixed by (seed, key, round): which of an image's
+    texts is drawn (round 0 at crawl time; the trainer's `per_epoch` uses one per epoch)."""
+    u = draws(keys, np.full(len(keys), TEXT_DRAW + round, dtype=np.int64), seed)
+    return np.minimum((u * counts).astype(np.int64), np.maximum(counts - 1, 0))
+
+
 def balanced(uids: pa.Array | pa.ChunkedArray, query_ids: pa.Array | pa.ChunkedArray,
              matched: np.ndarray, cap: float, seed: int) -> np.ndarray:
     """Boolean mask of the candidates kept; `matched[q]` is query q's count over the pool."""

@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from wit.formats.atomic import read_json_object
 from wit.formats.errors import WitError
+from wit.formats.shards import MAX_TEXTS
 from wit.formats.uids import is_uid
 
 CANDIDATES, SELECTED, DOWNLOAD = "candidates", "selected", "download"
@@ -37,8 +38,10 @@ def query_count(crawl_dir: str) -> int:
 
 def parse_sample_json(raw: bytes, queries: int) -> tuple[dict | None, str | None]:
     """The fields `wit shard` keeps from a downloaded sample's json (uid, url, query_ids,
-    original_width, original_height), or None and why the sample must be dropped:
-    `malformed_uid` (not exactly 32 lower-case hex digits) or `malformed_json`."""
+    original_width, original_height, and texts, or None, in image-centric crawls), or None
+    and why the sample must be dropped: `malformed_uid` (not exactly 32 lower-case hex
+    digits) or `malformed_json` (also: texts that are not a list of at most MAX_TEXTS
+    {text, query_ids} with a non-empty text)."""
     if len(raw) > MAX_SAMPLE_JSON_BYTES:
         return None, "malformed_json"
     try:
@@ -51,13 +54,24 @@ def parse_sample_json(raw: bytes, queries: int) -> tuple[dict | None, str | None
         return None, "malformed_uid"
     query_ids = meta.get("query_ids")
     query_ids = [] if query_ids is None else query_ids
-    if not isinstance(query_ids, list) or not all(_is_int(q) and 0 <= q < queries for q in query_ids):
+    if not _query_ids(query_ids, queries):
+        return None, "malformed_json"
+    texts = meta.get("texts")
+    if texts is not None and not (isinstance(texts, list) and 0 < len(texts) <= MAX_TEXTS and all(
+            isinstance(t, dict) and isinstance(t.get("text"), str) and t["text"].strip()
+            and _query_ids(t.get("query_ids"), queries) for t in texts)):
         return None, "malformed_json"
     url = meta.get("url")
     return {"uid": meta["uid"], "url": url if isinstance(url, str) else "",
             "query_ids": list(dict.fromkeys(query_ids)),
+            "texts": None if texts is None else [{"text": t["text"], "query_ids": list(dict.fromkeys(t["query_ids"]))}
+                                                 for t in texts],
             **{k: meta[k] if _is_int(meta.get(k)) and meta[k] > 0 else None
                for k in ("original_width", "original_height")}}, None
+
+
+def _query_ids(values, queries: int) -> bool:
+    return isinstance(values, list) and all(_is_int(q) and 0 <= q < queries for q in values)
 
 
 def _is_int(value) -> bool:

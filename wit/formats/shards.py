@@ -11,6 +11,7 @@ from wit.formats.atomic import read_json_object, write_json
 from wit.formats.errors import WitError
 
 SIZES, MANIFEST, DATACARD = "sizes.json", "manifest.json", "datacard.json"
+MAX_TEXTS = 16   # texts in a sample's json (`texts`, image-centric crawls): the drawn one first
 SAMPLE_JSON_FIELDS = ("uid", "url", "query_ids", "width", "height", "original_width", "original_height",
                       "sha256")
 MANIFEST_SHARD_FIELDS = {"name": str, "samples": int, "bytes": int, "sha256": str}

@@ -160,7 +160,8 @@ def index_tar(path: str, queries: int) -> tuple[str, dict[str, list], dict]:
                 continue
             values = (meta["uid"], meta["url"], text, width, height, meta["original_width"] or width,
                       meta["original_height"] or height, hashlib.sha256(image).hexdigest(), path,
-                      member.offset, member.size, extension, meta["query_ids"])
+                      member.offset, member.size, extension, meta["query_ids"],
+                      None if meta["texts"] is None else _JSON.encode(meta["texts"]))
             for column, value in zip(columns, values):
                 column.append(value)
     return path, rows, found
@@ -170,7 +171,7 @@ _INDEX_SCHEMA = pa.schema([
     ("uid", pa.string()), ("url", pa.string()), ("text", pa.string()), ("width", pa.int64()),
     ("height", pa.int64()), ("original_width", pa.int64()), ("original_height", pa.int64()),
     ("sha256", pa.string()), ("tar", pa.string()), ("offset", pa.int64()), ("size", pa.int64()),
-    ("extension", pa.string()), ("query_ids", pa.list_(pa.int32())),
+    ("extension", pa.string()), ("query_ids", pa.list_(pa.int32())), ("texts", pa.string()),
 ])
 
 
@@ -268,6 +269,8 @@ def write_shard(index: int, rows: pa.Table, out: str) -> tuple[int, dict]:
             except EOFError as e:
                 raise WitError(f"{tar}: changed while `wit shard` ran ({e})") from None
             meta = {k: columns[k][row] for k in SAMPLE_JSON_FIELDS}
+            if columns["texts"][row] is not None:   # image-centric crawls: every text of the image
+                meta["texts"] = json.loads(columns["texts"][row])
             yield columns["uid"][row], [(columns["extension"][row], image),
                                         ("json", _JSON.encode(meta).encode()),
                                         ("txt", columns["text"][row].encode("utf-8"))]

@@ -1,0 +1,161 @@
+"""Image-centric candidates (`wit crawl --unit image`, MetaCLIP 2's curation).
+
+The matched candidates are grouped by image (uid) across the whole pool before balancing,
+with flat memory: each candidates partition is cut into buckets by uid hash (one row group
+per bucket, in the scratch dir), then each bucket, about `bucket_rows` rows, is grouped
+on its own. An image keeps every distinct matched text, each with its query ids, the
+attribute or column it came from and up to MAX_PAGES distinct page urls. Then:
+- `matched[q]` counts the (image, distinct text) pairs whose text matches q;
+- one text per image is drawn, fixed by (seed, uid) (`wit.formats.balance.pick`);
+- the image is kept by the per-entry draws over the drawn text's queries (the same
+  `balanced` as pair mode: kept when any draw u(seed, uid, q) < t / max(matched[q], t),
+  i.e. with probability 1 - prod(1 - p_q)).
+`selected/BBBBB.parquet` holds one row per kept image, in uid order: the drawn text as
+`text` and `query_ids`, and `texts`, its distinct texts (the drawn one first, at most
+MAX_TEXTS) with their query ids, which img2dataset puts in each sample's json.
+Nothing depends on the partitioning, the worker count or the order of the pool.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from wit.formats.atomic import atomic_path, write_parquet
+from wit.formats.balance import balanced, pick, uid_keys
+from wit.formats.shards import MAX_TEXTS
+
+MAX_PAGES = 16   # page urls kept per (image, text)
+TEXT_TYPE = pa.struct([("text", pa.string()), ("query_ids", pa.list_(pa.int32()))])
+ENTRY_TYPE = pa.struct([("text", pa.string()), ("query_ids", pa.list_(pa.int32())), ("text_attr", pa.string()),
+                        ("page_urls", pa.list_(pa.string()))])
+IMAGES_SCHEMA = pa.schema([("uid", pa.string()), ("url", pa.string()), ("texts", pa.list_(ENTRY_TYPE))])
+SELECTED_SCHEMA = pa.schema([("uid", pa.string()), ("url", pa.string()), ("text", pa.string()),
+                             ("query_ids", pa.list_(pa.int32())), ("text_attr", pa.string()),
+                             ("page_url", pa.string()), ("texts", pa.list_(TEXT_TYPE))])
+
+
+def bucket_count(matched_rows: int, bucket_rows: int) -> int:
+    return max(1, math.ceil(matched_rows / bucket_rows))
+
+
+def buckets_of(uids: pa.Array | pa.ChunkedArray, buckets: int) -> np.ndarray:
+    """Each uid's bucket, from bits of the uid other than those the balancing draws mix."""
+    return ((uid_keys(uids) >> np.uint64(40)) % np.uint64(buckets)).astype(np.int64)
+
+
+def write_buckets(candidates: str, target: str, buckets: int) -> dict[str, int]:
+    """Write one candidates partition to `target`, a row group per non-empty bucket (in
+    bucket order); which row group holds which bucket."""
+    table = pq.read_table(candidates)
+    bucket = buckets_of(table["uid"], buckets)
+    order = np.argsort(bucket, kind="stable")
+    table, bucket = table.take(order), bucket[order]
+    starts = np.flatnonzero(np.concatenate([[True], bucket[1:] != bucket[:-1]])) if len(bucket) else []
+    groups = {}
+    with atomic_path(target) as tmp, pq.ParquetWriter(tmp, table.schema) as writer:
+        for group, (start, end) in enumerate(zip(starts, [*starts[1:], len(bucket)])):
+            writer.write_table(table.slice(start, end - start), row_group_size=end - start)
+            groups[str(bucket[start])] = group
+    return groups
+
+
+def group_bucket(parts: list[tuple[str, int]], query_count: int) -> tuple[pa.Table, np.ndarray]:
+    """The images of one bucket (from row group `g` of each bucket file), in uid order, and
+    `matched` over its (image, distinct text) pairs."""
+    tables = [pq.ParquetFile(path).read_row_group(group) for path, group in parts]
+    rows = pa.concat_tables(tables, promote_options="default") if tables else None
+    if rows is None or rows.num_rows == 0:
+        return IMAGES_SCHEMA.empty_table(), np.zeros(query_count, np.int64)
+    if "page_url" not in rows.column_names:
+        rows = rows.append_column("page_url", pa.nulls(rows.num_rows, pa.string()))
+    rows = rows.sort_by([("uid", "ascending"), ("text", "ascending"), ("page_url", "ascending")])
+    uid, text, page = (rows[c].combine_chunks() for c in ("uid", "text", "page_url"))
+    first = _starts(uid, text)                          # the first row of each (image, text)
+    pair_of_row = np.cumsum(first) - 1
+    pages = _distinct_pages(page, first, pair_of_row)
+    pairs = rows.filter(pa.array(first))
+    image_start = _starts(pairs["uid"].combine_chunks())
+    query_ids = pairs["query_ids"].combine_chunks()
+    matched = np.bincount(pc.list_flatten(query_ids).to_numpy(zero_copy_only=False), minlength=query_count)
+    offsets = np.append(np.flatnonzero(image_start), len(image_start)).astype(np.int32)
+    entries = pa.StructArray.from_arrays(
+        [pairs["text"].combine_chunks(), query_ids.cast(pa.list_(pa.int32())),
+         pairs["text_attr"].combine_chunks(), pages], fields=list(ENTRY_TYPE))
+    starts = pa.array(image_start)
+    images = pa.table({"uid": pairs["uid"].filter(starts), "url": pairs["url"].filter(starts),
+                       "texts": pa.ListArray.from_arrays(pa.array(offsets), entries)}, schema=IMAGES_SCHEMA)
+    return images, matched.astype(np.int64)
+
+
+def _starts(*columns: pa.Array) -> np.ndarray:
+    """True where a row differs from the row before in any of the (sorted) columns."""
+    n = len(columns[0])
+    if n == 0:
+        return np.zeros(0, bool)
+    new = np.zeros(n, bool)
+    new[0] = True
+    for column in columns:
+        differs = pc.fill_null(pc.not_equal(column.slice(1), column.slice(0, n - 1)), True)
+        new[1:] |= differs.to_numpy(zero_copy_only=False)
+    return new
+
+
+def _distinct_pages(page: pa.Array, first: np.ndarray, pair_of_row: np.ndarray) -> pa.ListArray:
+    """Per (image, text): its distinct non-null page urls, at most MAX_PAGES, sorted."""
+    new_page = _starts(page) | first
+    keep = new_page & ~np.asarray(page.is_null().to_numpy(zero_copy_only=False))
+    kept_pair = pair_of_row[keep]
+    rank = np.arange(len(kept_pair)) - np.searchsorted(kept_pair, kept_pair)
+    capped = rank < MAX_PAGES
+    values = page.filter(pa.array(keep)).filter(pa.array(capped))
+    counts = np.bincount(kept_pair[capped], minlength=int(first.sum()))
+    return pa.ListArray.from_arrays(pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)), values)
+
+
+def select_images(images: pa.Table, matched: np.ndarray, cap: float, seed: int) -> pa.Table:
+    """The kept images of one bucket: the drawn text, its queries and the texts for the json."""
+    if images.num_rows == 0:
+        return SELECTED_SCHEMA.empty_table()
+    texts = images["texts"].combine_chunks()
+    counts = pc.list_value_length(texts).to_numpy()
+    starts = texts.offsets.to_numpy()[:-1]
+    drawn = starts + pick(uid_keys(images["uid"]), counts, seed)
+    entries = pc.list_flatten(texts)
+    chosen = entries.take(pa.array(drawn))
+    keep = balanced(images["uid"], chosen.field("query_ids"), matched, cap, seed)
+    kept = images.filter(pa.array(keep))
+    chosen = chosen.filter(pa.array(keep))
+    pages = chosen.field("page_urls")
+    return pa.table({
+        "uid": kept["uid"], "url": kept["url"], "text": chosen.field("text"), "query_ids": chosen.field("query_ids"),
+        "text_attr": chosen.field("text_attr"), "page_url": pc.list_element(_padded(pages), 0),
+        "texts": _json_texts(texts.filter(pa.array(keep)), (drawn - starts)[keep]),
+    }, schema=SELECTED_SCHEMA)
+
+
+def _padded(pages: pa.Array) -> pa.Array:
+    """Page-url lists with a null in the empty ones, so that element 0 always exists."""
+    empty = pc.equal(pc.list_value_length(pages), 0)
+    return pc.if_else(empty, pa.array([[None]] * len(pages), pages.type), pages)
+
+
+def _json_texts(texts: pa.ListArray, drawn: np.ndarray) -> pa.ListArray:
+    """Each image's texts for its json: the drawn one first, then the others in order, at
+    most MAX_TEXTS, each with its query ids."""
+    rows = []
+    for entries, first in zip(texts.to_pylist(), drawn):
+        ordered = [entries[first]] + entries[:first] + entries[first + 1:]
+        rows.append([{"text": e["text"], "query_ids": e["query_ids"]} for e in ordered[:MAX_TEXTS]])
+    return pa.array(rows, pa.list_(TEXT_TYPE))
+
+
+def write_selected(images_path: str, target: str, matched: np.ndarray, cap: float, seed: int) -> int:
+    """select_images of one bucket's images file into `target`; how many were kept."""
+    table = select_images(pq.read_table(images_path), matched, cap, seed)
+    write_parquet(target, table)
+    return table.num_rows
