@@ -60,6 +60,11 @@ def test_an_image_on_several_pages_is_one_candidate_with_all_its_texts(queries_d
     assert matched == {0: 1, 1: 1, 2: 1, 3: 1}          # "a red dog" counted once for a.jpg
     pair_matched = pq.read_table(tmp_path / "pair" / "entry_counts.parquet")["matched"].to_pylist()
     assert pair_matched == [2, 1, 2, 1]                 # pair mode counts every row
+    [image_a] = [r for r in pq.read_table(tmp_path / "image" / "candidates").to_pylist()
+                 if r["url"].endswith("/img/a.jpg")]
+    assert [(t["text"], t["query_ids"], t["text_attr"], t["page_urls"]) for t in image_a["texts"]] == [
+        ("a cat", [1], "title", ["http://p1.example/"]),
+        ("a red dog", [0, 2], "alt", ["http://p1.example/", "http://p2.example/"])]
     [selected_a] = [r for r in pq.read_table(tmp_path / "image" / "selected").to_pylist()
                     if r["url"].endswith("/img/a.jpg")]
     assert selected_a["uid"] == url_uid(selected_a["url"])

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import tarfile
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -131,3 +132,24 @@ def test_kill_9_during_a_retry_leaves_the_crawl_before_or_after_it(queries_dir, 
         assert downloaded == len(rows) and [n for n in names if n.endswith(".tar")] == \
             [f"{i:05d}.tar" for i in range(7)]
         assert not [p for p in tmp_path.iterdir() if p.name.startswith(".crawl.")]
+
+
+def test_an_image_centric_crawl_retries_each_image_once_with_all_its_texts(queries_dir, tmp_path):
+    with TestWeb() as server:
+        flaky = server.url("/flaky/m.jpg?fails=2")
+        rows = [(flaky, "a dog"), (flaky, "a red dog"), (server.url("/img/n.jpg"), "a cat")]
+        pool = write_pool(tmp_path / "pool.parquet", rows)
+        args = [*crawl_args(queries_dir, pool, "--unit", "image"), "--out", tmp_path / "crawl"]
+        assert wit_crawl(*args).returncode == 0
+        assert summary_of(tmp_path / "crawl")["counts"]["downloaded"] == 1
+        seen = len(server.requests())
+        done = wit_crawl(*args, "--retry-failed")
+        assert done.returncode == 0, done.stderr
+        assert server.requests()[seen:].count(requested(flaky)) == 1
+        assert summary_of(tmp_path / "crawl")["counts"]["downloaded"] == 2
+    made = run_wit("shard", "--crawl", tmp_path / "crawl", "--out", tmp_path / "shards", "--workers", "1")
+    assert made.returncode == 0, made.stderr
+    with tarfile.open(tmp_path / "shards" / "000000.tar") as tar:
+        metas = [json.load(tar.extractfile(m)) for m in tar.getmembers() if m.name.endswith(".json")]
+    [retried] = [m for m in metas if "/flaky/" in m["url"]]
+    assert sorted(t["text"] for t in retried["texts"]) == ["a dog", "a red dog"]

@@ -2,7 +2,9 @@
 
 CRAWL dir (claimed with the settings that decide it, see `wit.formats.workdir`):
 - `candidates/ID.parquet`: candidates matching at least one query (uid, url, text,
-  query_ids, source columns), one per partition, each marked done with its counts.
+  query_ids, source columns), one per partition, each marked done with its counts;
+  with `--unit image`, `candidates/BUCKET.parquet`: one row per image (uid, url, texts:
+  every distinct matched text with its query ids, attribute and pages; see images.py).
 - `entry_counts.parquet`: query_id, matched (over the whole pool).
 - `selected/ID.parquet`: the balanced subset (cap * oversample), same columns.
 - `download/`: img2dataset's webdataset output; a shard with `NNNNN_stats.json` is done.
@@ -252,7 +254,7 @@ def _match_partition(partition: Partition, config: CrawlConfig, columns: TableCo
     refused: Counter[str] = Counter()
     counts = np.zeros(_matcher.query_count, dtype=np.int64)
     read = matched = 0
-    target = os.path.join(root, *_candidates_file(partition))
+    target = os.path.join(root, *_candidates_file(partition, config.unit))
     with atomic_path(target) as tmp:
         writer = None
         for batch in read_partition(partition, columns, config.batch_rows, stats):
@@ -283,7 +285,11 @@ def _match_partition(partition: Partition, config: CrawlConfig, columns: TableCo
             "refused": dict(refused), "matched": matched}
 
 
-def _candidates_file(partition: Partition) -> tuple[str, str]:
+def _candidates_file(partition: Partition, unit: str = "pair") -> tuple[str, ...]:
+    """A partition's matched rows: the candidates (pair), or the rows grouped into the
+    image candidates (image; in scratch)."""
+    if unit == "image":
+        return STATE, "scratch", "rows", f"{partition.partition_id}.parquet"
     return CANDIDATES, f"{partition.partition_id}.parquet"
 
 
@@ -295,6 +301,7 @@ def _counts_file(partition: Partition) -> tuple[str, str, str]:
 def _match_all(config: CrawlConfig, work: WorkDir, partitions: list[Partition], queries: list[str],
                columns: TableColumns) -> list[dict]:
     os.makedirs(work.path(*_counts_file(partitions[0])[:-1]), exist_ok=True)
+    os.makedirs(work.path(*_candidates_file(partitions[0], config.unit)[:-1]), exist_ok=True)
     done = {p.partition_id: work.done(p.partition_id) for p in partitions}
     todo = [p for p in partitions if done[p.partition_id] is None]
     if len(todo) < len(partitions):
@@ -311,7 +318,8 @@ def _match_all(config: CrawlConfig, work: WorkDir, partitions: list[Partition], 
         for future in as_completed(futures):
             result, partition = future.result(), futures[future]
             work.mark_done(partition.partition_id, result,
-                           [os.path.join(*_candidates_file(partition)), os.path.join(*_counts_file(partition))])
+                           [os.path.join(*_candidates_file(partition, config.unit)),
+                            os.path.join(*_counts_file(partition))])
             results[partition.partition_id] = result
             rows += result["read"]
             bar.update()
@@ -341,19 +349,18 @@ def _group_images(config: CrawlConfig, work: WorkDir, partitions: list[Partition
     """Bucket every partition by uid, group each bucket into images; `matched` per
     (image, distinct text) and the grouping's counts."""
     buckets = bucket_count(matched_rows, config.bucket_rows)
-    for sub in ("buckets", "images"):
-        os.makedirs(work.scratch(sub), exist_ok=True)
+    os.makedirs(work.scratch("buckets"), exist_ok=True)
     groups = {}
     for p in tqdm(partitions, unit="partition", desc="bucket", dynamic_ncols=True, mininterval=1.0):
         unit, target = f"bucket-{p.partition_id}", _scratch_file(work, "buckets", p.partition_id)
         groups[p.partition_id] = work.done(unit)
         if groups[p.partition_id] is None:
-            groups[p.partition_id] = write_buckets(work.path(*_candidates_file(p)), work.path(target), buckets)
+            groups[p.partition_id] = write_buckets(work.path(*_candidates_file(p, "image")), work.path(target), buckets)
             work.mark_done(unit, groups[p.partition_id], [target])
     totals = Counter()
     count_files = []
     for bucket in tqdm(range(buckets), unit="bucket", desc="group", dynamic_ncols=True, mininterval=1.0):
-        unit, images_file = f"images-{bucket:05d}", _scratch_file(work, "images", f"{bucket:05d}")
+        unit, images_file = f"images-{bucket:05d}", os.path.join(CANDIDATES, f"{bucket:05d}.parquet")
         counts_file = os.path.join(STATE, "counts", f"images-{bucket:05d}.parquet")
         found = work.done(unit)
         if found is None:
@@ -379,8 +386,8 @@ def _scratch_file(work: WorkDir, sub: str, name: str) -> str:
 
 def _select_images(config: CrawlConfig, work: WorkDir, partitions: list[Partition], matched: np.ndarray) -> int:
     """Draw a text per image and balance, bucket by bucket, into selected/BBBBB.parquet."""
-    names = sorted(os.listdir(work.scratch("images")))
-    return sum(write_selected(work.scratch("images", name), work.path(SELECTED, name), matched,
+    names = sorted(n for n in os.listdir(work.path(CANDIDATES)) if n.endswith(".parquet"))
+    return sum(write_selected(work.path(CANDIDATES, name), work.path(SELECTED, name), matched,
                               config.crawl_cap, config.seed) for name in names)
 
 
