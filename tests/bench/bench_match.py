@@ -1,10 +1,14 @@
 """Benchmark: substring matching, `wit crawl`'s QueryMatcher against MetaCLIP's per-text loop.
 
-Both match the same texts against the same 500,000 queries and must give identical ids.
-The baseline is MetaCLIP's approach: space each text, walk a pyahocorasick automaton
-over it, collect ids in a set. Each side is timed producing its own output (MetaCLIP:
-Python lists; wit: the Arrow list column the crawl writes), best of 3, after the same
-set-up. Figures are texts per second on one core; target >= 2x.
+Both match the same texts against the same queries and must give identical ids, on four
+mixes: short alt-text-like captions of made-up words against 500,000 and 92,000 queries
+of those words, and long texts (six real sentences of the Wikipedia excerpt, about 700
+characters) against 92,000 queries of real words and bigrams of the excerpt and against
+those plus 408,000 made-up ones. The baseline is MetaCLIP's approach: space each text,
+walk a pyahocorasick automaton over it, collect ids in a set. Each side is timed
+producing its own output (MetaCLIP: Python lists; wit: the Arrow list column the crawl
+writes), best of 3, after the same set-up. Figures are texts per second on one core;
+the headline ratio is the first mix's, `worst_ratio` the lowest; target >= 3x on each.
 Then the peak memory of `wit crawl --match-only` (one process) on a 1M-row and a 4M-row
 pool, each run in a fresh child: it must stay flat as the pool grows.
 
@@ -21,6 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
+from pathlib import Path
 
 import ahocorasick
 import numpy as np
@@ -30,7 +36,10 @@ import pyarrow.parquet as pq
 from wit.crawl.match import QueryMatcher
 from wit.formats.text import spaced
 
-TARGET = 2.0
+TARGET = 3.0
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+from tests.bench.realtext import real_pages  # noqa: E402
 SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "ta", "si", "po", "de", "an", "el", "or", "us", "in", "ba", "ve"]
 PUNCTUATION = [",", ".", "!", ":", ";", "?"]
 
@@ -113,6 +122,17 @@ def best_of(run):
     return result, min(times)
 
 
+def real_mix(count: int, synthetic: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """(long texts, 92k real queries, the same plus made-up ones up to 500k)."""
+    sentences = [s for _, page in real_pages() for s in page]
+    rng = np.random.default_rng(1)
+    texts = [" ".join(sentences[j] for j in rng.integers(0, len(sentences), 6)) for _ in range(count)]
+    words = Counter(w for s in sentences for w in s.split())
+    bigrams = Counter(f"{a} {b}" for s in sentences for a, b in zip(s.split(), s.split()[1:]))
+    real = list(dict.fromkeys([w for w, _ in words.most_common(60_000)] + [b for b, _ in bigrams.most_common()]))
+    return texts, real[:92_000], list(dict.fromkeys(real[:92_000] + synthetic))[:500_000]
+
+
 def memory_run(rows: int, queries_dir: str, work: str) -> dict:
     """Peak RSS of `wit crawl --match-only --processes 1` on a `rows`-row pool."""
     rng = np.random.default_rng(rows)
@@ -151,17 +171,25 @@ def main() -> None:
     rng = np.random.default_rng(0)
     queries, words = make_queries(args.queries, rng)
     texts = make_texts(args.texts, words, rng)
-    baseline, base_seconds = metaclip_match(queries, texts)
-    ours, our_seconds = wit_match(queries, texts)
-    identical = baseline == ours
-    base_rate, our_rate = len(texts) / base_seconds, len(texts) / our_seconds
-    ratio = our_rate / base_rate
-    matches = sum(map(len, ours))
-    print(f"{len(texts):,} texts x {len(queries):,} queries, {matches:,} matches "
-          f"({matches / len(texts):.1f} per text); outputs identical: {identical}")
-    print(f"MetaCLIP per-text loop : {base_rate:12,.0f} texts/s/core")
-    print(f"wit QueryMatcher       : {our_rate:12,.0f} texts/s/core")
-    print(f"ratio {ratio:.2f}x (target >= {TARGET}x)")
+    small_queries, small_words = make_queries(92_000, np.random.default_rng(2))
+    long_texts, real_small, real_large = real_mix(args.texts // 5, queries)
+    mixes = {"short_500k": (texts, queries), "short_92k": (make_texts(args.texts, small_words, rng), small_queries),
+             "long_92k": (long_texts, real_small), "long_500k": (long_texts, real_large)}
+    results, identical = {}, True
+    for name, (mix_texts, mix_queries) in mixes.items():
+        baseline, base_seconds = metaclip_match(mix_queries, mix_texts)
+        ours, our_seconds = wit_match(mix_queries, mix_texts)
+        identical &= baseline == ours
+        matches = sum(map(len, ours))
+        results[name] = {"baseline": len(mix_texts) / base_seconds, "wit": len(mix_texts) / our_seconds}
+        results[name]["ratio"] = results[name]["wit"] / results[name]["baseline"]
+        print(f"{name}: {len(mix_texts):,} texts x {len(mix_queries):,} queries, {matches:,} matches "
+              f"({matches / len(mix_texts):.1f} per text), identical: {baseline == ours}; MetaCLIP "
+              f"{results[name]['baseline']:,.0f}, wit {results[name]['wit']:,.0f} texts/s/core: "
+              f"{results[name]['ratio']:.2f}x")
+    base_rate, our_rate, ratio = (results["short_500k"][k] for k in ("baseline", "wit", "ratio"))
+    worst = min(r["ratio"] for r in results.values())
+    print(f"ratio {ratio:.2f}x, worst mix {worst:.2f}x (target >= {TARGET}x on each)")
 
     memory = []
     if not args.skip_memory:
@@ -177,7 +205,8 @@ def main() -> None:
     print(json.dumps({
         "bench": "match", "metric": "texts/s/core", "texts": len(texts), "queries": len(queries),
         "baseline": round(base_rate), "wit": round(our_rate), "ratio": round(ratio, 3), "target": TARGET,
-        "identical": identical, "met": identical and ratio >= TARGET,
+        "identical": identical, "met": identical and worst >= TARGET, "worst_ratio": round(worst, 3),
+        "mix_ratios": {name: round(r["ratio"], 2) for name, r in results.items()},
         "match_only_peak_rss_mb": {str(m["rows"]): m["peak_rss_mb"] for m in memory},
         "peak_rss_mb_self": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }))

@@ -16,34 +16,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from wit.crawl.wat import WatCounts, image_links
-from wit.demo.wat import WatImage, WatPage, html_envelope, write_wat
-from wit.enwiki_excerpt import enwiki_excerpt
-from wit.queries.dumps import iter_pages, open_dump, plan_chunks, read_chunk_xml
-from wit.queries.wikitext import wikitext_to_text
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from tests.bench.realtext import real_pages  # noqa: E402
+from wit.crawl.wat import WatCounts, image_links  # noqa: E402
+from wit.demo.wat import WatImage, WatPage, html_envelope, write_wat  # noqa: E402
 
 TARGET = 1.5
-SENTENCE = re.compile(r"[^.!?\n]{20,200}[.!?]")
-
-
-def real_pages() -> list[tuple[str, list[str]]]:
-    """(title, sentences) of every article of the real Wikipedia excerpt."""
-    dump = open_dump(str(enwiki_excerpt()))
-    out = []
-    for chunk in plan_chunks(dump, 0, 4 << 20):
-        xml, own = read_chunk_xml(chunk)
-        for page in iter_pages(chunk, xml, own):
-            if page.namespace == 0 and not page.redirect:
-                sentences = [s.strip() for s in SENTENCE.findall(wikitext_to_text(page.text))]
-                if sentences:
-                    out.append((page.title, sentences))
-    return out
 
 
 def build_wat(path: Path, records: int) -> int:

@@ -58,6 +58,8 @@ DETAILS = {
     "whole_command_ratio": "whole command: {} of the baseline",
     "texts": "{} texts",
     "records": "{} WAT records",
+    "worst_ratio": "worst mix: {}x",
+    "mix_ratios": "ratio by mix: {}",
     "queries": "{} queries",
     "identical": "output identical to the baseline: {}",
     "match_only_peak_rss_mb": "`wit crawl --match-only` peak memory in MB by pool rows: {}",
