@@ -44,7 +44,7 @@ def bucket_count(matched_rows: int, bucket_rows: int) -> int:
 
 
 def buckets_of(uids: pa.Array | pa.ChunkedArray, buckets: int) -> np.ndarray:
-    """Each uid's bucket, from bits of the uid other than those the balancing draws mix."""
+    """Each uid's bucket, from its leading hex digits (a uid is a hash: uniform)."""
     return ((uid_keys(uids) >> np.uint64(40)) % np.uint64(buckets)).astype(np.int64)
 
 
