@@ -33,6 +33,7 @@ BASELINES = {
     "build_queries": "mwxml + mwparserfromhell `strip_code()` + `str.split()`",
     "match": "MetaCLIP's per-text pyahocorasick loop",
     "wat": "cc2dataset's `extract_documents_from_wat` (FastWARC + simdjson)",
+    "scale": "none (MetaCLIP has no pool-scale grouping)",
     "balance": "MetaCLIP's per-candidate `random()` loop",
     "download": "bare `img2dataset.download`",
     "shard": "`shutil.copyfile` of the same tars",
@@ -41,7 +42,7 @@ BASELINES = {
     "train_gpu": "`python -m open_clip_train.main` (bf16, one GPU)",
 }
 # the fields of a result that the table shows; every other field is listed under it
-TABLE_FIELDS = {"bench", "metric", "baseline", "wit", "ratio", "target", "met", "mfu", "mfu_target",
+TABLE_FIELDS = {"bench", "metric", "baseline", "wit", "ratio", "target", "target_text", "met", "mfu", "mfu_target",
                 "script", "seconds", "skipped", "failed"}
 # how the other fields read ({} the value, {metric} the benchmark's metric); a field not
 # named here reads `name: value`
@@ -59,6 +60,8 @@ DETAILS = {
     "texts": "{} texts",
     "records": "{} WAT records",
     "worst_ratio": "worst mix: {}x",
+    "rows_per_s_per_process": "{} rows/s per process",
+    "peak_growth": "peak RSS growth: {}x",
     "mix_ratios": "ratio by mix: {}",
     "queries": "{} queries",
     "identical": "output identical to the baseline: {}",
@@ -128,12 +131,13 @@ def render_table(rows: list[dict]) -> str:
         if r.get("skipped"):
             lines.append(f"| {script} | {r['metric']} | {baseline} | | | not run: {r['skipped']} | | |")
             continue
-        target = f"≥ {r['target']}x" if r.get("target") is not None else "—"
+        target = f"≥ {r['target']}x" if r.get("target") is not None else r.get("target_text", "—")
         if r.get("mfu") is not None:
             target += f"; MFU {r['mfu']:.0%} (≥ {r['mfu_target']:.0%})"
         met = {True: "yes", False: "**no**", None: "—"}[r.get("met")]
-        lines.append(f"| {script} | {r['metric']} | {baseline} | {_number(r['baseline'])} | "
-                     f"{_number(r['wit'])} | **{r['ratio']:.2f}x** | {target} | {met} |")
+        ratio = "—" if r.get("ratio") is None else f"**{r['ratio']:.2f}x**"
+        lines.append(f"| {script} | {r['metric']} | {baseline} | {_number(r.get('baseline') or '')} | "
+                     f"{_number(r['wit'])} | {ratio} | {target} | {met} |")
     details = [f"- {'`' + r['script'] + '`'}: " + "; ".join(d) for r in rows
                if not r.get("failed") and not r.get("skipped") and (d := _details(r))]
     return "\n".join(lines + ([""] + details if details else []))

@@ -30,6 +30,7 @@ from wit.formats.balance import balanced, pick, uid_keys
 from wit.formats.shards import MAX_TEXTS
 
 MAX_PAGES = 16   # page urls kept per (image, text)
+GROUPED_COLUMNS = ("uid", "url", "text", "query_ids", "text_attr", "page_url")
 TEXT_TYPE = pa.struct([("text", pa.string()), ("query_ids", pa.list_(pa.int32()))])
 ENTRY_TYPE = pa.struct([("text", pa.string()), ("query_ids", pa.list_(pa.int32())), ("text_attr", pa.string()),
                         ("page_urls", pa.list_(pa.string()))])
@@ -67,7 +68,11 @@ def write_buckets(candidates: str, target: str, buckets: int) -> dict[str, int]:
 def group_bucket(parts: list[tuple[str, int]], query_count: int) -> tuple[pa.Table, np.ndarray]:
     """The images of one bucket (from row group `g` of each bucket file), in uid order, and
     `matched` over its (image, distinct text) pairs."""
-    tables = [pq.ParquetFile(path).read_row_group(group) for path, group in parts]
+    tables = []
+    for path, group in parts:
+        bucket_file = pq.ParquetFile(path)
+        wanted = [c for c in GROUPED_COLUMNS if c in bucket_file.schema_arrow.names]
+        tables.append(bucket_file.read_row_group(group, columns=wanted))
     rows = pa.concat_tables(tables, promote_options="default") if tables else None
     if rows is None or rows.num_rows == 0:
         return IMAGES_SCHEMA.empty_table(), np.zeros(query_count, np.int64)
@@ -146,12 +151,19 @@ def _padded(pages: pa.Array) -> pa.Array:
 
 def _json_texts(texts: pa.ListArray, drawn: np.ndarray) -> pa.ListArray:
     """Each image's texts for its json: the drawn one first, then the others in order, at
-    most MAX_TEXTS, each with its query ids."""
-    rows = []
-    for entries, first in zip(texts.to_pylist(), drawn):
-        ordered = [entries[first]] + entries[:first] + entries[first + 1:]
-        rows.append([{"text": e["text"], "query_ids": e["query_ids"]} for e in ordered[:MAX_TEXTS]])
-    return pa.array(rows, pa.list_(TEXT_TYPE))
+    most MAX_TEXTS, each with its query ids (built with Arrow takes, no Python objects)."""
+    offsets = texts.offsets.to_numpy()
+    starts, counts = offsets[:-1].astype(np.int64), np.diff(offsets).astype(np.int64)
+    kept = np.minimum(counts, MAX_TEXTS)
+    first = np.concatenate([[0], np.cumsum(kept)])
+    # position j within an image's new list: 0 is the drawn text, j > 0 the (j-1)-th other
+    j = np.arange(first[-1]) - np.repeat(first[:-1], kept)
+    drawn_of = np.repeat(drawn, kept)
+    other = j - 1 + (j - 1 >= drawn_of)
+    take = np.repeat(starts, kept) + np.where(j == 0, drawn_of, other)
+    values = pc.list_flatten(texts).take(pa.array(take))
+    entries = pa.StructArray.from_arrays([values.field("text"), values.field("query_ids")], fields=list(TEXT_TYPE))
+    return pa.ListArray.from_arrays(pa.array(first.astype(np.int32)), entries)
 
 
 def write_selected(images_path: str, target: str, matched: np.ndarray, cap: float, seed: int) -> int:

@@ -78,8 +78,8 @@ class CrawlConfig:
     unit: str = option("pair", "what is balanced and downloaded: `pair`, each (url, text) candidate (MetaCLIP 1, "
                                "the CLIP paper's pairs) or `image`, each image with all its matched texts "
                                "(MetaCLIP 2: counted per (image, text), one text drawn, each url downloaded once)")
-    bucket_rows: int = option(2_000_000, "--unit image: matched rows grouped in memory at a time (the pool is "
-                                         "cut into buckets of about this size by uid)")
+    bucket_rows: int = option(500_000, "--unit image: matched rows grouped in memory at a time (the pool is "
+                                       "cut into buckets of about this size by uid; about 1 KB of memory a row)")
     lowercase: bool = option(False, "case-insensitive matching")
     allow_network: tuple[str, ...] = option((), "fetch from this network too (CIDR, repeatable), e.g. "
                                                 "127.0.0.0/8 for a local web; loopback, private and link-local "
