@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tests.wit.cli import run_wit
-from tests.wit.test_crawl import QUERIES, queries_dir, web, write_pool  # noqa: F401 - fixtures
+from tests.wit.test_crawl import queries_dir, web  # noqa: F401 - fixtures
 from tests.wit.testweb import TestWeb
 from tests.wit.watgen import WatImage, WatPage, write_wat
 from wit.formats.uids import url_uid
