@@ -43,8 +43,9 @@ def test_multi_word_overlapping_and_nested_queries():
 
 def test_unicode():
     queries = ["café", "東京", "Zürich", "naïve art"]
-    texts = ["un café noir", "東京 タワー", "in Zürich, today", "naïve art.", "cafe"]
-    assert match(queries, texts) == [[0], [1], [2], [3], []]
+    texts = ["un café noir", "東京 タワー", "in Zürich, today", "naïve art.", "cafe", "\ud800 café\ud800 东京"]
+    assert match(queries, texts) == metaclip_reference(queries, texts) == [[0], [1], [2], [3], [], []]
+    assert match(["\ud800x"], ["a \ud800x b"]) == [[0]]   # a lone surrogate is a character like any
 
 
 def test_empty_texts_and_nul_inside_a_text():
