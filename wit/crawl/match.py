@@ -179,9 +179,11 @@ class _Windows:
         if count <= 0:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         # Only windows that start with a query's first word and hold query words only.
-        others = np.concatenate([[0], np.cumsum(ids < 0)])
-        clean = others[self.length : self.length + count] == others[:count]
-        starts = np.flatnonzero(clean & self.starts_query[ids[:count] + 2])
+        keep = self.starts_query[ids[:count] + 2]
+        words = ids >= 0
+        for offset in range(1, self.length):
+            keep &= words[offset : offset + count]
+        starts = np.flatnonzero(keep)
         windows = ids[starts[:, None] + np.arange(self.length)]
         position = self.index.get_indexer(self._hashes(windows))
         found = position >= 0
