@@ -138,6 +138,6 @@ def test_truncated_wat_is_not_fatal(tmp_path):
         path.write_bytes(whole)
         truncate_file(path, fraction)
         _, rows, stats = read_all([str(path)], wat=True)
-        assert len(rows) < 200
+        assert len(rows) <= 200   # a cut in the last member's trailer loses no record
         assert [r["text"] for r in rows] == [f"page {i}" for i in range(len(rows))]
         assert stats.corrupt_records == 1, fraction   # the member cut short, not a silent end

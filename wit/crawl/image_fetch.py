@@ -307,7 +307,9 @@ def _download(key, url: str, user_agent: str, timeout: float, user_agent_token, 
         refused = _refusal(data) if data is not None else f"too_large: over {_policy.max_bytes:,} bytes"
         return (key, None, refused) if refused else (key, io.BytesIO(data), None)
     except Exception as err:  # noqa: BLE001 - img2dataset records any failure as the sample's error
-        if attempt.expired:
+        # a socket that times out (after `timeout`, as the deadline) is the same event,
+        # whichever of the two comes first
+        if attempt.expired or isinstance(err, TimeoutError) or isinstance(getattr(err, "reason", None), TimeoutError):
             return key, None, DEADLINE_ERROR
         refused = err if isinstance(err, Refused) else getattr(err, "reason", None)
         return key, None, f"refused_url: {refused.reason}" if isinstance(refused, Refused) else str(err)
