@@ -17,6 +17,7 @@ from wit.formats.errors import WitError
 from wit.formats.images import MAX_PIXELS
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9._-]+")   # a plain name: OpenCLIP's, and RUN/<name>.json
+TEXT_SAMPLING = ("fixed", "per_epoch")
 
 
 @dataclass(frozen=True)
@@ -101,8 +102,8 @@ class TrainConfig:
                 raise WitError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.lr <= 0:
             raise WitError(f"lr must be positive, got {self.lr}")
-        if self.text_sampling not in ("fixed", "per_epoch"):
-            raise WitError(f"text_sampling must be fixed or per_epoch, got {self.text_sampling!r}")
+        if self.text_sampling not in TEXT_SAMPLING:
+            raise WitError(f"text_sampling must be one of {', '.join(TEXT_SAMPLING)}, got {self.text_sampling!r}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise WitError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
         if self.optimizer_state not in ("fp32", "8bit", "4bit"):

@@ -163,9 +163,6 @@ def span(sequence: list[Shard], start: int, count: int, bounds: list[int] | None
     return tuple(out)
 
 
-TEXT_SAMPLING = ("fixed", "per_epoch")
-
-
 @dataclass(frozen=True)
 class StreamSettings:
     seed: int

@@ -266,6 +266,12 @@ class _Hosts:
             if outcome == "failed" and len(self.failures) < self.EXAMPLES:
                 self.failures.append(example)
 
+    def start_shard(self) -> None:
+        """Count from zero: a process downloads one shard at a time."""
+        with self._lock:
+            self.robots.clear()
+            self.failures.clear()
+
     def counters(self) -> dict:
         with self._lock:
             return {"robots": dict(self.robots), "robots_failures": list(self.failures)}
@@ -351,23 +357,19 @@ class WitDownloader(i2d_downloader.Downloader):
         self.policy = policy
 
     def download_shard(self, row):
-        global _policy, _robots_before
+        global _policy
         _policy = self.policy
-        _hosts.failures.clear()   # examples are per shard
-        _robots_before = Counter(_hosts.robots)
+        _hosts.start_shard()
         return super().download_shard(row)
 
 
-_robots_before: Counter[str] = Counter()   # the robots.txt counts when this process began its shard
 _write_stats = i2d_downloader.write_stats
 
 
 def _write_counters_then_stats(output_folder, shard_id, *args, **kwargs):
     """img2dataset's `write_stats`, after this shard's robots.txt counters."""
     if _policy.counters_dir:
-        counts = _hosts.counters()
-        counts["robots"] = dict(Counter(counts["robots"]) - _robots_before)
-        write_json(os.path.join(_policy.counters_dir, f"{shard_id:05d}.json"), counts)
+        write_json(os.path.join(_policy.counters_dir, f"{shard_id:05d}.json"), _hosts.counters())
     return _write_stats(output_folder, shard_id, *args, **kwargs)
 
 

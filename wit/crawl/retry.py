@@ -46,8 +46,7 @@ def retry_failed(config: CrawlConfig, work: WorkDir) -> dict:
         if retried:
             log.info("retrying %d samples whose last attempt failed (%s)", retried, ", ".join(TRANSIENT_REASONS))
             download(config, selection, fetched, counters_dir, first_shard)
-        progress = {"retried": retried, "first_shard": first_shard,
-                    "before": _brief(download_summary(download_dir, counters_dir, retried_from))}
+        progress = {"retried": retried, "first_shard": first_shard, "before": _brief(summary["download"])}
         work.mark_done(unit, progress)
     if not progress["retried"]:
         log.info("no sample failed for a transient reason: nothing to retry")
@@ -55,8 +54,7 @@ def retry_failed(config: CrawlConfig, work: WorkDir) -> dict:
     if os.path.isdir(fetched):   # moved after the unit is marked, so a kill here resumes the move
         for name in sorted(os.listdir(fetched)):
             os.replace(os.path.join(fetched, name), os.path.join(download_dir, name))
-    first_retried = progress["first_shard"] if retried_from is None else retried_from
-    after = download_summary(download_dir, counters_dir, first_retried)
+    after = download_summary(download_dir, counters_dir, rounds[0]["first_shard"] if rounds else progress["first_shard"])
     summary["retries"] = rounds + [{
         "round": len(rounds) + 1, "first_shard": progress["first_shard"], "retried": progress["retried"],
         "recovered": after["successes"] - progress["before"]["successes"],

@@ -277,12 +277,16 @@ def _match_partition(partition: Partition, config: CrawlConfig, columns: TableCo
         if writer is None:
             writer = pq.ParquetWriter(tmp, CANDIDATE_SCHEMA)
         writer.close()
-    nonzero = np.flatnonzero(counts)
-    write_parquet(os.path.join(root, *_counts_file(partition)),
-                  pa.table({"query_id": nonzero.astype(np.int32), "matched": counts[nonzero]}))
+    _write_counts(os.path.join(root, *_counts_file(partition)), counts)
     return {"read": read, "missing_url_or_text": stats.missing_url_or_text,
             "wat_records": stats.records, "corrupt_records": stats.corrupt_records,
             "refused": dict(refused), "matched": matched}
+
+
+def _write_counts(path: str, counts: np.ndarray) -> None:
+    """A unit's per-query counts, the non-zero ones (summed by `_entry_counts`)."""
+    nonzero = np.flatnonzero(counts)
+    write_parquet(path, pa.table({"query_id": nonzero.astype(np.int32), "matched": counts[nonzero]}))
 
 
 def _candidates_file(partition: Partition, unit: str = "pair") -> tuple[str, ...]:
@@ -368,9 +372,7 @@ def _group_images(config: CrawlConfig, work: WorkDir, partitions: list[Partition
                      for p in partitions if str(bucket) in groups[p.partition_id]]
             images, matched = group_bucket(parts, query_count)
             write_parquet(work.path(images_file), images)
-            nonzero = np.flatnonzero(matched)
-            write_parquet(work.path(counts_file), pa.table({"query_id": nonzero.astype(np.int32),
-                                                            "matched": matched[nonzero]}))
+            _write_counts(work.path(counts_file), matched)
             found = {"images": images.num_rows,
                      "image_texts": int(pc.sum(pc.list_value_length(images["texts"])).as_py() or 0)}
             work.mark_done(unit, found, [images_file, counts_file])
