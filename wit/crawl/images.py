@@ -3,7 +3,7 @@
 The matched candidates are grouped by image (uid) across the whole pool before balancing,
 with flat memory: each candidates partition is cut into buckets by uid hash (one row group
 per bucket, in the scratch dir), then each bucket, about `bucket_rows` rows, is grouped
-on its own. An image keeps every distinct matched text, each with its query ids, the
+on its own (`group_rows`; on Spark, the same function per group of a groupBy, spark.py). An image keeps every distinct matched text, each with its query ids, the
 attribute or column it came from and up to MAX_PAGES distinct page urls. Then:
 - `matched[q]` counts the (image, distinct text) pairs whose text matches q;
 - one text per image is drawn, fixed by (seed, uid) (`wit.formats.balance.pick`);
@@ -65,16 +65,20 @@ def write_buckets(candidates: str, target: str, buckets: int) -> dict[str, int]:
     return groups
 
 
-def group_bucket(parts: list[tuple[str, int]], query_count: int) -> tuple[pa.Table, np.ndarray]:
-    """The images of one bucket (from row group `g` of each bucket file), in uid order, and
-    `matched` over its (image, distinct text) pairs."""
+def read_bucket(parts: list[tuple[str, int]]) -> pa.Table:
+    """The matched rows of one bucket: row group `g` of each bucket file."""
     tables = []
     for path, group in parts:
         bucket_file = pq.ParquetFile(path)
         wanted = [c for c in GROUPED_COLUMNS if c in bucket_file.schema_arrow.names]
         tables.append(bucket_file.read_row_group(group, columns=wanted))
-    rows = pa.concat_tables(tables, promote_options="default") if tables else None
-    if rows is None or rows.num_rows == 0:
+    return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
+
+
+def group_rows(rows: pa.Table, query_count: int) -> tuple[pa.Table, np.ndarray]:
+    """The images of one bucket's matched rows (any order), in uid order, and `matched`
+    over their (image, distinct text) pairs."""
+    if rows.num_rows == 0:
         return IMAGES_SCHEMA.empty_table(), np.zeros(query_count, np.int64)
     if "page_url" not in rows.column_names:
         rows = rows.append_column("page_url", pa.nulls(rows.num_rows, pa.string()))

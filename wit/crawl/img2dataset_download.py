@@ -27,7 +27,8 @@ import pyarrow.parquet as pq
 
 from wit.formats.atomic import atomic_path, read_json
 from wit.crawl.image_fetch import DEADLINE_ERROR, FetchPolicy, WitDownloader
-from wit.formats.errors import Unfinished, WitError
+from wit.crawl.spark import spark_session
+from wit.formats.errors import Unfinished
 
 if TYPE_CHECKING:
     from wit.crawl.run import CrawlConfig
@@ -102,25 +103,11 @@ def _wit_downloader(policy: FetchPolicy, first_shard: int):
         i2d_main.Downloader, i2d_main.Reader = original_downloader, original_reader
 
 
-@contextlib.contextmanager
-def _spark(config: CrawlConfig):
-    """A Spark session for the pyspark distributor (local mode without a master url)."""
+def _spark(config: CrawlConfig) -> contextlib.AbstractContextManager:
+    """A Spark session for the pyspark distributor (img2dataset finds it with getOrCreate)."""
     if config.distributor != "pyspark":
-        yield
-        return
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    try:
-        from pyspark.sql import SparkSession
-    except ImportError:
-        raise WitError("--distributor pyspark: pyspark is not installed "
-                       "(pip install 'wit-toolkit[spark]')") from None
-
-    master = config.spark_master or f"local[{config.processes}]"
-    spark = SparkSession.builder.master(master).appName("wit-crawl").getOrCreate()
-    try:
-        yield
-    finally:
-        spark.stop()
+        return contextlib.nullcontext()
+    return spark_session(config.spark_master, config.processes)
 
 
 def incomplete_shards(output_dir: str) -> list[str]:

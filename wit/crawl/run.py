@@ -35,13 +35,14 @@ from wit.flags import option
 from wit.formats.images import MAX_IMAGE_BYTES, MAX_PIXELS
 from wit.formats.atomic import atomic_path, write_json, write_parquet
 from wit.formats.balance import balanced
-from wit.crawl.images import bucket_count, group_bucket, write_buckets, write_selected
+from wit.crawl.images import bucket_count, group_rows, read_bucket, write_buckets, write_selected
 from wit.crawl.match import QueryMatcher
 from wit.crawl.sources import TEXT_ATTRS, Partition, SourceStats, TableColumns, plan_partitions, read_partition
 from wit.crawl.urls import REFUSAL_REASONS, NetworkPolicy, refusal
 from wit.formats.uids import url_uid
 from wit.formats.errors import WitError
-from wit.formats.crawl import CANDIDATE_SCHEMA, CANDIDATES, DOWNLOAD, ENTRY_COUNTS, ROBOTS, SELECTED, SUMMARY
+from wit.formats.crawl import (CANDIDATE_SCHEMA, CANDIDATES, DOWNLOAD, ENTRY_COUNTS, ROBOTS, SELECTED, SUMMARY,
+                               write_query_counts)
 from wit.formats.globs import expand
 from wit.formats.queries import read_queries
 from wit.formats.workdir import STATE, WorkDir, claim, sum_counters
@@ -100,7 +101,8 @@ class CrawlConfig:
     threads: int = option(32, "download threads per process")
     timeout: float = option(10.0, "seconds per download attempt, in all")
     retries: int = option(1, "download retries")
-    distributor: str = option("multiprocessing", f"img2dataset distributor ({', '.join(DISTRIBUTORS)})")
+    distributor: str = option("multiprocessing", f"where the downloads (img2dataset's distributor) and the "
+                                                 f"--unit image grouping run ({', '.join(DISTRIBUTORS)})")
     spark_master: str | None = option(None, "e.g. spark://host:7077 (default: local mode)", metavar="URL")
     match_only: bool = option(False, "stop after writing selected/")
     part: str = option("", "crawl only part I of N of the pool (files I, I + N, ...), e.g. 3/16 for a SLURM "
@@ -277,16 +279,10 @@ def _match_partition(partition: Partition, config: CrawlConfig, columns: TableCo
         if writer is None:
             writer = pq.ParquetWriter(tmp, CANDIDATE_SCHEMA)
         writer.close()
-    _write_counts(os.path.join(root, *_counts_file(partition)), counts)
+    write_query_counts(os.path.join(root, *_counts_file(partition)), counts)
     return {"read": read, "missing_url_or_text": stats.missing_url_or_text,
             "wat_records": stats.records, "corrupt_records": stats.corrupt_records,
             "refused": dict(refused), "matched": matched}
-
-
-def _write_counts(path: str, counts: np.ndarray) -> None:
-    """A unit's per-query counts, the non-zero ones (summed by `_entry_counts`)."""
-    nonzero = np.flatnonzero(counts)
-    write_parquet(path, pa.table({"query_id": nonzero.astype(np.int32), "matched": counts[nonzero]}))
 
 
 def _candidates_file(partition: Partition, unit: str = "pair") -> tuple[str, ...]:
@@ -350,9 +346,46 @@ def _entry_counts(work: WorkDir, partitions: list[Partition], query_count: int,
 
 def _group_images(config: CrawlConfig, work: WorkDir, partitions: list[Partition], query_count: int,
                   matched_rows: int) -> tuple[np.ndarray, dict]:
-    """Bucket every partition by uid, group each bucket into images; `matched` per
-    (image, distinct text) and the grouping's counts."""
+    """Group every partition's matched rows into images, bucket by bucket (here, or on
+    Spark with `--distributor pyspark`); `matched` per (image, distinct text) and the
+    grouping's counts."""
     buckets = bucket_count(matched_rows, config.bucket_rows)
+    found = {b: work.done(_bucket_unit(b)) for b in range(buckets)}
+    todo = [b for b, counts in found.items() if counts is None]
+    if todo and config.distributor == "pyspark":
+        found |= _group_on_spark(config, work, partitions, buckets, todo, query_count)
+    elif todo:
+        found |= _group_here(work, partitions, buckets, todo, query_count)
+    totals = sum_counters(list(found.values()))
+    count_files = [work.path(_bucket_files(b)[1]) for b in range(buckets)]
+    return _entry_counts(work, partitions, query_count, count_files), {"buckets": buckets, **totals}
+
+
+def _bucket_unit(bucket: int) -> str:
+    return f"images-{bucket:05d}"
+
+
+# a bucket's images file and per-query counts, relative to the output dir
+BUCKET_FILES = (os.path.join(CANDIDATES, "{:05d}.parquet"), os.path.join(STATE, "counts", "images-{:05d}.parquet"))
+
+
+def _bucket_files(bucket: int) -> tuple[str, str]:
+    return tuple(template.format(bucket) for template in BUCKET_FILES)
+
+
+def _finish_bucket(work: WorkDir, bucket: int, images: pa.Table, matched: np.ndarray) -> dict:
+    images_file, counts_file = _bucket_files(bucket)
+    write_parquet(work.path(images_file), images)
+    write_query_counts(work.path(counts_file), matched)
+    counts = {"images": images.num_rows,
+              "image_texts": int(pc.sum(pc.list_value_length(images["texts"])).as_py() or 0)}
+    work.mark_done(_bucket_unit(bucket), counts, _bucket_files(bucket))
+    return counts
+
+
+def _group_here(work: WorkDir, partitions: list[Partition], buckets: int, todo: list[int],
+                query_count: int) -> dict[int, dict]:
+    """Cut each partition into buckets by uid (scratch), then group bucket by bucket."""
     os.makedirs(work.scratch("buckets"), exist_ok=True)
     groups = {}
     for p in tqdm(partitions, unit="partition", desc="bucket", dynamic_ncols=True, mininterval=1.0):
@@ -361,24 +394,33 @@ def _group_images(config: CrawlConfig, work: WorkDir, partitions: list[Partition
         if groups[p.partition_id] is None:
             groups[p.partition_id] = write_buckets(work.path(*_candidates_file(p, "image")), work.path(target), buckets)
             work.mark_done(unit, groups[p.partition_id], [target])
-    totals = Counter()
-    count_files = []
-    for bucket in tqdm(range(buckets), unit="bucket", desc="group", dynamic_ncols=True, mininterval=1.0):
-        unit, images_file = f"images-{bucket:05d}", os.path.join(CANDIDATES, f"{bucket:05d}.parquet")
-        counts_file = os.path.join(STATE, "counts", f"images-{bucket:05d}.parquet")
-        found = work.done(unit)
-        if found is None:
-            parts = [(work.path(_scratch_file(work, "buckets", p.partition_id)), groups[p.partition_id][str(bucket)])
-                     for p in partitions if str(bucket) in groups[p.partition_id]]
-            images, matched = group_bucket(parts, query_count)
-            write_parquet(work.path(images_file), images)
-            _write_counts(work.path(counts_file), matched)
-            found = {"images": images.num_rows,
-                     "image_texts": int(pc.sum(pc.list_value_length(images["texts"])).as_py() or 0)}
-            work.mark_done(unit, found, [images_file, counts_file])
-        totals.update(found)
-        count_files.append(work.path(counts_file))
-    return _entry_counts(work, partitions, query_count, count_files), {"buckets": buckets, **totals}
+    found = {}
+    for bucket in tqdm(todo, unit="bucket", desc="group", dynamic_ncols=True, mininterval=1.0):
+        parts = [(work.path(_scratch_file(work, "buckets", p.partition_id)), groups[p.partition_id][str(bucket)])
+                 for p in partitions if str(bucket) in groups[p.partition_id]]
+        found[bucket] = _finish_bucket(work, bucket, *group_rows(read_bucket(parts), query_count))
+    return found
+
+
+def _group_on_spark(config: CrawlConfig, work: WorkDir, partitions: list[Partition], buckets: int,
+                    todo: list[int], query_count: int) -> dict[int, dict]:
+    """The grouping as a Spark groupBy over buckets (see spark.py); buckets without rows
+    are written here."""
+    from wit.crawl.spark import group_on_spark, spark_session
+
+    rows = [work.path(*_candidates_file(p, "image")) for p in partitions]
+    images_path, counts_path = (work.path(template) for template in BUCKET_FILES)
+    log.info("grouping %d bucket(s) on Spark", len(todo))
+    with spark_session(config.spark_master, config.processes) as spark:
+        written = group_on_spark(spark, rows, buckets, todo, query_count, images_path, counts_path)
+    found = {}
+    for bucket in todo:
+        if bucket in written:
+            work.mark_done(_bucket_unit(bucket), written[bucket], _bucket_files(bucket))
+            found[bucket] = written[bucket]
+        else:
+            found[bucket] = _finish_bucket(work, bucket, *group_rows(pa.table({}), query_count))
+    return found
 
 
 def _scratch_file(work: WorkDir, sub: str, name: str) -> str:

@@ -7,9 +7,10 @@ import glob
 import json
 import os
 
+import numpy as np
 import pyarrow as pa
 
-from wit.formats.atomic import read_json_object
+from wit.formats.atomic import read_json_object, write_parquet
 from wit.formats.errors import WitError
 from wit.formats.shards import MAX_TEXTS
 from wit.formats.uids import is_uid
@@ -21,6 +22,13 @@ CANDIDATE_SCHEMA = pa.schema([("uid", pa.string()), ("url", pa.string()), ("text
                               ("query_ids", pa.list_(pa.int32()))])   # plus source columns
 MAX_SAMPLE_JSON_BYTES = 1 << 20   # img2dataset's json of one sample is a few hundred bytes
 
+
+
+def write_query_counts(path: str, counts: np.ndarray) -> None:
+    """A unit's per-query counts (query_id, matched), the non-zero ones; a crawl sums
+    them into ENTRY_COUNTS."""
+    nonzero = np.flatnonzero(counts)
+    write_parquet(path, pa.table({"query_id": nonzero.astype(np.int32), "matched": counts[nonzero]}))
 
 def downloaded_tars(crawl_dir: str) -> list[str]:
     """The download shards of a CRAWL dir (`download/NNNNN.tar`), sorted."""
