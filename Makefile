@@ -19,6 +19,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --no-deps 'clip-benchmark==1.6.2'   # only its class names and templates (see README)
 	touch $@
 
 PACKAGES ?= $(DEBIAN_PACKAGES)

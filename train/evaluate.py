@@ -25,7 +25,7 @@ from train.config import EvalConfig, TrainConfig
 from train.data import Sample, read_samples, span
 from train.dist import World, gather_objects
 from train.features import Encoder, decode_all, gather_rows, inference, share
-from train.imagefolder import read_imagefolder
+from wit.formats.evalsets import read_imagefolder
 from train.model import load
 from train.shards import Shard, list_shards
 from wit.formats import atomic

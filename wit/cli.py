@@ -39,8 +39,10 @@ def _fail(command: str, message: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from train.embed import EmbedConfig   # the one stage of the trainer's package (it runs models)
     from wit.crawl.merge import MergeConfig
     from wit.crawl.run import CrawlConfig
+    from wit.filter.run import FilterConfig
     from wit.queries.build import BuildConfig
     from wit.shards.build import ShardConfig
 
@@ -52,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
         ("crawl", CrawlConfig, _crawl, "candidate pool -> substring matching -> balancing -> download"),
         ("shard", ShardConfig, _shard, "downloaded pairs -> final WebDataset shards"),
         ("merge-crawl", MergeConfig, _merge_crawl, "the parts of a crawl (wit crawl --part I/N) -> one CRAWL dir"),
+        ("embed", EmbedConfig, _embed, "SHARDS dir -> image and text embeddings of every sample (any OpenCLIP model)"),
+        ("filter", FilterConfig, _filter, "SHARDS dir -> filtered SHARDS dir (near-duplicates, test-set overlap, "
+                                          "CLIP score, text rules)"),
     ]
     for name, config, run, description in stages:
         p = commands.add_parser(name, help=description, description=description)
@@ -114,6 +119,18 @@ def _shard(config) -> None:
     print(f"wit shard: {manifest['total_samples']:,} samples in {len(manifest['shards']):,} shards "
           f"({counts['samples_read']:,} read, {duplicates:,} duplicates, {counts['balanced_out']:,} over the cap) "
           f"-> {config.out}", file=sys.stderr)
+
+
+def _embed(config) -> None:
+    from train.embed import run
+
+    run(config)
+
+
+def _filter(config) -> None:
+    from wit.filter.run import run
+
+    run(config)
 
 
 def _inspect(args: argparse.Namespace) -> None:

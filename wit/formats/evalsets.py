@@ -1,0 +1,151 @@
+"""Evaluation sets read from local disk: a torchvision-style ImageFolder (one subdirectory
+per class, classes in sorted order, image files found recursively, sorted, with
+torchvision's extensions), and the WebDataset evaluation layout of CLIP_benchmark and
+DataComp. `wit filter --decontaminate` and `train.evaluate` read them through here."""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from wit.formats.errors import WitError
+from wit.formats.tars import IMAGE_EXTENSIONS, StreamedSample, stream_samples
+
+
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+@dataclass(frozen=True)
+class ImageFolder:
+    root: Path
+    classes: list[str]     # subdirectory names, sorted; label i is classes[i]
+    files: list[Path]
+    labels: list[int]
+
+
+def read_imagefolder(root: str | Path) -> ImageFolder:
+    """List the classes and image files of `root`; a class folder without images is an error."""
+    root = Path(root)
+    if not root.is_dir():
+        raise WitError(f"{root}: no such directory (expected an ImageFolder: one subdirectory per class)")
+    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    if not classes:
+        raise WitError(f"{root}: no class subdirectories (expected an ImageFolder: one subdirectory per class)")
+    files, labels = [], []
+    for label, name in enumerate(classes):
+        found = sorted(Path(d) / f for d, _, names in os.walk(root / name, followlinks=True)
+                       for f in names if f.lower().endswith(EXTENSIONS))
+        if not found:
+            raise WitError(f"{root / name}: no image files ({', '.join(EXTENSIONS)})")
+        files += found
+        labels += [label] * len(found)
+    return ImageFolder(root, classes, files, labels)
+
+
+# ---- evaluation sets in the layouts the field uses -----------------------------------
+
+CLASSIFICATION, RETRIEVAL = "classification", "retrieval"
+CLASSNAMES, TEMPLATES, DATASET_TYPE = "classnames.txt", "zeroshot_classification_templates.txt", "dataset_type.txt"
+WDS_PARTS = (*IMAGE_EXTENSIONS, "cls", "txt")
+
+
+@dataclass(frozen=True)
+class EvalSample:
+    index: int                    # position in the set (file order, or tar order)
+    image: bytes
+    label: int | None             # classification
+    captions: list[str] | None    # retrieval
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """An evaluation set on local disk: an ImageFolder (classification) or the WebDataset
+    layout of CLIP_benchmark and DataComp (`SPLIT/*.tar` whose samples hold `cls` or `txt`,
+    with optional `classnames.txt`, `zeroshot_classification_templates.txt` and
+    `dataset_type.txt`). `classnames` and `templates` are the set's own files, if any."""
+    path: str
+    layout: str                   # "imagefolder" | "wds"
+    kind: str                     # CLASSIFICATION | RETRIEVAL
+    classnames: list[str] | None
+    templates: list[str] | None
+    tars: tuple[str, ...] = ()
+    folder: ImageFolder | None = None
+
+    def samples(self) -> Iterator[EvalSample]:
+        """Every sample, in order; an unreadable member or tar is a one-line error."""
+        if self.folder is not None:
+            for index, (file, label) in enumerate(zip(self.folder.files, self.folder.labels)):
+                try:
+                    yield EvalSample(index, file.read_bytes(), label, None)
+                except OSError as e:
+                    raise WitError(f"{file}: cannot read the image ({e.strerror or e})") from None
+            return
+        index = 0
+        for tar in self.tars:
+            try:
+                with open(tar, "rb") as stream:
+                    for sample in stream_samples(stream, WDS_PARTS):
+                        found = self._sample(tar, index, sample)
+                        if found is not None:
+                            index += 1
+                            yield found
+            except (tarfile.TarError, EOFError, OSError) as e:
+                raise WitError(f"{tar}: unreadable evaluation shard ({e})") from None
+
+    def _sample(self, tar: str, index: int, sample: StreamedSample) -> EvalSample | None:
+        image = sample.image
+        if image is None:
+            return None
+        if self.kind == RETRIEVAL:
+            if "txt" not in sample.parts:
+                raise WitError(f"{tar}: sample {sample.key!r} has no txt (a retrieval set needs its captions)")
+            captions = [c.strip() for c in sample.parts["txt"].decode("utf-8", "replace").splitlines() if c.strip()]
+            return EvalSample(index, image, None, captions)
+        raw = sample.parts.get("cls", b"").decode("ascii", "replace").strip()
+        if not raw.isdigit():
+            raise WitError(f"{tar}: sample {sample.key!r} has no integer cls (got {raw[:20]!r})")
+        return EvalSample(index, image, int(raw), None)
+
+
+def open_evalset(path: str | Path, split: str = "test") -> EvalSet:
+    """The evaluation set at `path`: the WebDataset layout when `path/SPLIT/` holds tars,
+    else an ImageFolder (its `classnames.txt`, when present, is not a class)."""
+    root = Path(path)
+    if not root.is_dir():
+        raise WitError(f"{root}: no such evaluation set directory")
+    classnames = _lines(root / CLASSNAMES, "class names")
+    templates = _lines(root / TEMPLATES, "templates")
+    split_dir = root / split
+    tars = sorted(split_dir.glob("*.tar"), key=_shard_order) if split_dir.is_dir() else []
+    if tars:
+        kinds = _lines(root / DATASET_TYPE, "dataset type") or [CLASSIFICATION]
+        kind = RETRIEVAL if kinds[0].strip().lower() == RETRIEVAL else CLASSIFICATION
+        return EvalSet(str(root), "wds", kind, classnames, templates, tuple(map(str, tars)))
+    if split_dir.is_dir():
+        raise WitError(f"{split_dir}: no .tar shards (expected the WebDataset evaluation layout)")
+    folder = read_imagefolder(root)
+    if classnames is not None and len(classnames) != len(folder.classes):
+        raise WitError(f"{root / CLASSNAMES}: {len(classnames)} class names for {len(folder.classes)} class folders")
+    return EvalSet(str(root), "imagefolder", CLASSIFICATION, classnames, templates, folder=folder)
+
+
+def _shard_order(path: Path) -> tuple:
+    """0.tar, 1.tar, ..., 10.tar in number order (CLIP_benchmark's names), others by name."""
+    return (0, int(path.stem), "") if path.stem.isdigit() else (1, 0, path.stem)
+
+
+def _lines(path: Path, what: str) -> list[str] | None:
+    """The non-blank lines of an optional text file, stripped; None if there is none."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        raise WitError(f"{path}: cannot read the {what} ({e})") from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise WitError(f"{path}: empty {what} file")
+    return lines
