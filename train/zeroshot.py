@@ -34,20 +34,27 @@ def read_classnames(spec: str, count: int, folder: str | Path) -> list[str]:
 
 
 def read_templates(spec: str | None) -> list[Template]:
-    """Prompt templates, one per line, each with `{}` where the class name goes (blank lines
-    skipped); `imagenet`: OpenCLIP's 80 ImageNet templates; None: "a photo of a {}."."""
+    """Prompt templates, one per line, each with `{}` (or CLIP_benchmark's `{c}`) where the
+    class name goes (blank lines skipped); `imagenet`: OpenCLIP's 80 ImageNet templates;
+    None: "a photo of a {}."."""
     if spec == OPENCLIP_LISTS:
         return list(open_clip.OPENAI_IMAGENET_TEMPLATES)
-    lines = DEFAULT_TEMPLATES if spec is None else _read_lines(spec, "templates")
+    return templates_from(DEFAULT_TEMPLATES if spec is None else _read_lines(spec, "templates"), str(spec))
+
+
+def templates_from(lines: list[str] | tuple[str, ...], source: str) -> list[Template]:
+    """Templates from text lines with `{}` or `{c}` for the class name; `source` names them in errors."""
     templates = []
     for number, line in enumerate(lines, 1):
-        if not line.strip():
+        text = line.strip()
+        if not text:
             continue
-        if "{}" not in line:
-            raise WitError(f"{spec}: line {number} has no {{}} for the class name: {line.strip()!r}")
-        templates.append(lambda name, text=line.strip(): text.replace("{}", name))
+        slot = "{c}" if "{c}" in text else "{}"
+        if slot not in text:
+            raise WitError(f"{source}: line {number} has no {{}} or {{c}} for the class name: {text!r}")
+        templates.append(lambda name, text=text, slot=slot: text.replace(slot, name))
     if not templates:
-        raise WitError(f"{spec}: no templates")
+        raise WitError(f"{source}: no templates")
     return templates
 
 
@@ -80,6 +87,17 @@ def correct_at(image_features: torch.Tensor, weights: torch.Tensor, labels: torc
     true = scores.gather(1, labels.view(-1, 1))
     rank = (scores >= true).sum(dim=1) - 1          # classes scoring at least as high, itself excluded
     return {k: int((rank < k).sum()) for k in ks}
+
+
+def class_hits(image_features: torch.Tensor, weights: torch.Tensor, labels: torch.Tensor) -> tuple[list, list]:
+    """(top-1 hits per class, images per class), ties counted against the true class: the
+    parts of the mean per-class recall (DataComp's main metric on some sets)."""
+    classes = len(weights)
+    if not len(labels):
+        return [0] * classes, [0] * classes
+    scores = image_features.float() @ weights.float().T
+    hit = (scores >= scores.gather(1, labels.view(-1, 1))).sum(dim=1) == 1
+    return (torch.bincount(labels[hit], minlength=classes).tolist(), torch.bincount(labels, minlength=classes).tolist())
 
 
 def topk(classes: int) -> int:

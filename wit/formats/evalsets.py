@@ -9,7 +9,7 @@ import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from wit.formats.errors import WitError
 from wit.formats.tars import IMAGE_EXTENSIONS, StreamedSample, stream_samples
@@ -74,10 +74,13 @@ class EvalSet:
     tars: tuple[str, ...] = ()
     folder: ImageFolder | None = None
 
-    def samples(self) -> Iterator[EvalSample]:
-        """Every sample, in order; an unreadable member or tar is a one-line error."""
+    def samples(self, select: Callable[[int], bool] | None = None) -> Iterator[EvalSample]:
+        """Every sample (or those whose index `select` accepts: an ImageFolder reads no other
+        file), in order; an unreadable member or tar is a one-line error."""
         if self.folder is not None:
             for index, (file, label) in enumerate(zip(self.folder.files, self.folder.labels)):
+                if select is not None and not select(index):
+                    continue
                 try:
                     yield EvalSample(index, file.read_bytes(), label, None)
                 except OSError as e:
@@ -91,7 +94,8 @@ class EvalSet:
                         found = self._sample(tar, index, sample)
                         if found is not None:
                             index += 1
-                            yield found
+                            if select is None or select(found.index):
+                                yield found
             except (tarfile.TarError, EOFError, OSError) as e:
                 raise WitError(f"{tar}: unreadable evaluation shard ({e})") from None
 
