@@ -30,14 +30,15 @@ from tqdm import tqdm
 from wit import __version__
 from wit.flags import option
 from wit.formats.balance import balanced
-from wit.formats.atomic import atomic_path, write_json
+from wit.formats.atomic import write_json
 from wit.formats.crawl import DOWNLOAD, MAX_SAMPLE_JSON_BYTES, downloaded_tars, parse_sample_json, query_count
 from wit.formats.errors import WitError
 from wit.formats.images import REASONS as IMAGE_REASONS, ImageRefused, header_size
 from wit.formats.shards import DATACARD, MANIFEST, SAMPLE_JSON_FIELDS, shard_name, write_sizes
-from wit.formats.tars import Member, image_extension, read_member, scan_tar, tar_chunks
+from wit.formats.shardwrite import plot_distribution, write_shard_file
+from wit.formats.tars import Member, image_extension, read_member, scan_tar
 from wit.formats.workdir import WorkDir, claim
-from wit.shards.datacard import datacard, plot_distribution
+from wit.shards.datacard import datacard
 
 log = logging.getLogger("wit.shard")
 
@@ -276,65 +277,15 @@ def write_shard(index: int, rows: pa.Table, out: str) -> tuple[int, dict]:
                                         ("txt", columns["text"][row].encode("utf-8"))]
 
     try:
-        with atomic_path(os.path.join(out, name)) as tmp, _ShardFile(tmp) as shard_file:
-            for chunk in tar_chunks(samples()):
-                shard_file.write(chunk)
+        size, digest = write_shard_file(os.path.join(out, name), samples())
     finally:
         for f in sources.values():
             f.close()
-    shard_info = {"name": name, "samples": rows.num_rows, "bytes": shard_file.size,
-                  "sha256": shard_file.digest.hexdigest()}
+    shard_info = {"name": name, "samples": rows.num_rows, "bytes": size, "sha256": digest}
     return index, shard_info
 
 
 _JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False)
-
-
-class _ShardFile:
-    """A new file written in gathered `writev`s, hashed on the way (no second read), sent
-    to disk while the rest is computed, and on disk (fsync) when it closes."""
-
-    GATHER_BYTES, GATHER_CHUNKS, WRITEBACK_BYTES = 256 << 10, 256, 8 << 20
-
-    def __init__(self, path: str) -> None:
-        self.fd, self.digest, self.size = os.open(path, os.O_WRONLY), hashlib.sha256(), 0
-        self.gathered: list[bytes] = []
-        self.pending = self.synced = self.dropped = 0
-
-    def write(self, chunk: bytes) -> None:
-        self.digest.update(chunk)
-        self.gathered.append(chunk)
-        self.pending += len(chunk)
-        if self.pending >= self.GATHER_BYTES or len(self.gathered) == self.GATHER_CHUNKS:
-            self._flush()
-
-    def _flush(self) -> None:
-        if not self.gathered:
-            return
-        done = os.writev(self.fd, self.gathered)
-        if done < self.pending:  # a short write: finish it
-            rest = memoryview(b"".join(self.gathered))[done:]
-            while rest:
-                rest = rest[os.write(self.fd, rest):]
-        self.size += self.pending
-        self.gathered, self.pending = [], 0
-        if self.size - self.synced >= self.WRITEBACK_BYTES:
-            # DONTNEED starts the writeback of the new dirty pages and drops the pages of
-            # the step before (on disk by now) from the page cache
-            os.posix_fadvise(self.fd, self.dropped, self.size - self.dropped, os.POSIX_FADV_DONTNEED)
-            self.dropped, self.synced = self.synced, self.size
-
-    def __enter__(self) -> "_ShardFile":
-        return self
-
-    def __exit__(self, kind, *_) -> None:
-        try:
-            if kind is None:
-                self._flush()
-                os.fsync(self.fd)  # on disk before it gets its name and its marker
-                os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(self.fd)
 
 
 def _describe(path: str) -> dict:

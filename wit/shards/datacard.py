@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from wit.formats.atomic import atomic_path
+from wit.formats.shardwrite import plot_distribution  # noqa: F401 (its old home: pipelines/demo.py)
 
 
 def datacard(counts: dict[str, np.ndarray], cap: int, report: dict) -> dict:
@@ -24,25 +24,3 @@ def datacard(counts: dict[str, np.ndarray], cap: int, report: dict) -> dict:
         "per_query": {"query_id": present.tolist(), "downloaded": downloaded[present].tolist(),
                       "kept": kept[present].tolist()},
     }
-
-
-def plot_distribution(curves: dict[str, np.ndarray], cap: int, path: str) -> None:
-    """Log-log plot of per-query counts by rank (MetaCLIP's figure), one curve per
-    {label: counts}, e.g. before and after balancing, with the cap."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(6, 4), dpi=100)
-    FigureCanvasAgg(figure)
-    axes = figure.add_axes((0.13, 0.13, 0.82, 0.78))
-    for label, counts in curves.items():
-        values = np.sort(counts[counts > 0])[::-1]
-        if len(values):
-            axes.loglog(np.arange(1, len(values) + 1), values, label=label)
-    axes.axhline(cap, color="grey", linestyle="--", linewidth=1, label=f"cap t = {cap:,}")
-    axes.set_xlabel("query rank")
-    axes.set_ylabel("pairs per query")
-    axes.set_title("Pairs per query")
-    axes.legend()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", metadata={"Software": None})

@@ -1,0 +1,92 @@
+"""Writing the files of a SHARDS dir: a shard file hashed on its way to disk, and the plot
+of the data distribution over the query list (`wit shard`, `wit filter`)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from typing import Iterable
+
+import numpy as np
+
+from wit.formats.atomic import atomic_path
+from wit.formats.tars import tar_chunks
+
+
+def write_shard_file(path: str, samples: Iterable[tuple[str, list[tuple[str, bytes]]]]) -> tuple[int, str]:
+    """Write a deterministic tar of (key, [(extension, bytes), ...]) samples atomically at
+    `path`; its size in bytes and sha256."""
+    with atomic_path(path) as tmp, ShardFile(tmp) as shard_file:
+        for chunk in tar_chunks(samples):
+            shard_file.write(chunk)
+    return shard_file.size, shard_file.digest.hexdigest()
+
+
+class ShardFile:
+    """A new file written in gathered `writev`s, hashed on the way (no second read), sent
+    to disk while the rest is computed, and on disk (fsync) when it closes."""
+
+    GATHER_BYTES, GATHER_CHUNKS, WRITEBACK_BYTES = 256 << 10, 256, 8 << 20
+
+    def __init__(self, path: str) -> None:
+        self.fd, self.digest, self.size = os.open(path, os.O_WRONLY), hashlib.sha256(), 0
+        self.gathered: list[bytes] = []
+        self.pending = self.synced = self.dropped = 0
+
+    def write(self, chunk: bytes) -> None:
+        self.digest.update(chunk)
+        self.gathered.append(chunk)
+        self.pending += len(chunk)
+        if self.pending >= self.GATHER_BYTES or len(self.gathered) == self.GATHER_CHUNKS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.gathered:
+            return
+        done = os.writev(self.fd, self.gathered)
+        if done < self.pending:  # a short write: finish it
+            rest = memoryview(b"".join(self.gathered))[done:]
+            while rest:
+                rest = rest[os.write(self.fd, rest):]
+        self.size += self.pending
+        self.gathered, self.pending = [], 0
+        if self.size - self.synced >= self.WRITEBACK_BYTES:
+            # DONTNEED starts the writeback of the new dirty pages and drops the pages of
+            # the step before (on disk by now) from the page cache
+            os.posix_fadvise(self.fd, self.dropped, self.size - self.dropped, os.POSIX_FADV_DONTNEED)
+            self.dropped, self.synced = self.synced, self.size
+
+    def __enter__(self) -> "ShardFile":
+        return self
+
+    def __exit__(self, kind, *_) -> None:
+        try:
+            if kind is None:
+                self._flush()
+                os.fsync(self.fd)  # on disk before it gets its name and its marker
+                os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(self.fd)
+
+
+def plot_distribution(curves: dict[str, np.ndarray], cap: int, path: str) -> None:
+    """Log-log plot of per-query counts by rank (MetaCLIP's figure), one curve per
+    {label: counts}, e.g. before and after balancing, with the cap."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 4), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_axes((0.13, 0.13, 0.82, 0.78))
+    for label, counts in curves.items():
+        values = np.sort(counts[counts > 0])[::-1]
+        if len(values):
+            axes.loglog(np.arange(1, len(values) + 1), values, label=label)
+    axes.axhline(cap, color="grey", linestyle="--", linewidth=1, label=f"cap t = {cap:,}")
+    axes.set_xlabel("query rank")
+    axes.set_ylabel("pairs per query")
+    axes.set_title("Pairs per query")
+    axes.legend()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", metadata={"Software": None})
