@@ -17,7 +17,7 @@ import open_clip.factory
 import torch
 
 from train.config import ModelConfig, from_dict
-from wit.formats.atomic import write_json
+from wit.formats.atomic import read_json_object, write_json
 from wit.formats.errors import WitError
 
 MAX_LOGIT_SCALE = math.log(100.0)   # the paper clips the temperature so logits scale by at most 100
@@ -122,3 +122,51 @@ def load(checkpoint: str | Path, device: str | torch.device = "cpu") -> Loaded:
     position = ckpt.get("position")
     step = position.get("step") if isinstance(position, dict) else None
     return Loaded(model, tokenizer(cfg), image_size(model), mean, std, cfg.name, step if isinstance(step, int) else 0)
+
+
+def load_openclip(checkpoint: str | Path, model: str, device: str | torch.device = "cpu") -> Loaded:
+    """An OpenCLIP architecture (`model`: a built-in name, or a model config .json such as
+    a run's RUN/<name>.json) with the weights of a state-dict file, as OpenCLIP's
+    `pretrained=` files are: a bare state dict, or one under "state_dict" (OpenCLIP's
+    trainer, this trainer), keys perhaps prefixed "module."; `.safetensors` too. Nothing
+    but tensors is unpickled (weights_only=True); TorchScript archives are refused."""
+    cfg = openclip_config(model)
+    state = _state_dict(checkpoint)
+    net = create(cfg)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        raise WitError(f"{checkpoint}: not weights of the model {cfg.name} "
+                       f"({str(e).splitlines()[0][:160]})") from None
+    net.to(device).eval()
+    mean, std = mean_std(net)
+    return Loaded(net, tokenizer(cfg), image_size(net), mean, std, cfg.name, 0)
+
+
+def openclip_config(model: str) -> ModelConfig:
+    """The ModelConfig of `--model`: a built-in OpenCLIP name, or a model config .json
+    file (registered under its file name, as `open_clip.add_model_config` does)."""
+    if model.endswith(".json"):
+        return ModelConfig(name=Path(model).stem, config=read_json_object(model, "OpenCLIP model config"))
+    if model not in open_clip.list_models():
+        raise WitError(f"--model {model!r}: not an OpenCLIP model (e.g. ViT-B-32, RN50) nor a model config .json")
+    return ModelConfig(name=model)
+
+
+def _state_dict(checkpoint: str | Path) -> dict[str, torch.Tensor]:
+    if not Path(checkpoint).is_file():
+        raise WitError(f"{checkpoint}: no such checkpoint")
+    try:
+        if str(checkpoint).endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            loaded = load_file(checkpoint)
+        else:
+            loaded = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or foreign file: one line naming it
+        raise WitError(f"{checkpoint}: not a readable checkpoint ({type(e).__name__}: {str(e)[:120]})") from None
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, dict) or not loaded or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise WitError(f"{checkpoint}: not a state dict of tensors (an OpenCLIP pretrained file)")
+    return {str(k).removeprefix("module."): v for k, v in loaded.items()}

@@ -124,13 +124,20 @@ def _shard(config) -> None:
 def _embed(config) -> None:
     from train.embed import run
 
-    run(config)
+    summary = run(config)
+    print(f"wit embed: {summary['samples']:,} samples in {len(summary['shards']):,} shards "
+          f"({summary['undecodable_images']:,} without a usable image, {summary['no_text']:,} without a text), "
+          f"{summary['model']} dim {summary['dim']} {summary['precision']} -> {config.out}", file=sys.stderr)
 
 
 def _filter(config) -> None:
     from wit.filter.run import run
 
-    run(config)
+    manifest = run(config)
+    counts = manifest["counts"]
+    removed = ", ".join(f"{n:,} {name}" for name, n in counts["removed"].items() if n) or "none"
+    print(f"wit filter: {manifest['total_samples']:,} of {counts['input_samples']:,} samples kept in "
+          f"{len(manifest['shards']):,} shards (removed: {removed}) -> {config.out}", file=sys.stderr)
 
 
 def _inspect(args: argparse.Namespace) -> None:
