@@ -3,9 +3,14 @@
 The image features of the shards are computed once and cached beside the checkpoint, in
 CHECKPOINT.search/<sha256 of the shard urls and sample counts>.pt; the cache is reused
 while the checkpoint, the tar files and the pixel cap are unchanged, else recomputed.
+With `--embeddings E` (`wit embed` of the same shards with the same checkpoint) nothing is
+decoded or embedded but the query: E's image vectors go into a faiss `IndexFlatIP` (exact
+inner products, which on L2-normalised vectors are the cosine similarities), and only
+the shards holding the top results are read, for their texts and urls.
 
     python -m train.search --checkpoint RUN/checkpoints/latest.pt --shards shards/ --text "a photo of a dog"
     python -m train.search --checkpoint CKPT --shards 'held-out/{000000..000009}.tar' --image query.jpg --top 5
+    python -m train.search --checkpoint CKPT --shards shards/ --embeddings embeddings/ --text "a red car"
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -29,6 +35,7 @@ from train.features import Encoder, decode_all, inference
 from train.model import Loaded, load
 from train.shards import Shard, list_shards
 from wit.formats.atomic import atomic_open
+from wit.formats.embeddings import read_embeddings, read_summary
 from wit.formats.errors import WitError
 from wit.formats.images import ImageRefused
 
@@ -82,8 +89,7 @@ def build_index(loaded: Loaded, shards: list[Shard], encoder: Encoder, max_pixel
             bar.update(len(batch))
     if not indexed:
         raise WitError(f"{shards[0].url}: no decodable image in the {len(shards)} shard(s)")
-    index = Index(torch.cat(features), [s.key for s in indexed], [" ".join((s.text or "").split()) for s in indexed],
-                  [_url(s) for s in indexed])
+    index = Index(torch.cat(features), [s.key for s in indexed], [_text(s) for s in indexed], [_url(s) for s in indexed])
     return index, seen - len(indexed)
 
 
@@ -96,6 +102,10 @@ def _batches(samples: Iterator[Sample], size: int) -> Iterator[list[Sample]]:
             batch = []
     if batch:
         yield batch
+
+
+def _text(sample: Sample) -> str:
+    return " ".join((sample.text or "").split())
 
 
 def _url(sample: Sample) -> str:
@@ -150,6 +160,58 @@ def top(index: Index, query: torch.Tensor, k: int) -> list[tuple[int, float]]:
     return list(zip(best.indices.tolist(), best.values.tolist()))
 
 
+@dataclass
+class EmbeddedIndex:
+    """The image vectors of an EMBED dir in a faiss index, with each vector's uid and shard."""
+    faiss: object
+    keys: list[str]
+    shards: list[str]
+
+
+def embedded_index(embed_dir: str, checkpoint: str, shards: list[Shard], shards_arg: str) -> EmbeddedIndex:
+    """The index of `wit embed`'s output for these shards and this checkpoint (else a
+    one-line error): the rows with an image embedding, in a faiss IndexFlatIP."""
+    import faiss
+    import pyarrow.compute as pc
+
+    from train.embed import file_sha256
+
+    summary = read_summary(embed_dir)
+    names = [str(s.get("name")) for s in summary["shards"]]
+    if names != [os.path.basename(s.url) for s in shards]:
+        raise WitError(f"{embed_dir}: embeddings of other shards than {shards_arg} ({len(names)} shards)")
+    if summary.get("checkpoint_sha256") != file_sha256(checkpoint):
+        raise WitError(f"{embed_dir}: embeddings made with another checkpoint ({summary.get('checkpoint')})")
+    table = read_embeddings(embed_dir, shards_arg if os.path.isdir(shards_arg) else None)
+    counts = [s.get("samples") for s in summary["shards"]]
+    if sum(c for c in counts if isinstance(c, int)) != table.num_rows:
+        raise WitError(f"{embed_dir}: the per-shard sample counts of its summary do not add up to its rows")
+    owner = np.repeat(np.arange(len(shards)), counts)
+    usable = pc.is_valid(table["image"]).to_numpy(zero_copy_only=False)
+    vectors = np.ascontiguousarray(pc.list_flatten(table["image"].filter(usable)).to_numpy().reshape(-1, summary["dim"]))
+    if not len(vectors):
+        raise WitError(f"{embed_dir}: no image embedding (no decodable image in the shards)")
+    index = faiss.IndexFlatIP(summary["dim"])
+    index.add(vectors)
+    keys = np.asarray(table["uid"].to_pylist(), dtype=object)[usable].tolist()
+    return EmbeddedIndex(index, keys, [shards[i].url for i in owner[usable]])
+
+
+def embedded_results(index: EmbeddedIndex, query: torch.Tensor, k: int) -> list[str]:
+    """The result lines of the k best matches, with texts and urls read from their shards only."""
+    scores, rows = index.faiss.search(query.numpy().astype(np.float32)[None], min(k, index.faiss.ntotal))
+    best = [(int(r), float(s)) for r, s in zip(rows[0], scores[0])]
+    wanted: dict[str, set[str]] = {}
+    for row, _ in best:
+        wanted.setdefault(index.shards[row], set()).add(index.keys[row])
+    found = {}
+    for url, keys in wanted.items():
+        found.update({s.key: s for s in read_samples(url) if s.key in keys})
+    samples = [found[index.keys[row]] for row, _ in best]
+    return [f"{rank}\t{score:.4f}\t{sample.key}\t{_text(sample)}\t{_url(sample)}"
+            for rank, ((_, score), sample) in enumerate(zip(best, samples), 1)]
+
+
 def search(args: argparse.Namespace) -> list[str]:
     """The CLI's work: the result lines, `rank<TAB>score<TAB>key<TAB>text<TAB>url`."""
     image = None
@@ -168,6 +230,8 @@ def search(args: argparse.Namespace) -> list[str]:
         query = query_features(loaded, encoder, args.text, image, args.max_pixels)
     except ImageRefused as e:
         raise WitError(f"{args.image}: {e}") from None
+    if args.embeddings is not None:
+        return embedded_results(embedded_index(args.embeddings, args.checkpoint, shards, args.shards), query, args.top)
     index = cached_index(args.checkpoint, loaded, shards, encoder, args.max_pixels, progress=True)
     return [f"{rank}\t{score:.4f}\t{index.keys[i]}\t{index.texts[i]}\t{index.urls[i]}"
             for rank, (i, score) in enumerate(top(index, query, args.top), 1)]
@@ -182,6 +246,8 @@ def _parser() -> argparse.ArgumentParser:
     query = parser.add_mutually_exclusive_group(required=True)
     query.add_argument("--text", help="find the images that best match this text")
     query.add_argument("--image", help="find the images most similar to this image file")
+    parser.add_argument("--embeddings", metavar="DIR",
+                        help="`wit embed` output of these shards with this checkpoint: search its vectors with faiss")
     parser.add_argument("--top", type=int, default=10, help="results to print (default %(default)s)")
     parser.add_argument("--batch-size", type=int, default=EvalConfig.batch_size)
     parser.add_argument("--max-pixels", type=int, default=TrainConfig.max_pixels, help="larger images are skipped")
