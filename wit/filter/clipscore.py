@@ -1,0 +1,47 @@
+"""CLIP score (DataComp): the cosine of a sample's image and text embeddings, here the dot
+product of the L2-normalised vectors of an EMBED dir; kept above a minimum, or the top
+fraction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from wit.formats.embeddings import read_embeddings
+from wit.formats.errors import WitError
+
+
+def scores(embed_dir: str, shards_dir: str, uids: pa.Array) -> np.ndarray:
+    """float64 score per uid (NaN where the image could not be embedded)."""
+    table = read_embeddings(embed_dir, shards_dir)
+    rows = pc.index_in(uids, value_set=table["uid"])
+    if rows.null_count:
+        missing = pc.filter(uids, pc.is_null(rows))[0].as_py()
+        raise WitError(f"{embed_dir}: no embedding of sample {missing} of {shards_dir}")
+    table = table.take(rows)
+    images, texts = _matrix(table["image"]), _matrix(table["text"])
+    return np.einsum("ij,ij->i", images, texts, dtype=np.float64)
+
+
+def _matrix(column: pa.ChunkedArray) -> np.ndarray:
+    """float32[n, dim] of a fixed-size list column, NaN rows for nulls."""
+    array = column.combine_chunks()
+    dim = array.type.list_size
+    values = array.fill_null(pa.scalar([np.nan] * dim, array.type)) if array.null_count else array
+    return values.flatten().to_numpy(zero_copy_only=False).reshape(len(array), dim)
+
+
+def below(score: np.ndarray, alive: np.ndarray, min_score: float | None,
+          keep_fraction: float | None) -> np.ndarray:
+    """Which of the `alive` samples the score removes: below `min_score`, or outside the
+    top `keep_fraction` of the alive samples with a score (ties by position, i.e. uid)."""
+    scored = alive & ~np.isnan(score)
+    if min_score is not None:
+        return scored & (score < min_score)
+    candidates = np.flatnonzero(scored)
+    keep = int(round(keep_fraction * len(candidates)))
+    ranked = candidates[np.argsort(-score[candidates], kind="stable")]
+    removed = np.zeros(len(score), bool)
+    removed[ranked[keep:]] = True
+    return removed

@@ -1,0 +1,53 @@
+"""The samples of a SHARDS dir, read once: per sample its uid, url, text, query ids, where
+its members lie (to copy them byte for byte) and, when asked, its image's pHash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import pyarrow as pa
+
+from wit.filter.hashes import phash
+from wit.formats.errors import WitError
+from wit.formats.tars import image_extension, read_member, scan_tar
+
+SCHEMA = pa.schema([
+    ("shard", pa.int32()), ("key", pa.string()), ("uid", pa.string()), ("url", pa.string()),
+    ("text", pa.string()), ("query_ids", pa.list_(pa.int32())), ("phash", pa.binary(8)),
+    ("extensions", pa.list_(pa.string())), ("offsets", pa.list_(pa.int64())), ("sizes", pa.list_(pa.int64())),
+])
+
+
+def read_shard(shard: int, path: str, expected: dict, hashing: bool) -> dict[str, list]:
+    """The samples of one input shard as columns of plain values (a worker task), checked
+    against its manifest entry (bytes, sha256); damage is a one-line error naming the tar."""
+    try:
+        with open(path, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError as e:
+        raise WitError(f"{path}: cannot read the shard ({e.strerror or e})") from None
+    if digest != expected["sha256"] or os.path.getsize(path) != expected["bytes"]:
+        raise WitError(f"{path}: does not match its entry in manifest.json (changed since it was written?)")
+    scan = scan_tar(path)
+    if scan.error or scan.refused:
+        raise WitError(f"{path}: not a clean shard ({scan.error or ', '.join(scan.refused)})")
+    columns: dict[str, list] = {name: [] for name in SCHEMA.names}
+    with open(path, "rb") as f:
+        for key, members in scan.samples:
+            extension = image_extension(members)
+            if extension is None or "txt" not in members or "json" not in members:
+                raise WitError(f"{path}: sample {key!r} lacks an image, a txt or a json")
+            try:
+                meta = json.loads(read_member(f, members["json"]))
+                text = read_member(f, members["txt"]).decode("utf-8")
+                uid, url, query_ids = meta["uid"], meta["url"], [int(q) for q in meta["query_ids"]]
+            except (ValueError, KeyError, TypeError) as e:
+                raise WitError(f"{path}: sample {key!r} has an unreadable txt or json ({e})") from None
+            values = (shard, key, uid, url, text, query_ids,
+                      phash(read_member(f, members[extension])) if hashing else None,
+                      list(members), [m.offset for m in members.values()], [m.size for m in members.values()])
+            for name, value in zip(SCHEMA.names, values):
+                columns[name].append(value)
+    return columns

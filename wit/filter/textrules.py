@@ -1,0 +1,45 @@
+"""Text rules that need no model: each answers, per sample, whether a rule removes it."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from urllib.parse import unquote, urlsplit
+
+IMAGE_FILE = re.compile(r"\S+\.(jpe?g|png|gif|webp|bmp|tiff?|svg|heic|avif)", re.IGNORECASE)
+URL = re.compile(r"(https?://|www\.)\S+", re.IGNORECASE)
+
+
+def url_file_name(url: str) -> str:
+    """The file name at the end of a url's path, percent-decoded ('' for none)."""
+    return unquote(posixpath.basename(urlsplit(url).path))
+
+
+def is_file_name(text: str, url: str) -> bool:
+    """The text is a file name: an image file name, or the url's file name with or
+    without its extension."""
+    text = text.strip()
+    name = url_file_name(url)
+    return bool(IMAGE_FILE.fullmatch(text)) or (bool(name) and text in (name, posixpath.splitext(name)[0]))
+
+
+def is_url(text: str, url: str) -> bool:
+    """The text is a url: the sample's own or any other."""
+    text = text.strip()
+    return text == url or bool(URL.fullmatch(text))
+
+
+def first_rule(text: str, url: str, min_words: int, max_length: int, file_names: bool,
+               urls: bool) -> tuple[str, float] | None:
+    """(the first rule that removes the sample, its measure), or None to keep it. Rules in
+    order: min_words (words, split on whitespace), max_length (characters), file_name, url."""
+    words = len(text.split())
+    if min_words and words < min_words:
+        return "min_words", float(words)
+    if max_length and len(text) > max_length:
+        return "max_length", float(len(text))
+    if file_names and is_file_name(text, url):
+        return "file_name", None
+    if urls and is_url(text, url):
+        return "url", None
+    return None
