@@ -40,13 +40,15 @@ class ModelConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     """What to evaluate every `eval_every` steps (and at the end): zero-shot classification
-    on an ImageFolder and/or retrieval on held-out shards."""
+    on an ImageFolder, retrieval on held-out shards and/or an evaluation suite (a SUITE.yaml,
+    see train/suite.py)."""
     imagefolder: str | None = None
     classnames: str | None = None
     templates: str | None = None
     shards: str | None = None
     batch_size: int = 256
     max_samples: int = 10_000
+    suite: str | None = None
 
     def __post_init__(self):
         if self.imagefolder and not self.classnames:
@@ -54,7 +56,7 @@ class EvalConfig:
 
     @property
     def enabled(self) -> bool:
-        return bool(self.imagefolder or self.shards)
+        return bool(self.imagefolder or self.shards or self.suite)
 
 
 @dataclass(frozen=True)

@@ -8,151 +8,35 @@ the features or counts are gathered so every rank returns the same metrics.
     python -m train.evaluate --checkpoint RUN/checkpoints/latest.pt \\
         --imagefolder imagenet/val --classnames imagenet --templates imagenet
     python -m train.evaluate --checkpoint CKPT --shards held-out/ --out metrics.json
+    python -m train.evaluate --checkpoint CKPT --suite pipelines/evals/datacomp.yaml --out DIR
+
+A suite (train/suite.py) prints one table (dataset, metric, value, chance) and the mean
+over its classification sets, and writes DIR/results.json and DIR/suite.png.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import sys
-from typing import Callable, Iterator
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
 from train import retrieval, zeroshot
 from train.config import EvalConfig, TrainConfig
-from train.data import Sample, read_samples, span
-from train.dist import World, gather_objects
-from train.features import Encoder, decode_all, gather_rows, inference, share
+from train.dist import World
+from train.features import Encoder, decode_all, inference
 from train.model import load
-from train.shards import Shard, list_shards
+from train import suite_report
+from train.suite import build_suite
+from train.tasks import retrieval_on_shards, zeroshot_on_imagefolder
 from wit.formats import atomic
-from wit.formats.evalsets import CLASSIFICATION, EvalSet, read_imagefolder
+from wit.formats.evalsets import read_imagefolder
 from wit.formats.errors import WitError
 
 PROG = "python -m train.evaluate"
-
-
-class ZeroShot:
-    """Zero-shot top-1 / top-k and mean per-class recall on a classification set; this rank's
-    share of the images (every world.size-th) and of the prompts is decoded and tokenized
-    once, at construction."""
-
-    def __init__(self, evalset: EvalSet, names: list[str], templates: list[zeroshot.Template], world: World,
-                 tokenize: Callable, image_size: int, max_pixels: int, encoder: Encoder):
-        self.world, self.encoder = world, encoder
-        texts = zeroshot.prompts(names, templates)
-        self.classes = len(names)
-        self.tokens = tokenize([texts[i] for i in share(len(texts), world)])
-        error, samples = None, []
-        try:   # an unreadable file is seen by one rank only: agree on the error before raising
-            samples = list(evalset.samples(select=lambda i: i % world.size == world.rank))
-            bad = next((s.label for s in samples if s.label >= self.classes), None)
-            if bad is not None:
-                error = f"{evalset.path}: label {bad} but only {self.classes} class names"
-        except WitError as e:
-            error = str(e)
-        self.pixels, kept = decode_all([s.image for s in samples], image_size, max_pixels, encoder.progress)
-        self.labels = torch.tensor([samples[i].label for i in kept], dtype=torch.long)
-        totals = _sum_over_ranks({"images": len(kept), "undecodable": len(samples) - len(kept)}, world, error)
-        if totals["images"] == 0:
-            raise WitError(f"{evalset.path}: none of its {totals['undecodable']} images could be decoded")
-        self.images, self.undecodable = totals["images"], totals["undecodable"]
-        self.k = zeroshot.topk(self.classes)
-
-    def run(self, model: torch.nn.Module) -> dict[str, float]:
-        weights = zeroshot.classifier(gather_rows(self.encoder.texts(model, self.tokens), self.world), self.classes)
-        features = self.encoder.images(model, self.pixels) if len(self.labels) else torch.empty(0, weights.shape[1])
-        ks = (1, self.k)
-        correct = zeroshot.correct_at(features, weights, self.labels, ks) if len(self.labels) else dict.fromkeys(ks, 0)
-        hits, counts = zeroshot.class_hits(features, weights, self.labels)
-        totals = _sum_over_ranks({**correct, "hits": np.array(hits), "counts": np.array(counts)}, self.world)
-        present = totals["counts"] > 0
-        return {"zeroshot_top1": totals[1] / self.images, f"zeroshot_top{self.k}": totals[self.k] / self.images,
-                "zeroshot_mean_per_class_recall": float((totals["hits"][present] / totals["counts"][present]).mean()),
-                "zeroshot_chance": 1 / self.classes, "zeroshot_images": self.images,
-                "zeroshot_classes": self.classes, "zeroshot_undecodable": self.undecodable}
-
-
-def zeroshot_on_imagefolder(folder: str, classnames: str, templates: str | None, world: World, tokenize: Callable,
-                            image_size: int, max_pixels: int, encoder: Encoder) -> ZeroShot:
-    """Zero-shot on an ImageFolder with class names and templates given as files (or `imagenet`)."""
-    found = read_imagefolder(folder)
-    names = zeroshot.read_classnames(classnames, len(found.classes), folder)
-    evalset = EvalSet(str(folder), "imagefolder", CLASSIFICATION, None, None, folder=found)
-    return ZeroShot(evalset, names, zeroshot.read_templates(templates), world, tokenize, image_size, max_pixels,
-                    encoder)
-
-
-class Retrieval:
-    """Image->text and text->image recall@1/5/10 over this rank's images, each with one or
-    more captions; an image that does not decode is skipped (counted) with its captions."""
-
-    def __init__(self, source: str, items: list[tuple[bytes, list[str]]], skipped: int, world: World,
-                 tokenize: Callable, image_size: int, max_pixels: int, encoder: Encoder, error: str | None = None):
-        self.world, self.encoder = world, encoder
-        self.pixels, kept = decode_all([image for image, _ in items], image_size, max_pixels, encoder.progress)
-        captions = [(k, text) for k, i in enumerate(kept) for text in items[i][1]]
-        self.tokens = tokenize([text for _, text in captions])
-        totals = _sum_over_ranks({"images": len(kept), "texts": len(captions),
-                                  "skipped": skipped + len(items) - len(kept)}, world, error)
-        if totals["images"] == 0:
-            raise WitError(f"{source}: no sample with a decodable image and a text among the first "
-                           f"{totals['skipped']}")
-        offset = sum(gather_objects(len(kept), world)[:world.rank])
-        self.text_image = gather_rows(torch.tensor([offset + k for k, _ in captions], dtype=torch.long), world)
-        self.images, self.texts, self.skipped = totals["images"], totals["texts"], totals["skipped"]
-
-    def run(self, model: torch.nn.Module) -> dict[str, float]:
-        image_features = gather_rows(self.encoder.images(model, self.pixels), self.world)
-        text_features = gather_rows(self.encoder.texts(model, self.tokens), self.world)
-        return {**retrieval.recall_at_k(image_features, text_features, self.text_image),
-                "retrieval_pairs": self.texts, "retrieval_images": self.images, "retrieval_skipped": self.skipped}
-
-
-def retrieval_on_shards(spec: str, max_samples: int, world: World, tokenize: Callable, image_size: int,
-                        max_pixels: int, encoder: Encoder) -> Retrieval:
-    """Retrieval on the first `max_samples` samples of SHARDS (one caption each), each rank
-    reading its contiguous share; a sample without an image or a text is skipped (counted)."""
-    shards = list_shards(spec)
-    mine = share(min(max_samples, sum(s.samples for s in shards)), world)
-    error, samples = None, []
-    try:   # a missing shard is seen by one rank only: agree on the error before raising
-        samples = [s for s in read_range(shards, mine.start, mine.stop) if s.image is not None and s.text is not None]
-    except WitError as e:
-        error = str(e)
-    return Retrieval(spec, [(s.image, [s.text]) for s in samples], len(mine) - len(samples), world, tokenize,
-                     image_size, max_pixels, encoder, error)
-
-
-def retrieval_on_evalset(evalset: EvalSet, world: World, tokenize: Callable, image_size: int, max_pixels: int,
-                         encoder: Encoder) -> Retrieval:
-    """Retrieval on a WebDataset retrieval set (several captions per image), each rank reading
-    every world.size-th sample; a sample without a caption is skipped (counted)."""
-    error, samples = None, []
-    try:
-        samples = list(evalset.samples(select=lambda i: i % world.size == world.rank))
-    except WitError as e:
-        error = str(e)
-    items = [(s.image, s.captions) for s in samples if s.captions]
-    return Retrieval(evalset.path, items, len(samples) - len(items), world, tokenize, image_size, max_pixels,
-                     encoder, error)
-
-
-def read_range(shards: list[Shard], start: int, stop: int) -> Iterator[Sample]:
-    """Samples number start..stop-1 of the shards laid end to end (fewer if a shard is short)."""
-    for segment in span(shards, start, stop - start):
-        yield from itertools.islice(read_samples(segment.url, skip=segment.first), segment.count)
-
-
-def _sum_over_ranks(counts: dict, world: World, error: str | None = None) -> dict:
-    """`counts` summed over all ranks, on every rank; raises any rank's `error` on every rank."""
-    reports = gather_objects((counts, error), world)
-    errors = [e for _, e in reports if e]
-    if errors:
-        raise WitError(errors[0])
-    return {key: sum(c[key] for c, _ in reports) for key in counts}
 
 
 class Evaluator:
@@ -178,8 +62,9 @@ class NullEvaluator:
 
 
 def build_evaluator(cfg: EvalConfig, world: World, tokenize: Callable, image_size: int, mean: tuple, std: tuple,
-                    max_pixels: int, progress: bool = False) -> Evaluator | NullEvaluator:
-    """The evaluator of `cfg` with its data prepared (every rank must call it)."""
+                    max_pixels: int, progress: bool = False, strict: bool = False) -> Evaluator | NullEvaluator:
+    """The evaluator of `cfg` with its data prepared (every rank must call it); `strict`: a
+    suite's missing set is an error, not skipped."""
     if not cfg.enabled:
         return NullEvaluator()
     encoder = Encoder(world.device, cfg.batch_size, mean, std, progress)
@@ -190,6 +75,8 @@ def build_evaluator(cfg: EvalConfig, world: World, tokenize: Callable, image_siz
     if cfg.shards:
         tasks.append(retrieval_on_shards(cfg.shards, cfg.max_samples, world, tokenize, image_size, max_pixels,
                                          encoder))
+    if cfg.suite:
+        tasks.append(build_suite(cfg.suite, world, tokenize, image_size, max_pixels, encoder, strict))
     return Evaluator(tasks)
 
 
@@ -225,15 +112,27 @@ def evaluate(args: argparse.Namespace) -> dict:
     world = World(0, 1, 0, device)
     zeroshot_folder = args.imagefolder if args.classnames else None
     cfg = EvalConfig(imagefolder=zeroshot_folder, classnames=args.classnames, templates=args.templates,
-                     shards=args.shards, batch_size=args.batch_size, max_samples=args.max_samples)
+                     shards=args.shards, batch_size=args.batch_size, max_samples=args.max_samples, suite=args.suite)
     evaluator = build_evaluator(cfg, world, loaded.tokenizer, loaded.image_size, loaded.mean, loaded.std,
-                                args.max_pixels, progress=True)
+                                args.max_pixels, progress=True, strict=args.strict)
     metrics = evaluator.run(loaded.model)
     if args.linear_probe:
         encoder = Encoder(device, args.batch_size, loaded.mean, loaded.std, progress=True)
         metrics.update(probe_imagefolders(loaded.model, args.train_imagefolder, args.imagefolder,
                                           loaded.image_size, args.max_pixels, encoder))
-    return {"checkpoint": str(args.checkpoint), "model": loaded.name, "step": loaded.step, "metrics": metrics}
+    report = {"checkpoint": str(args.checkpoint), "model": loaded.name, "step": loaded.step}
+    if args.suite:
+        return {**report, **suite_report.results(evaluator.tasks[0], metrics)}
+    return {**report, "metrics": metrics}
+
+
+def write_suite(report: dict, out: Path) -> None:
+    """OUT/results.json and OUT/suite.png."""
+    write_json(str(out / "results.json"), report)
+    try:
+        suite_report.plot(report, out / "suite.png")
+    except OSError as e:
+        raise WitError(f"{out / 'suite.png'}: cannot write the plot ({e.strerror or e})") from None
 
 
 def summary(report: dict) -> str:
@@ -282,15 +181,20 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-imagefolder", help="the linear probe's training images, same class folders")
     parser.add_argument("--batch-size", type=int, default=EvalConfig.batch_size)
     parser.add_argument("--max-pixels", type=int, default=TrainConfig.max_pixels, help="larger images are skipped")
-    parser.add_argument("--out", help="write the metrics to this JSON file")
+    parser.add_argument("--suite", help="an evaluation suite (SUITE.yaml, see train/suite.py); not with the flags above")
+    parser.add_argument("--strict", action="store_true", help="a suite's missing dataset is an error (default: skipped)")
+    parser.add_argument("--out", help="write the metrics to this JSON file (with --suite: a directory for "
+                                      "results.json and suite.png, default eval-<suite name>)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if not args.imagefolder and not args.shards:
-        parser.error("give --imagefolder DIR --classnames FILE, and/or --shards GLOB")
+    if args.suite and (args.imagefolder or args.shards or args.linear_probe):
+        parser.error("--suite runs alone: not with --imagefolder, --shards or --linear-probe")
+    if not args.imagefolder and not args.shards and not args.suite:
+        parser.error("give --imagefolder DIR --classnames FILE, and/or --shards GLOB, or --suite SUITE.yaml")
     if args.imagefolder and not args.classnames and not args.linear_probe:
         parser.error("--imagefolder needs --classnames (or --linear-probe)")
     if args.linear_probe and not (args.imagefolder and args.train_imagefolder):
@@ -299,12 +203,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--batch-size and --max-samples must be at least 1")
     try:
         report = evaluate(args)
-        if args.out:
+        if args.suite:
+            out = Path(args.out or f"eval-{Path(args.suite).stem}")
+            write_suite(report, out)
+        elif args.out:
             write_json(args.out, report)
     except WitError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1
-    print(summary(report))
+    if args.suite:
+        print(f"{report['checkpoint']}: {report['model']} at step {report['step']}\n{suite_report.table(report)}\n"
+              f"results: {out / 'results.json'}, plot: {out / 'suite.png'}")
+    else:
+        print(summary(report))
     return 0
 
 

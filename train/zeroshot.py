@@ -18,9 +18,9 @@ DEFAULT_TEMPLATES = ("a photo of a {}.",)
 OPENCLIP_LISTS = "imagenet"   # the name that selects OpenCLIP's ImageNet class names / templates
 
 
-def read_classnames(spec: str, count: int, folder: str | Path) -> list[str]:
+def read_classnames(spec: str, count: int | None, folder: str | Path) -> list[str]:
     """One class name per line, in the order of the sorted class folders of `folder`
-    (`imagenet`: OpenCLIP's ImageNet class names)."""
+    (`imagenet`: OpenCLIP's ImageNet class names); `count` of them, unless it is None."""
     if spec == OPENCLIP_LISTS:
         names = list(open_clip.IMAGENET_CLASSNAMES)
     else:
@@ -28,7 +28,7 @@ def read_classnames(spec: str, count: int, folder: str | Path) -> list[str]:
         for number, name in enumerate(names, 1):
             if not name:
                 raise WitError(f"{spec}: line {number} is empty (one class name per line)")
-    if len(names) != count:
+    if count is not None and len(names) != count:
         raise WitError(f"{spec}: {len(names)} class names for the {count} class folders of {folder}")
     return names
 

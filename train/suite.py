@@ -1,0 +1,219 @@
+"""An evaluation suite: zero-shot classification and retrieval sets named in one YAML file
+and run as one evaluator task, every rank holding its share of each set.
+
+    datasets:
+      - name: cifar10                  # a plain name: the row of the table, the metric keys
+        path: wds_cifar10_test         # relative to this file: an ImageFolder or the WebDataset layout
+        task: zeroshot_classification  # or zeroshot_retrieval (default: the set's dataset_type.txt)
+        metric: zeroshot_top1          # the reported value (METRICS); default the first of its task
+        classnames: cifar10.txt        # used when the set has no classnames.txt of its own
+        templates: templates.txt       # likewise for zeroshot_classification_templates.txt
+        clip_benchmark: cifar10        # the key of clip-benchmark's lists (default: name)
+        split: test                    # the WebDataset split directory
+        skip: why                      # listed in the results, not run
+
+Class names come from the set's own classnames.txt, else the entry's `classnames`, else
+clip-benchmark's list for the key; templates likewise, else "a photo of a {}."."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import yaml
+
+from train import prompt_lists, zeroshot
+from train.dist import World
+from train.tasks import ZeroShot, retrieval_on_evalset
+from train.features import Encoder
+from wit.formats.errors import WitError
+from wit.formats.evalsets import CLASSIFICATION, CLASSNAMES, RETRIEVAL, TEMPLATES, EvalSet, open_evalset
+
+TASKS = {"zeroshot_classification": CLASSIFICATION, "zeroshot_retrieval": RETRIEVAL}
+METRICS = {CLASSIFICATION: ("zeroshot_top1", "zeroshot_mean_per_class_recall", "zeroshot_top5"),
+           RETRIEVAL: ("mean_recall@1", "i2t_r1", "t2i_r1")}
+KEYS = ("name", "path", "task", "metric", "classnames", "templates", "clip_benchmark", "split", "skip")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+PREFIX = "suite/"
+MEAN = "suite/classification_mean"   # the mean of the classification sets' values
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    path: str                  # resolved against the suite file's directory
+    task: str | None = None    # a key of TASKS; None: from the set
+    metric: str | None = None
+    classnames: str | None = None
+    templates: str | None = None
+    clip_benchmark: str | None = None
+    split: str = "test"
+    skip: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.clip_benchmark or self.name
+
+
+@dataclass(frozen=True)
+class Suite:
+    path: str
+    entries: tuple[Entry, ...]
+
+
+def read_suite(path: str | Path) -> Suite:
+    """The suite file at `path`, checked; a problem is one line naming the file."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise WitError(f"{path}: cannot read the suite ({e.strerror or e})") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise WitError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("datasets"), list) or not raw["datasets"]:
+        raise WitError(f"{path}: a suite is a mapping with a non-empty list `datasets`")
+    entries = [_entry(item, number, path) for number, item in enumerate(raw["datasets"], 1)]
+    names = [e.name for e in entries]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate:
+        raise WitError(f"{path}: dataset name {duplicate!r} appears twice")
+    return Suite(str(path), tuple(entries))
+
+
+def _entry(item, number: int, path: Path) -> Entry:
+    where = f"{path}: dataset {number}"
+    if not isinstance(item, dict):
+        raise WitError(f"{where} must be a mapping with name and path")
+    unknown = sorted(set(item) - set(KEYS))
+    if unknown:
+        raise WitError(f"{where}: unknown key {unknown[0]!r} (valid: {', '.join(KEYS)})")
+    bad = next((k for k, v in item.items() if not isinstance(v, str)), None)
+    if bad or not {"name", "path"} <= set(item):
+        raise WitError(f"{where}: needs name and path, every value a string" + (f" ({bad} is not)" if bad else ""))
+    if not NAME.fullmatch(item["name"]):
+        raise WitError(f"{where}: name {item['name']!r} is not a plain name ({NAME.pattern})")
+    if item.get("task", "zeroshot_classification") not in TASKS:
+        raise WitError(f"{where}: task {item['task']!r} is not one of {', '.join(TASKS)}")
+    metric = item.get("metric")
+    allowed = METRICS[TASKS[item["task"]]] if "task" in item else sum(METRICS.values(), ())
+    if metric is not None and metric not in allowed:
+        raise WitError(f"{where}: metric {metric!r} is not one of {', '.join(allowed)}")
+    resolved = {k: str(path.parent / v) for k, v in item.items() if k in ("path", "classnames", "templates")}
+    return Entry(**{**item, **resolved})
+
+
+class Dataset:
+    """One set of the suite, prepared: its task (ZeroShot or Retrieval), the metric it reports
+    and where its class names and templates came from."""
+
+    def __init__(self, entry: Entry, evalset: EvalSet, world: World, tokenize: Callable, image_size: int,
+                 max_pixels: int, encoder: Encoder):
+        self.entry, self.kind = entry, evalset.kind
+        self.metric = entry.metric or METRICS[self.kind][0]
+        if self.metric not in METRICS[self.kind]:
+            raise WitError(f"{entry.path}: metric {self.metric} is not one of {', '.join(METRICS[self.kind])} "
+                           f"(a {self.kind} set)")
+        self.sources: dict[str, str] = {}
+        if self.kind == RETRIEVAL:
+            self.task = retrieval_on_evalset(evalset, world, tokenize, image_size, max_pixels, encoder)
+            return
+        names, self.sources["classnames"] = class_names(entry, evalset)
+        templates, self.sources["templates"] = prompt_templates(entry, evalset)
+        self.task = ZeroShot(evalset, names, templates, world, tokenize, image_size, max_pixels, encoder)
+
+    def run(self, model: torch.nn.Module) -> dict[str, float]:
+        metrics = self.task.run(model)
+        if self.kind == RETRIEVAL:
+            metrics["mean_recall@1"] = (metrics["i2t_r1"] + metrics["t2i_r1"]) / 2
+        return {**metrics, "value": metrics[self.metric], "chance": self.chance(metrics)}
+
+    def chance(self, metrics: dict) -> float:
+        """A random model's expected value of the metric."""
+        if self.kind == RETRIEVAL:
+            return 1 / metrics["retrieval_images"]    # recall@1 either way, however many captions an image has
+        return (self.task.k if self.metric == "zeroshot_top5" else 1) / metrics["zeroshot_classes"]
+
+
+def class_names(entry: Entry, evalset: EvalSet) -> tuple[list[str], str]:
+    """The set's own class names, else the entry's file, else clip-benchmark's; with their source."""
+    count = len(evalset.folder.classes) if evalset.folder is not None else None
+    if evalset.classnames is not None:
+        return evalset.classnames, str(Path(evalset.path) / CLASSNAMES)
+    if entry.classnames:
+        return zeroshot.read_classnames(entry.classnames, count, evalset.path), entry.classnames
+    names = prompt_lists.lookup("classnames", entry.key)
+    if names is None:
+        raise WitError(f"{evalset.path}: no {CLASSNAMES}, no classnames in the suite entry, and clip-benchmark "
+                       f"has no class names for {entry.key!r} (set clip_benchmark: KEY)")
+    if count is not None and len(names) != count:
+        raise WitError(f"{evalset.path}: clip-benchmark's {entry.key!r} has {len(names)} class names "
+                       f"for {count} class folders")
+    return names, f"clip-benchmark:{entry.key}"
+
+
+def prompt_templates(entry: Entry, evalset: EvalSet) -> tuple[list[zeroshot.Template], str]:
+    """The set's own templates, else the entry's file, else clip-benchmark's, else "a photo of a {}."."""
+    if evalset.templates is not None:
+        own = str(Path(evalset.path) / TEMPLATES)
+        return zeroshot.templates_from(evalset.templates, own), own
+    if entry.templates:
+        return zeroshot.read_templates(entry.templates), entry.templates
+    listed = prompt_lists.lookup("templates", entry.key)
+    if listed is not None:
+        return zeroshot.templates_from(listed, f"clip-benchmark templates {entry.key!r}"), f"clip-benchmark:{entry.key}"
+    return zeroshot.read_templates(None), "default"
+
+
+class SuiteTask:
+    """Every prepared set of a suite; `run` returns `suite/<name>/<metric>` for each and
+    the mean value over the classification sets."""
+
+    def __init__(self, suite: Suite, datasets: list[Dataset], missing: list[Entry]):
+        self.suite, self.datasets, self.missing = suite, datasets, missing
+
+    def run(self, model: torch.nn.Module) -> dict[str, float]:
+        results: dict[str, float] = {}
+        for dataset in self.datasets:
+            results.update({f"{PREFIX}{dataset.entry.name}/{k}": v for k, v in dataset.run(model).items()})
+        values = [results[f"{PREFIX}{d.entry.name}/value"] for d in self.datasets if d.kind == CLASSIFICATION]
+        if values:
+            results[MEAN] = float(np.mean(values))
+        return results
+
+
+def build_suite(path: str, world: World, tokenize: Callable, image_size: int, max_pixels: int, encoder: Encoder,
+                strict: bool = False) -> SuiteTask:
+    """The suite at `path` with every present set prepared (every rank must call it); a
+    missing set is skipped with a warning, or an error when `strict`."""
+    suite = read_suite(path)
+    datasets, missing = [], []
+    for entry in suite.entries:
+        if entry.skip:
+            continue
+        if not Path(entry.path).exists():
+            if strict:
+                raise WitError(f"{entry.path}: no such evaluation set (dataset {entry.name} of {path})")
+            if world.rank == 0:
+                print(f"warning: {entry.path}: no such evaluation set, {entry.name} skipped", file=sys.stderr)
+            missing.append(entry)
+            continue
+        evalset = open_evalset(entry.path, entry.split)
+        if entry.task:
+            evalset = _as_task(evalset, TASKS[entry.task])
+        datasets.append(Dataset(entry, evalset, world, tokenize, image_size, max_pixels, encoder))
+    return SuiteTask(suite, datasets, missing)
+
+
+def _as_task(evalset: EvalSet, kind: str) -> EvalSet:
+    """The set read as `kind` (a WebDataset set without dataset_type.txt can be a retrieval set)."""
+    if kind == evalset.kind:
+        return evalset
+    if evalset.layout != "wds":
+        raise WitError(f"{evalset.path}: an ImageFolder is a classification set, not a {kind} set")
+    return dataclasses.replace(evalset, kind=kind)
