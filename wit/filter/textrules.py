@@ -30,16 +30,17 @@ def is_url(text: str, url: str) -> bool:
 
 
 def first_rule(text: str, url: str, min_words: int, max_length: int, file_names: bool,
-               urls: bool) -> tuple[str, float] | None:
+               urls: bool) -> tuple[str, float | None] | None:
     """(the first rule that removes the sample, its measure), or None to keep it. Rules in
-    order: min_words (words, split on whitespace), max_length (characters), file_name, url."""
+    order, the specific ones first: file_name, url, min_words (words, split on whitespace),
+    max_length (characters)."""
+    if file_names and is_file_name(text, url):
+        return "file_name", None
+    if urls and is_url(text, url):
+        return "url", None
     words = len(text.split())
     if min_words and words < min_words:
         return "min_words", float(words)
     if max_length and len(text) > max_length:
         return "max_length", float(len(text))
-    if file_names and is_file_name(text, url):
-        return "file_name", None
-    if urls and is_url(text, url):
-        return "url", None
     return None
