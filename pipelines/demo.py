@@ -10,7 +10,10 @@ evaluated CLIP, offline, every stage run through its real command.
    (pipelines/configs/tiny.yaml) with zero-shot classification (prompt ensemble) on
    held-out images of every class, the unseen ones included, and retrieval on
    held-out shards.
-4. A summary table, DEMO/summary.json, and plots in DEMO/run.
+4. `python -m train.evaluate --suite` with pipelines/evals/demo.yaml on the held-out
+   images (an ImageFolder) and held-out scenes in the WebDataset retrieval layout:
+   DEMO/eval/suite/results.json and suite.png.
+5. A summary table, DEMO/summary.json, and plots in DEMO/run.
 
     python pipelines/demo.py [--out demo] [--fast]
 
@@ -36,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 WORDNET = Path("/usr/share/wordnet")
 HELD_OUT = {"purple star", "orange ring", "green diamond", "blue cross"}   # described only in words
 TEMPLATES = REPO / "pipelines" / "configs" / "demo_templates.txt"
+SUITE = REPO / "pipelines" / "evals" / "demo.yaml"
 
 
 @dataclass(frozen=True)
@@ -88,9 +92,26 @@ def main() -> None:
          f"warmup={settings.steps // 10}", "save_every=0", "log_every=10", f"eval.imagefolder={folder}",
          f"eval.classnames={folder / 'classnames.txt'}", f"eval.templates={TEMPLATES}",
          f"eval.shards={out / 'eval' / 'shards'}")
+    suite = write_suite(out / "eval", folder, settings)
+    _step(f"python -m train.evaluate --suite {SUITE.relative_to(REPO)}")
+    _run(sys.executable, "-m", "train.evaluate", "--checkpoint", out / "run" / "checkpoints" / "latest.pt",
+         "--suite", suite, "--out", out / "eval" / "suite")
     summary = summarise(out, settings, time.time() - started)
     plot(out, settings.cap)
     print_table(summary, out)
+
+
+def write_suite(eval_dir: Path, folder: Path, settings: Settings) -> Path:
+    """DEMO/eval/demo.yaml beside its sets: the held-out ImageFolder (with the demo's
+    templates as its own) and held-out scenes as a WebDataset retrieval set."""
+    from wit.demo import world
+
+    shutil.copyfile(TEMPLATES, folder / "zeroshot_classification_templates.txt")
+    world.write_shards(eval_dir / "wds_captions" / "test", settings.heldout_samples, seed=settings.seed + 3,
+                       samples_per_shard=settings.heldout_samples)
+    (eval_dir / "wds_captions" / "dataset_type.txt").write_text("retrieval\n")
+    shutil.copyfile(SUITE, eval_dir / SUITE.name)
+    return eval_dir / SUITE.name
 
 
 def build_queries(out: Path) -> Path:
@@ -133,6 +154,7 @@ def summarise(out: Path, settings: Settings, seconds: float) -> dict:
     train = [m for m in lines if m["kind"] == "train"]
     final = [m for m in lines if m["kind"] == "eval"][-1]
     counts = crawl["counts"]
+    suite = json.loads((out / "eval" / "suite" / "results.json").read_text())
     summary = {
         "queries": stats["queries"],
         "queries_per_source": {k: v["first_listed_by"] for k, v in stats["sources"].items()},
@@ -146,6 +168,8 @@ def summarise(out: Path, settings: Settings, seconds: float) -> dict:
         "recall_i2t@1": final["i2t_r1"], "recall_i2t@5": final["i2t_r5"],
         "recall_t2i@1": final["t2i_r1"], "recall_t2i@5": final["t2i_r5"],
         "retrieval_chance@1": 1 / final["retrieval_pairs"],
+        "suite": {d["name"]: {"metric": d["metric"], "value": d["value"], "chance": d["chance"]}
+                  for d in suite["datasets"]},
         "settings": asdict(settings), "seconds": round(seconds, 1),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
@@ -194,12 +218,14 @@ def print_table(s: dict, out: Path) -> None:
         ("recall@1 / @5 image->text", f"{s['recall_i2t@1']:.1%} / {s['recall_i2t@5']:.1%}"),
         ("recall@1 / @5 text->image", f"{s['recall_t2i@1']:.1%} / {s['recall_t2i@5']:.1%} "
                                       f"(chance@1 {s['retrieval_chance@1']:.2%})"),
+        *((f"suite: {name} {d['metric']}", f"{d['value']:.1%} (chance {d['chance']:.1%})")
+          for name, d in s["suite"].items()),
         ("time", f"{s['seconds']:.0f} s"),
     ]
     width = max(len(k) for k, _ in rows)
     print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
     print(f"summary: {out / 'summary.json'}; plots in {out / 'run'}: loss.png, logit_scale.png, "
-          "query_distribution.png")
+          f"query_distribution.png; the suite's in {out / 'eval' / 'suite'}")
 
 
 def _run(*command) -> None:

@@ -1,9 +1,11 @@
 """An evaluation suite: zero-shot classification and retrieval sets named in one YAML file
 and run as one evaluator task, every rank holding its share of each set.
 
+    root: ~/datacomp_evals             # optional: where the paths start (~ and $VARS expanded;
+                                       # relative to this file; default: its directory)
     datasets:
       - name: cifar10                  # a plain name: the row of the table, the metric keys
-        path: wds_cifar10_test         # relative to this file: an ImageFolder or the WebDataset layout
+        path: wds_cifar10_test         # relative to root: an ImageFolder or the WebDataset layout
         task: zeroshot_classification  # or zeroshot_retrieval (default: the set's dataset_type.txt)
         metric: zeroshot_top1          # the reported value (METRICS); default the first of its task
         classnames: cifar10.txt        # used when the set has no classnames.txt of its own
@@ -18,6 +20,7 @@ clip-benchmark's list for the key; templates likewise, else "a photo of a {}."."
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -78,7 +81,13 @@ def read_suite(path: str | Path) -> Suite:
         raise WitError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("datasets"), list) or not raw["datasets"]:
         raise WitError(f"{path}: a suite is a mapping with a non-empty list `datasets`")
-    entries = [_entry(item, number, path) for number, item in enumerate(raw["datasets"], 1)]
+    unknown = sorted(set(raw) - {"root", "datasets"})
+    if unknown:
+        raise WitError(f"{path}: unknown key {unknown[0]!r} (valid: root, datasets)")
+    root = os.path.expandvars(os.path.expanduser(str(raw.get("root", "."))))
+    if "$" in root:
+        raise WitError(f"{path}: root {raw['root']!r} names an unset environment variable")
+    entries = [_entry(item, number, path, path.parent / root) for number, item in enumerate(raw["datasets"], 1)]
     names = [e.name for e in entries]
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate:
@@ -86,7 +95,7 @@ def read_suite(path: str | Path) -> Suite:
     return Suite(str(path), tuple(entries))
 
 
-def _entry(item, number: int, path: Path) -> Entry:
+def _entry(item, number: int, path: Path, root: Path) -> Entry:
     where = f"{path}: dataset {number}"
     if not isinstance(item, dict):
         raise WitError(f"{where} must be a mapping with name and path")
@@ -104,7 +113,7 @@ def _entry(item, number: int, path: Path) -> Entry:
     allowed = METRICS[TASKS[item["task"]]] if "task" in item else sum(METRICS.values(), ())
     if metric is not None and metric not in allowed:
         raise WitError(f"{where}: metric {metric!r} is not one of {', '.join(allowed)}")
-    resolved = {k: str(path.parent / v) for k, v in item.items() if k in ("path", "classnames", "templates")}
+    resolved = {k: str(root / v) for k, v in item.items() if k in ("path", "classnames", "templates")}
     return Entry(**{**item, **resolved})
 
 
@@ -131,7 +140,8 @@ class Dataset:
         metrics = self.task.run(model)
         if self.kind == RETRIEVAL:
             metrics["mean_recall@1"] = (metrics["i2t_r1"] + metrics["t2i_r1"]) / 2
-        return {**metrics, "value": metrics[self.metric], "chance": self.chance(metrics)}
+        key = f"zeroshot_top{self.task.k}" if self.metric == "zeroshot_top5" else self.metric   # k = min(5, classes)
+        return {**metrics, "value": metrics[key], "chance": self.chance(metrics)}
 
     def chance(self, metrics: dict) -> float:
         """A random model's expected value of the metric."""

@@ -35,7 +35,8 @@ def table(report: dict) -> str:
              for row in rows]
     classification = sum(d["task"] == "zeroshot_classification" for d in report["datasets"])
     if report["classification_mean"] is not None:
-        lines.append(f"mean over {classification} classification sets: {report['classification_mean']:.2%}")
+        lines.append(f"mean over {classification} classification set{'s' * (classification != 1)}: "
+                     f"{report['classification_mean']:.2%}")
     lines += [f"missing: {m['name']} ({m['path']})" for m in report["missing"]]
     lines += [f"skipped: {s['name']} ({s['reason']})" for s in report["skipped"]]
     return "\n".join(lines)

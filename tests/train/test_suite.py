@@ -236,6 +236,7 @@ def test_strict_makes_a_missing_set_an_error(checkpoint, sets):
 @pytest.mark.parametrize("text, fragment", [
     ("datasets: [ {name: a", "not valid YAML"),
     ("datasets: []\n", "non-empty list"),
+    ("root: $WIT_TEST_UNSET_VARIABLE\ndatasets:\n  - {name: a, path: x}\n", "unset environment variable"),
     ("datasets:\n  - {name: a, path: x, colour: red}\n", "unknown key 'colour'"),
     ("datasets:\n  - {name: a, path: x, task: captioning}\n", "task 'captioning'"),
     ("datasets:\n  - {name: a, path: x}\n  - {name: a, path: y}\n", "'a' appears twice"),
@@ -247,3 +248,27 @@ def test_bad_suite_is_one_line_error_naming_the_file(checkpoint, tmp_path, text,
     result = run_module("train.evaluate", "--checkpoint", checkpoint, "--suite", tmp_path / "bad.yaml",
                         "--out", tmp_path / "out")
     assert_one_line_error(result, PROG, tmp_path / "bad.yaml", fragment)
+
+
+def test_datacomp_suite_names_its_38_tasks_and_runs_the_sets_present(checkpoint, sets, tmp_path, capsys, monkeypatch):
+    datacomp = REPO / "pipelines" / "evals" / "datacomp.yaml"
+    monkeypatch.setenv("DATACOMP_EVALS", str(tmp_path / "evals"))
+    entries = suite.read_suite(datacomp).entries
+    assert len(entries) == 38 and [e.name for e in entries if e.skip] == ["winogavil"]
+    assert all(Path(e.path).parent == tmp_path / "evals" for e in entries)
+    assert {e.name for e in entries if e.task == "zeroshot_retrieval"} == {"flickr", "mscoco"}
+    (tmp_path / "evals").mkdir()
+    (tmp_path / "evals" / "wds_cifar10_test").symlink_to(sets / "wds_colours")   # one set downloaded
+    report, stdout = run_suite(capsys, checkpoint, datacomp, tmp_path / "out")
+    assert [d["name"] for d in report["datasets"]] == ["cifar10"] and len(report["missing"]) == 36
+    assert report["classification_mean"] == report["datasets"][0]["value"]
+    assert "mean over 1 classification set:" in stdout
+
+
+def test_root_is_relative_to_the_suite_file_and_expands_the_home_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "a.yaml").write_text("root: data\ndatasets:\n  - {name: x, path: x, classnames: x.txt}\n")
+    (tmp_path / "b.yaml").write_text("root: ~/evals\ndatasets:\n  - {name: x, path: x}\n")
+    [a] = suite.read_suite(tmp_path / "a.yaml").entries
+    assert (a.path, a.classnames) == (str(tmp_path / "data" / "x"), str(tmp_path / "data" / "x.txt"))
+    assert suite.read_suite(tmp_path / "b.yaml").entries[0].path == str(tmp_path / "home" / "evals" / "x")
