@@ -62,9 +62,11 @@ class NullEvaluator:
 
 
 def build_evaluator(cfg: EvalConfig, world: World, tokenize: Callable, image_size: int, mean: tuple, std: tuple,
-                    max_pixels: int, progress: bool = False, strict: bool = False) -> Evaluator | NullEvaluator:
+                    max_pixels: int, progress: bool = False, strict: bool = False,
+                    keep: bool = True) -> Evaluator | NullEvaluator:
     """The evaluator of `cfg` with its data prepared (every rank must call it); `strict`: a
-    suite's missing set is an error, not skipped."""
+    suite's missing set is an error, not skipped; not `keep`: a suite's sets are prepared
+    one at a time when run (a single run)."""
     if not cfg.enabled:
         return NullEvaluator()
     encoder = Encoder(world.device, cfg.batch_size, mean, std, progress)
@@ -76,7 +78,7 @@ def build_evaluator(cfg: EvalConfig, world: World, tokenize: Callable, image_siz
         tasks.append(retrieval_on_shards(cfg.shards, cfg.max_samples, world, tokenize, image_size, max_pixels,
                                          encoder))
     if cfg.suite:
-        tasks.append(build_suite(cfg.suite, world, tokenize, image_size, max_pixels, encoder, strict))
+        tasks.append(build_suite(cfg.suite, world, tokenize, image_size, max_pixels, encoder, strict, keep))
     return Evaluator(tasks)
 
 
@@ -114,7 +116,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     cfg = EvalConfig(imagefolder=zeroshot_folder, classnames=args.classnames, templates=args.templates,
                      shards=args.shards, batch_size=args.batch_size, max_samples=args.max_samples, suite=args.suite)
     evaluator = build_evaluator(cfg, world, loaded.tokenizer, loaded.image_size, loaded.mean, loaded.std,
-                                args.max_pixels, progress=True, strict=args.strict)
+                                args.max_pixels, progress=True, strict=args.strict, keep=False)
     metrics = evaluator.run(loaded.model)
     if args.linear_probe:
         encoder = Encoder(device, args.batch_size, loaded.mean, loaded.std, progress=True)

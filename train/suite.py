@@ -181,16 +181,25 @@ def prompt_templates(entry: Entry, evalset: EvalSet) -> tuple[list[zeroshot.Temp
 
 
 class SuiteTask:
-    """Every prepared set of a suite; `run` returns `suite/<name>/<metric>` for each and
-    the mean value over the classification sets."""
+    """The sets of a suite; `run` returns `suite/<name>/<metric>` for each and the mean value
+    over the classification sets. With `keep` (training) every set is prepared once, here;
+    without, each is prepared when it is run and its data dropped after (the command line)."""
 
-    def __init__(self, suite: Suite, datasets: list[Dataset], missing: list[Entry]):
-        self.suite, self.datasets, self.missing = suite, datasets, missing
+    def __init__(self, suite: Suite, present: list[Entry], missing: list[Entry],
+                 prepare: Callable[[Entry], Dataset], keep: bool):
+        self.suite, self.present, self.missing, self.prepare, self.keep = suite, present, missing, prepare, keep
+        self.datasets = [prepare(entry) for entry in present] if keep else []
 
     def run(self, model: torch.nn.Module) -> dict[str, float]:
         results: dict[str, float] = {}
-        for dataset in self.datasets:
-            results.update({f"{PREFIX}{dataset.entry.name}/{k}": v for k, v in dataset.run(model).items()})
+        if not self.keep:
+            self.datasets = []
+        for index, entry in enumerate(self.present):
+            dataset = self.datasets[index] if self.keep else self.prepare(entry)
+            results.update({f"{PREFIX}{entry.name}/{k}": v for k, v in dataset.run(model).items()})
+            if not self.keep:
+                dataset.task = None   # its images and tokens; what the report needs stays
+                self.datasets.append(dataset)
         values = [results[f"{PREFIX}{d.entry.name}/value"] for d in self.datasets if d.kind == CLASSIFICATION]
         if values:
             results[MEAN] = float(np.mean(values))
@@ -198,26 +207,30 @@ class SuiteTask:
 
 
 def build_suite(path: str, world: World, tokenize: Callable, image_size: int, max_pixels: int, encoder: Encoder,
-                strict: bool = False) -> SuiteTask:
-    """The suite at `path` with every present set prepared (every rank must call it); a
-    missing set is skipped with a warning, or an error when `strict`."""
+                strict: bool = False, keep: bool = True) -> SuiteTask:
+    """The suite at `path` (every rank must call it); a missing set is skipped with a
+    warning, or an error when `strict`. `keep`: see SuiteTask."""
     suite = read_suite(path)
-    datasets, missing = [], []
+    present, missing = [], []
     for entry in suite.entries:
         if entry.skip:
             continue
-        if not Path(entry.path).exists():
-            if strict:
-                raise WitError(f"{entry.path}: no such evaluation set (dataset {entry.name} of {path})")
-            if world.rank == 0:
-                print(f"warning: {entry.path}: no such evaluation set, {entry.name} skipped", file=sys.stderr)
-            missing.append(entry)
+        if Path(entry.path).exists():
+            present.append(entry)
             continue
+        if strict:
+            raise WitError(f"{entry.path}: no such evaluation set (dataset {entry.name} of {path})")
+        if world.rank == 0:
+            print(f"warning: {entry.path}: no such evaluation set, {entry.name} skipped", file=sys.stderr)
+        missing.append(entry)
+
+    def prepare(entry: Entry) -> Dataset:
         evalset = open_evalset(entry.path, entry.split)
         if entry.task:
             evalset = _as_task(evalset, TASKS[entry.task])
-        datasets.append(Dataset(entry, evalset, world, tokenize, image_size, max_pixels, encoder))
-    return SuiteTask(suite, datasets, missing)
+        return Dataset(entry, evalset, world, tokenize, image_size, max_pixels, encoder)
+
+    return SuiteTask(suite, present, missing, prepare, keep)
 
 
 def _as_task(evalset: EvalSet, kind: str) -> EvalSet:

@@ -194,7 +194,7 @@ def test_without_clip_benchmark_a_lookup_says_how_to_install_it(tmp_path, monkey
         prompt_lists.lists.cache_clear()
 
 
-def test_two_ranks_return_the_suite_metrics_of_one_process(checkpoint, sets, tmp_path):
+def test_two_ranks_return_the_suite_metrics_of_one_process(checkpoint, sets, tmp_path, capsys):
     cfg = EvalConfig(suite=str(sets / "suite.yaml"), batch_size=4)
     env = {**os.environ, "PYTHONPATH": str(REPO), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
            "MASTER_PORT": str(free_port()), "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1"}
@@ -209,6 +209,10 @@ def test_two_ranks_return_the_suite_metrics_of_one_process(checkpoint, sets, tmp
     expected = build_evaluator(cfg, CPU, loaded.tokenizer, loaded.image_size, loaded.mean, loaded.std,
                                10**8).run(loaded.model)
     assert expected["suite/colours/zeroshot_images"] == 12 and suite.MEAN in expected
+    cli, _ = run_suite(capsys, checkpoint, sets / "suite.yaml", tmp_path / "cli")   # sets prepared one at a time
+    assert {f"suite/{d['name']}/{k}": v for d in cli["datasets"] for k, v in
+            {**d["metrics"], "value": d["value"], "chance": d["chance"]}.items()} == \
+        {k: v for k, v in expected.items() if k != suite.MEAN}
     reports = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     for report in reports:
         assert report["metrics"].keys() == expected.keys()
