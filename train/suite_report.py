@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from train.suite import MEAN, PREFIX, SuiteTask
+from train.suite import MEAN, PREFIX, TASKS, SuiteTask
 from wit.formats.atomic import atomic_path
 
-TASK_NAMES = {"classification": "zeroshot_classification", "retrieval": "zeroshot_retrieval"}
+TASK_NAMES = {kind: name for name, kind in TASKS.items()}
 
 
 def results(task: SuiteTask, metrics: dict[str, float]) -> dict:
