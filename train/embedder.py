@@ -105,22 +105,33 @@ def _encode(loaded: Loaded, batch: dict, device: torch.device, dim: int) -> dict
                 pixels = images.normalize(batch["pixels"].to(device, non_blocking=True), loaded.mean, loaded.std)
                 features = loaded.model.encode_image(pixels)
             else:
-                features = encode_text(loaded.model, batch["tokens"].to(device, non_blocking=True))
+                features = encode_text(loaded.model, batch["tokens"], device)
             values[rows] = F.normalize(features.float(), dim=-1).cpu().numpy()
             valid[rows] = True
         out[kind], out[f"{kind}_valid"] = values, valid
     return out
 
 
-def encode_text(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """`model.encode_text(tokens)` (not normalised). CLIP's causal text tower pooled at the
-    end token runs on the positions up to the batch's last end token only: causal attention
-    keeps the padding after a caption's end from its pooled feature. (The end token has
-    the highest id; that is how OpenCLIP's `argmax` pooling finds it.)"""
+def encode_text(model: torch.nn.Module, tokens: torch.Tensor, device: torch.device, chunk: int | None = None) -> torch.Tensor:
+    """`model.encode_text` (not normalised) of CPU `tokens`. CLIP's causal text tower pooled
+    at the end token runs on chunks of captions of about the same length, each only up to
+    its last end token: causal attention keeps the padding after a caption's end from its
+    pooled feature, so the features are the same for less work. (The end token has the
+    highest id; that is how OpenCLIP's `argmax` pooling finds it.) Chunks: 32 captions on
+    the CPU, 256 on a GPU (where a call costs more than a few positions)."""
+    chunk = chunk or (32 if device.type == "cpu" else 256)
     if not (isinstance(model, open_clip.CLIP) and model.text_pool_type == "argmax" and model.attn_mask is not None):
-        return model.encode_text(tokens)
-    n = int(tokens.argmax(dim=-1).max()) + 1
-    tokens = tokens[:, :n]
+        return model.encode_text(tokens.to(device, non_blocking=True))
+    ends = tokens.argmax(dim=-1)
+    order = torch.argsort(ends, stable=True)
+    parts = [_short_text(model, tokens[rows, :int(ends[rows[-1]]) + 1].to(device, non_blocking=True))
+             for rows in order.split(chunk)]
+    return torch.cat(parts)[torch.argsort(order).to(device)]
+
+
+def _short_text(model: open_clip.CLIP, tokens: torch.Tensor) -> torch.Tensor:
+    """CLIP.encode_text on fewer positions than the context (OpenCLIP's adds all of them)."""
+    n = tokens.shape[1]
     cast = model.transformer.get_cast_dtype()
     x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:n].to(cast)
     x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:n, :n]))

@@ -86,10 +86,13 @@ def test_embeddings_are_the_encoders_features_and_a_rerun_does_nothing(inputs, t
 def test_the_short_text_tower_gives_the_full_ones_features():
     torch.manual_seed(0)
     model = models.create(TINY).eval()
-    tokens = models.tokenizer(TINY)(["a red picture", "a much longer caption of a yellow picture number 7", "x"])
+    captions = ["a red picture", "a much longer caption of a yellow picture number 7", "x", "a blue one", "red"]
+    tokens = models.tokenizer(TINY)(captions * 3)
     assert int(tokens.argmax(-1).max()) + 1 < tokens.shape[1]   # the batch is cut short
     with torch.no_grad():
-        torch.testing.assert_close(encode_text(model, tokens), model.encode_text(tokens), atol=1e-5, rtol=1e-5)
+        for chunk in (2, 64):                                   # chunks by length, and one chunk
+            torch.testing.assert_close(encode_text(model, tokens, torch.device("cpu"), chunk),
+                                       model.encode_text(tokens), atol=1e-5, rtol=1e-5)
 
 
 def markers(units) -> dict[str, int]:
