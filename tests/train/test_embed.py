@@ -181,3 +181,15 @@ def test_search_with_embeddings_gives_the_results_of_search_without(inputs, tmp_
     assert search_main(["--checkpoint", str(other), "--shards", str(shards), "--text", "x",
                         "--embeddings", str(tmp_path / "E")]) == 1
     assert "embeddings made with another checkpoint" in capsys.readouterr().err
+
+
+def test_two_ranks_under_torchrun_embed_every_shard_once(inputs, tmp_path):
+    from tests.cli import run_module
+
+    root, shards, checkpoint = inputs
+    args = ("embed", "--checkpoint", checkpoint, "--shards", shards, "--workers", 1)
+    result = run_module("wit", *args, "--out", tmp_path / "two", nproc=2)
+    assert result.returncode == 0, result.stderr
+    embed(*args[1:], "--out", tmp_path / "one")
+    assert read_embeddings(str(tmp_path / "two"), str(shards)).equals(read_embeddings(str(tmp_path / "one")))
+    assert len(markers(tmp_path / "two" / ".wit" / "units")) == 3
