@@ -175,3 +175,28 @@ def _dim(loaded) -> int:
     import open_clip
 
     return int(open_clip.get_model_config(loaded.name)["embed_dim"])
+
+
+def load_model(checkpoint: str, model: str = "", device: str = "auto"):
+    """The model `wit embed` would use for these flags (`train.model.Loaded`)."""
+    world = _world(device)
+    return _load(EmbedConfig(checkpoint=checkpoint, shards="", out="", model=model), world.device)
+
+
+def image_embeddings(loaded, images, batch_size: int = 256, max_pixels: int = MAX_PIXELS):
+    """float32 [n, dim] L2-normalised embeddings of image bytes, a batch at a time (NaN
+    rows for images that cannot be decoded)."""
+    import numpy as np
+    import torch
+
+    from train.features import Encoder, decode_all, inference
+
+    device = next(loaded.model.parameters()).device
+    encoder = Encoder(device, batch_size, loaded.mean, loaded.std)
+    out = np.full((len(images), _dim(loaded)), np.nan, np.float32)
+    with inference(loaded.model), torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            pixels, kept = decode_all(images[start:start + batch_size], loaded.image_size, max_pixels)
+            if kept:
+                out[[start + i for i in kept]] = encoder.images(loaded.model, pixels).numpy()
+    return out

@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 from tests.wit.cli import assert_one_line_error, run_wit
 from tests.wit.test_shard import Sample, write_download
 from wit.filter.neardup import HashIndex, first_kept
-from wit.formats.embeddings import SUMMARY, embedding_file, manifest_sha256, schema
+from wit.formats.embeddings import SUMMARY, embedding_file, manifest_sha256, read_embeddings, schema
 from wit.formats.shards import read_manifest
 from wit.formats.tars import read_member, scan_tar, write_tar
 from wit.formats.uids import url_uid
@@ -331,7 +331,8 @@ def test_bad_inputs_are_one_line_errors(texts, world, tmp_path):
     cases = [
         (["--shards", tmp_path, "--out", out, "--near-dup"], ["manifest.json"]),
         (["--shards", texts, "--out", out], ["no filter chosen"]),
-        (["--shards", texts, "--out", out, "--clip-score", "--min-score", "0.2"], ["--embeddings"]),
+        (["--shards", texts, "--out", out, "--clip-score", "--min-score", "0.2"], ["--embeddings", "--checkpoint"]),
+        (["--shards", texts, "--out", out, "--near-dup", "--checkpoint", tmp_path / "x.pt"], ["--checkpoint", "only"]),
         (["--shards", texts, "--out", out, "--min-score", "0.2", "--near-dup"], ["--min-score", "--clip-score"]),
         (["--shards", texts, "--out", out, "--decontaminate", tmp_path / "nothing"], ["nothing"]),
         (["--shards", texts, "--out", out, "--clip-score", "--embeddings", tmp_path, "--keep-fraction", "0.5"],
@@ -355,3 +356,56 @@ def test_bad_inputs_are_one_line_errors(texts, world, tmp_path):
     assert_one_line_error(run_wit("filter", "--shards", damaged, "--out", out, "--min-words", "2"), "filter",
                           str(tar), "manifest.json")
     assert not out.exists() and not any(p.name.startswith(".out") for p in tmp_path.iterdir())
+
+
+# ---- the model-based paths (--checkpoint) ----------------------------------------------------
+
+
+def test_clip_score_computed_on_the_fly_equals_clip_score_from_wit_embed(texts, tmp_path):
+    from tests.train.evalkit import write_checkpoint
+
+    checkpoint = write_checkpoint(tmp_path / "model.pt")
+    embedded = run_wit("embed", "--checkpoint", checkpoint, "--shards", texts, "--out", tmp_path / "embed")
+    assert embedded.returncode == 0, embedded.stderr
+    filter_("--shards", texts, "--out", tmp_path / "given", "--clip-score", "--embeddings", tmp_path / "embed",
+            "--keep-fraction", "0.5")
+    filter_("--shards", texts, "--out", tmp_path / "fly", "--clip-score", "--checkpoint", checkpoint,
+            "--keep-fraction", "0.5")
+    assert removed(tmp_path / "fly") == removed(tmp_path / "given") and len(removed(tmp_path / "fly")) == 5
+    assert output_uids(tmp_path / "fly") == output_uids(tmp_path / "given")
+    assert not (tmp_path / "fly" / ".wit" / "scratch").exists()   # the embeddings were scratch
+
+
+def test_decontamination_by_embedding_cosine_matches_brute_force(world, tmp_path):
+    """With --checkpoint, evaluation images are matched by embedding cosine too: exactly the
+    (evaluation image, data image) pairs a brute-force cosine finds at the threshold, each
+    removed once and counted per detector. (The tiny test model maps all photos close
+    together, so the threshold here sits just above its unrelated pairs; a real CLIP model
+    separates them, see the README.)"""
+    from tests.train.evalkit import write_checkpoint
+    from train.embed import image_embeddings, load_model
+    from wit.formats.evalsets import open_evalset
+
+    checkpoint = write_checkpoint(tmp_path / "model.pt")
+    embedded = run_wit("embed", "--checkpoint", checkpoint, "--shards", world["contaminated"],
+                       "--out", tmp_path / "embed")
+    assert embedded.returncode == 0, embedded.stderr
+    table = read_embeddings(str(tmp_path / "embed"))
+    data = np.array(table["image"].to_pylist(), np.float32)
+    evals = np.array(image_embeddings(load_model(str(checkpoint)),
+                                      [s.image for s in open_evalset(world["wds"]).samples()]))
+    cosines = evals @ data.T
+    threshold = float(np.quantile(cosines, 0.995))
+    expected = {table["uid"][int(j)].as_py() for j in np.flatnonzero((cosines >= threshold).any(axis=0))}
+    assert 0 < len(expected) < 0.05 * len(data)
+
+    out = tmp_path / "out"
+    filter_("--shards", world["contaminated"], "--out", out, "--decontaminate", world["wds"],
+            "--checkpoint", checkpoint, "--embeddings", tmp_path / "embed", "--eval-cosine", str(threshold))
+    report = json.loads((out / "contamination.json").read_text())["wds_eval"]
+    assert report["matched_images_by"] == {"phash": 3, "embedding": int((cosines >= threshold).any(axis=1).sum())}
+    planted = {s.uid for s in world["planted"][4:]}
+    assert set(report["removed_uids"]) == expected | planted
+    reasons = {r["uid"]: r["reason"] for r in removed(out)}
+    assert {reasons[u] for u in planted} == {"phash"}
+    assert {reasons[u] for u in expected - planted} <= {"embedding"}

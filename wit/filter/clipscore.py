@@ -14,17 +14,22 @@ from wit.formats.errors import WitError
 
 def scores(embed_dir: str, shards_dir: str, uids: pa.Array) -> np.ndarray:
     """float64 score per uid (NaN where the image could not be embedded)."""
+    table = aligned(embed_dir, shards_dir, uids)
+    images, texts = matrix(table["image"]), matrix(table["text"])
+    return np.einsum("ij,ij->i", images, texts, dtype=np.float64)
+
+
+def aligned(embed_dir: str, shards_dir: str, uids: pa.Array) -> pa.Table:
+    """The embeddings of `uids`, row for row; every uid must have one."""
     table = read_embeddings(embed_dir, shards_dir)
     rows = pc.index_in(uids, value_set=table["uid"])
     if rows.null_count:
         missing = pc.filter(uids, pc.is_null(rows))[0].as_py()
         raise WitError(f"{embed_dir}: no embedding of sample {missing} of {shards_dir}")
-    table = table.take(rows)
-    images, texts = _matrix(table["image"]), _matrix(table["text"])
-    return np.einsum("ij,ij->i", images, texts, dtype=np.float64)
+    return table.take(rows)
 
 
-def _matrix(column: pa.ChunkedArray) -> np.ndarray:
+def matrix(column: pa.ChunkedArray) -> np.ndarray:
     """float32[n, dim] of a fixed-size list column, NaN rows for nulls."""
     array = column.combine_chunks()
     dim = array.type.list_size

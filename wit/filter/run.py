@@ -38,10 +38,12 @@ from wit.formats.shards import DATACARD, MANIFEST, read_manifest, shard_name, wr
 from wit.formats.shardwrite import plot_distribution, write_shard_file
 from wit.formats.tars import Member, read_member
 from wit.formats.workdir import WorkDir, claim
+from train.embed import file_sha256   # the model-based filters run the trainer's models (light import)
 
 log = logging.getLogger("wit.filter")
 
 DEFAULT_HAMMING = 8   # see the README: recall >= 0.98 on planted copies, no unrelated photo removed
+DEFAULT_EVAL_COSINE = 0.96
 REMOVED, CONTAMINATION = "removed.parquet", "contamination.json"
 FILTERS = ("decontaminate", "text", "clip_score", "near_dup")   # in the order they run
 REMOVED_SCHEMA = pa.schema([("uid", pa.string()), ("filter", pa.string()), ("reason", pa.string()),
@@ -62,6 +64,14 @@ class FilterConfig:
     clip_score: bool = option(False, "remove samples by the cosine of their image and text embeddings "
                                      "(--embeddings; --min-score or --keep-fraction)")
     embeddings: str = option("", "EMBED dir (wit embed) of the input SHARDS dir", metavar="DIR")
+    checkpoint: str = option("", "a model (a trainer checkpoint, or an OpenCLIP file with --model): embeds the "
+                                 "input for --clip-score without --embeddings, and with --decontaminate also "
+                                 "matches evaluation images by embedding cosine (--eval-cosine)", metavar="FILE")
+    model: str = option("", "the architecture of an OpenCLIP --checkpoint file (as for wit embed)",
+                        metavar="NAME|FILE")
+    eval_cosine: float = option(DEFAULT_EVAL_COSINE, "--decontaminate with --checkpoint: an image whose "
+                                                     "embedding has at least this cosine with an evaluation "
+                                                     "image's is removed too")
     min_score: float | None = option(None, "--clip-score: keep samples scoring at least this")
     keep_fraction: float | None = option(None, "--clip-score: keep this top fraction by score (0 < F <= 1)")
     min_words: int = option(0, "remove texts of fewer words (whitespace-separated; 0: off)")
@@ -87,14 +97,22 @@ class FilterConfig:
             raise WitError("--workers: must be at least 1")
         chosen = [f for f in ("min_score", "keep_fraction") if getattr(self, f) is not None]
         if self.clip_score:
-            if not self.embeddings:
-                raise WitError("--clip-score: needs --embeddings DIR (wit embed)")
+            if not (self.embeddings or self.checkpoint):
+                raise WitError("--clip-score: needs --embeddings DIR (wit embed) or --checkpoint FILE")
             if len(chosen) != 1:
                 raise WitError("--clip-score: give exactly one of --min-score and --keep-fraction")
             if self.keep_fraction is not None and not 0 < self.keep_fraction <= 1:
                 raise WitError("--keep-fraction: must be in (0, 1]")
-        elif chosen or self.embeddings:
-            raise WitError(f"--{(chosen or ['embeddings'])[0].replace('_', '-')}: only with --clip-score")
+        elif chosen:
+            raise WitError(f"--{chosen[0].replace('_', '-')}: only with --clip-score")
+        if self.embeddings and not (self.clip_score or self.decontaminate and self.checkpoint):
+            raise WitError("--embeddings: only with --clip-score, or --decontaminate --checkpoint")
+        if self.checkpoint and not (self.clip_score or self.decontaminate):
+            raise WitError("--checkpoint: only with --clip-score or --decontaminate")
+        if self.model and not self.checkpoint:
+            raise WitError("--model: only with --checkpoint (an OpenCLIP file's architecture)")
+        if not -1 <= self.eval_cosine <= 1:
+            raise WitError("--eval-cosine: must be between -1 and 1")
         names = [eval_name(p) for p in self.decontaminate]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
@@ -111,27 +129,32 @@ def run(config: FilterConfig) -> dict:
     """Build (or finish, or confirm) the filtered SHARDS dir; return its manifest."""
     manifest = read_manifest(config.shards)
     evalsets = [open_evalset(path) for path in config.decontaminate]
-    settings = {k: v for k, v in asdict(config).items() if k not in ("shards", "out", "workers", "overwrite")}
+    settings = {k: v for k, v in asdict(config).items()
+                if k not in ("shards", "out", "workers", "overwrite", "embeddings", "checkpoint")}
     settings["samples_per_shard"] = config.samples_per_shard or max([s["samples"] for s in manifest["shards"]],
                                                                     default=1)
     inputs = {"shards": os.path.abspath(config.shards), "manifest_sha256": manifest_sha256(config.shards),
               "evalsets": {eval_name(e.path): _fingerprint(e) for e in evalsets},
               "embeddings": _file_sha256(os.path.join(config.embeddings, EMBED_SUMMARY)) if config.embeddings
-              else None}
+              else None,
+              "checkpoint_sha256": file_sha256(config.checkpoint) if config.checkpoint else None}
     with claim(config.out, "filter", {**settings, "inputs": inputs}, config.overwrite,
                inputs=tuple(p for p in (config.shards, *config.decontaminate, config.embeddings) if p)) as work:
         done = work.complete()
         if done is not None:
             return done
+        embed_dir = config.embeddings or (_embed(config, work) if config.checkpoint else "")
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["wit.filter.samples"])
         with ProcessPoolExecutor(config.workers, mp_context=context) as pool:
             table = _read(config.shards, manifest, config.near_dup or bool(evalsets), pool)
             removal = Removal(table.num_rows)
-            contamination = _decontaminate(table, evalsets, config.hamming, removal, pool) if evalsets else None
+            vectors = _EvalVectors(config, embed_dir, table["uid"]) if evalsets and config.checkpoint else None
+            contamination = _decontaminate(table, evalsets, config.hamming, removal, pool, vectors) \
+                if evalsets else None
             _text_rules(table, config, removal)
             if config.clip_score:
-                _clip_score(table, config, removal)
+                _clip_score(table, config, embed_dir, removal)
             if config.near_dup:
                 _near_dup(table, config.hamming, removal)
             kept = np.flatnonzero(removal.alive)
@@ -208,41 +231,87 @@ class Removal:
         return {"removed": removed, "removed_by_reason": {f: dict(sorted(r.items())) for f, r in reasons.items()}}
 
 
+class _EvalVectors:
+    """Decontamination by embedding cosine: the data's image embeddings (row for row, NaN
+    where there is none) in a faiss inner-product index, and the model that embeds the
+    evaluation images."""
+
+    def __init__(self, config: FilterConfig, embed_dir: str, uids: pa.ChunkedArray) -> None:
+        import faiss
+
+        from train.embed import load_model
+        from wit.filter import clipscore
+
+        images = clipscore.matrix(clipscore.aligned(embed_dir, config.shards, uids)["image"])
+        self.rows = np.flatnonzero(~np.isnan(images[:, 0]))
+        self.index = faiss.IndexFlatIP(images.shape[1])
+        self.index.add(np.ascontiguousarray(images[self.rows]))
+        self.loaded = load_model(config.checkpoint, config.model)
+        self.threshold = config.eval_cosine
+
+    def matches(self, images: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(query, data row, cosine) of every data image at or above the threshold of one of
+        `images` (an evaluation image that cannot be decoded matches nothing)."""
+        from train.embed import image_embeddings
+
+        vectors = image_embeddings(self.loaded, images)
+        decoded = np.flatnonzero(~np.isnan(vectors[:, 0]))
+        # faiss's range search keeps scores above the radius: a hair under the threshold keeps ties
+        lims, scores, labels = self.index.range_search(np.ascontiguousarray(vectors[decoded]),
+                                                       float(np.nextafter(np.float32(self.threshold), -2)))
+        queries = np.repeat(decoded, np.diff(lims).astype(np.int64))
+        keep = scores >= self.threshold
+        return queries[keep], self.rows[labels[keep]], scores[keep]
+
+
 def _decontaminate(table: pa.Table, evalsets: list[EvalSet], radius: int, removal: Removal,
-                   pool: ProcessPoolExecutor) -> dict:
-    """Remove the data images within `radius` of an evaluation image; per set, its images,
-    how many matched, and the uids removed (the match: the nearest evaluation image)."""
+                   pool: ProcessPoolExecutor, vectors: _EvalVectors | None) -> dict:
+    """Remove the data images within `radius` of an evaluation image (and, with `vectors`,
+    those at or above the cosine threshold of one); per set, its images, how many matched
+    (by each detector and in all), and the uids removed (the match: the nearest evaluation
+    image, pHash first)."""
     rows, codes = _hashed(table["phash"], np.ones(table.num_rows, bool))
     index = neardup.HashIndex(codes, radius)
     uids = table["uid"]
     report = {}
     for evalset in evalsets:
         name = eval_name(evalset.path)
-        eval_codes = _eval_hashes(evalset, pool)
+        eval_codes, by_vector = _eval_hashes(evalset, pool, vectors)
         queries, labels, distances = index.search(eval_codes)
-        order = np.lexsort((queries, distances, labels))   # per data row: the nearest, then the first
-        first = np.unique(labels[order], return_index=True)[1]
+        found = [("phash", queries, rows[labels], distances, np.lexsort((queries, distances, labels)))]
+        if vectors is not None:
+            v_queries, v_rows, cosines = by_vector
+            found.append(("embedding", v_queries, v_rows, cosines, np.lexsort((v_queries, -cosines, v_rows))))
         removed = []
-        for q, label, d in zip(queries[order][first], labels[order][first], distances[order][first]):
-            row = int(rows[label])
-            if removal.alive[row]:
-                removal.remove(row, "decontaminate", "phash", f"{name}:{int(q)}", float(d))
-                removed.append(uids[row].as_py())
+        for reason, q_of, row_of, value_of, order in found:
+            first = np.unique(row_of[order], return_index=True)[1]   # per data row: the nearest match
+            for q, row, value in zip(q_of[order][first], row_of[order][first], value_of[order][first]):
+                if removal.alive[int(row)]:
+                    removal.remove(int(row), "decontaminate", reason, f"{name}:{int(q)}", float(value))
+                    removed.append(uids[int(row)].as_py())
+        matched = {reason: np.unique(q_of) for reason, q_of, *_ in found}
         report[name] = {"path": os.path.abspath(evalset.path), "images": len(eval_codes),
-                        "matched_images": int(len(np.unique(queries))), "removed": len(removed),
-                        "removed_uids": sorted(removed)}
+                        "matched_images": int(len(np.unique(np.concatenate(list(matched.values()))))),
+                        "matched_images_by": {reason: int(len(q)) for reason, q in matched.items()},
+                        "removed": len(removed), "removed_uids": sorted(removed)}
     return report
 
 
-def _eval_hashes(evalset: EvalSet, pool: ProcessPoolExecutor) -> np.ndarray:
-    """uint8[n, 8]: the pHash of every image of an evaluation set (decoded in the pool)."""
+def _eval_hashes(evalset: EvalSet, pool: ProcessPoolExecutor,
+                 vectors: _EvalVectors | None) -> tuple[np.ndarray, tuple | None]:
+    """uint8[n, 8]: the pHash of every image of an evaluation set (decoded in the pool);
+    with `vectors`, its embedding matches too (query, data row, cosine)."""
     found: list[bytes] = []
+    matches: list[tuple] = []
 
     def flush(batch: list) -> None:
         for sample, code in zip(batch, pool.map(hashes.phash, [s.image for s in batch])):
             if code is None:
                 raise WitError(f"{evalset.path}: image {sample.index} cannot be decoded")
             found.append(code)
+        if vectors is not None and batch:
+            queries, rows, cosines = vectors.matches([s.image for s in batch])
+            matches.append((queries + batch[0].index, rows, cosines))
 
     batch = []
     for sample in evalset.samples():
@@ -251,7 +320,20 @@ def _eval_hashes(evalset: EvalSet, pool: ProcessPoolExecutor) -> np.ndarray:
             flush(batch)
             batch = []
     flush(batch)
-    return hashes.as_array(found)
+    if vectors is None:
+        return hashes.as_array(found), None
+    joined = tuple(np.concatenate([m[i] for m in matches]) if matches else np.zeros(0) for i in range(3))
+    return hashes.as_array(found), (joined[0].astype(np.int64), joined[1].astype(np.int64), joined[2])
+
+
+def _embed(config: FilterConfig, work: WorkDir) -> str:
+    """`wit embed` of the input with --checkpoint, into the scratch dir (resumed like it); its dir."""
+    from train.embed import EmbedConfig, run as embed
+
+    out = work.scratch("embed")
+    embed(EmbedConfig(checkpoint=config.checkpoint, shards=config.shards, out=out, model=config.model,
+                      workers=min(config.workers, 8)))
+    return out
 
 
 def _text_rules(table: pa.Table, config: FilterConfig, removal: Removal) -> None:
@@ -265,10 +347,10 @@ def _text_rules(table: pa.Table, config: FilterConfig, removal: Removal) -> None
             removal.remove(int(row), "text", found[0], value=found[1])
 
 
-def _clip_score(table: pa.Table, config: FilterConfig, removal: Removal) -> None:
+def _clip_score(table: pa.Table, config: FilterConfig, embed_dir: str, removal: Removal) -> None:
     from wit.filter import clipscore
 
-    score = clipscore.scores(config.embeddings, config.shards, table["uid"])
+    score = clipscore.scores(embed_dir, config.shards, table["uid"])
     for row in np.flatnonzero(removal.alive & np.isnan(score)):
         removal.remove(int(row), "clip_score", "no_image_embedding")
     reason = "min_score" if config.min_score is not None else "keep_fraction"
