@@ -183,7 +183,7 @@ def plot(out: Path, cap: int) -> None:
     import pyarrow.parquet as pq
     from matplotlib.figure import Figure
 
-    from wit.shards.datacard import plot_distribution
+    from wit.formats.shardwrite import plot_distribution
 
     lines = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
     train = [m for m in lines if m["kind"] == "train"]

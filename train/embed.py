@@ -5,7 +5,7 @@ state-dict file whose architecture `--model` names.
 One unit of work per shard (its parquet file, then its marker), so a rerun does only the
 shards without a marker. DataLoader worker processes read the shards (a shard per worker
 at a time), decode the images with the eval centre crop (`train.images`) and tokenise
-the captions while the model runs: in inference mode, bf16 autocast and pinned memory on
+the captions while the model runs: in inference mode, bf16 weights and pinned memory on
 a GPU, fp32 on the CPU. A causal text tower pooled at the end token (CLIP's) runs only on
 the positions up to the batch's last end token: the padding after it never reaches a
 pooled feature, so the result is the same for less work. Under torchrun or srun each rank
@@ -48,7 +48,8 @@ class EmbedConfig:
                         metavar="NAME|FILE")
     batch_size: int = option(256, "samples per model call")
     device: str = option("auto", "cpu, cuda or cuda:N; auto: cuda when available (under torchrun: the local GPU)")
-    precision: str = option("auto", "bf16 (autocast) or fp32; auto: bf16 on a GPU, fp32 on the CPU")
+    precision: str = option("auto", "bf16 (the weights cast: about 3x on CPUs with AMX) or fp32; auto: bf16 on a "
+                                    "GPU, fp32 on the CPU")
     workers: int = option(min(8, os.cpu_count() or 1), "decoding worker processes (0: decode in this process)")
     max_pixels: int = option(MAX_PIXELS, "larger images get a null embedding")
     overwrite: bool = option(False, "replace an existing output made with other settings (built beside it, "

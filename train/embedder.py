@@ -1,11 +1,10 @@
 """The loop of `wit embed`: DataLoader workers read shards (each worker a shard at a time)
 and hand over decoded uint8 images and tokens; the model embeds them in inference mode
-(bf16 autocast and pinned memory on a GPU); each shard's parquet file and unit marker
+(bf16 weights, on a GPU with pinned memory); each shard's parquet file and unit marker
 are written as soon as its last batch is embedded."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import sys
@@ -42,10 +41,11 @@ def embed_shards(loaded: Loaded, shards: list[Shard], work: WorkDir, dim: int, b
     batches = ShardBatches(shards, batch_size, loaded.image_size, max_pixels, loaded.tokenizer)
     loader = DataLoader(batches, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
                         prefetch_factor=4 if workers else None)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    if precision == "bf16":   # inference only: bf16 weights (not autocast), so matmuls run in bf16 on AMX CPUs too
+        loaded.model.to(torch.bfloat16)
     parts: dict[int, list[dict]] = {}
     with tqdm(total=sum(s.samples for s in shards), desc="embed", unit="img", mininterval=1.0,
-              dynamic_ncols=True, file=sys.stderr) as bar, torch.inference_mode(), autocast:
+              dynamic_ncols=True, file=sys.stderr) as bar, torch.inference_mode():
         for batch in loader:
             if "error" in batch:
                 raise WitError(batch["error"])
@@ -102,7 +102,8 @@ def _encode(loaded: Loaded, batch: dict, device: torch.device, dim: int) -> dict
         values, valid = np.zeros((n, dim), np.float32), np.zeros(n, bool)
         if len(rows):
             if kind == "image":
-                pixels = images.normalize(batch["pixels"].to(device, non_blocking=True), loaded.mean, loaded.std)
+                pixels = images.normalize(batch["pixels"].to(device, non_blocking=True), loaded.mean,
+                                          loaded.std).to(next(loaded.model.parameters()).dtype)
                 features = loaded.model.encode_image(pixels)
             else:
                 features = encode_text(loaded.model, batch["tokens"], device)

@@ -83,6 +83,19 @@ def test_embeddings_are_the_encoders_features_and_a_rerun_does_nothing(inputs, t
     assert "nothing to do" in again.stderr and files(out) == before
 
 
+def test_bf16_weights_give_the_fp32_vectors_to_bf16_precision(inputs, tmp_path):
+    root, shards, checkpoint = inputs
+    for precision in ("fp32", "bf16"):
+        embed("--checkpoint", checkpoint, "--shards", shards, "--out", tmp_path / precision, "--precision", precision)
+    full, half = (read_embeddings(str(tmp_path / p), str(shards)) for p in ("fp32", "bf16"))
+    assert json.loads((tmp_path / "bf16" / "embed.json").read_text())["precision"] == "bf16"
+    for kind in ("image", "text"):
+        pairs = [(a, b) for a, b in zip(full[kind].to_pylist(), half[kind].to_pylist()) if a is not None]
+        assert len(pairs) == 11 and all(b is not None for _, b in pairs)
+        cosines = np.array([np.dot(a, b) for a, b in pairs])
+        assert cosines.min() > 0.995 and not np.allclose([a for a, _ in pairs], [b for _, b in pairs], atol=1e-6)
+
+
 def test_the_short_text_tower_gives_the_full_ones_features():
     torch.manual_seed(0)
     model = models.create(TINY).eval()

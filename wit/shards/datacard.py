@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from wit.formats.shardwrite import plot_distribution  # noqa: F401 (its old home: pipelines/demo.py)
-
 
 def datacard(counts: dict[str, np.ndarray], cap: int, report: dict) -> dict:
     """Per-query counts (query_id, downloaded, kept; queries with samples only), the
