@@ -37,6 +37,8 @@ BASELINES = {
     "balance": "MetaCLIP's per-candidate `random()` loop",
     "download": "bare `img2dataset.download`",
     "shard": "`shutil.copyfile` of the same tars",
+    "embed": "OpenCLIP's embedding loop as clip_benchmark runs it (webdataset + `preprocess`, `--amp` for bf16)",
+    "filter": "faiss `IndexBinaryFlat` (brute force) range search; imagehash's `phash` for hashing",
     "train_data": "OpenCLIP's `get_wds_dataset` pipeline",
     "train": "`python -m open_clip_train.main`",
     "train_gpu": "`python -m open_clip_train.main` (bf16, one GPU)",
@@ -71,8 +73,17 @@ DETAILS = {
     "gpu": "GPU: {}",
     "robots_off_ratio": "with robots.txt off: {} of the baseline",
     "hosts": "pool spread over {} hosts",
+    "fp32_ratio": "in fp32: {} of the baseline",
+    "wit_fp32": "wit in fp32: {} {metric}",
+    "baseline_fp32": "baseline in fp32: {} {metric}",
+    "hashes": "{} hashes",
+    "hashing_ratio": "pHash hashing: {} of imagehash's",
+    "hashing_wit": "wit pHash: {} images/s/core",
+    "hashing_baseline": "imagehash pHash: {} images/s/core",
+    "exact": "same pairs as brute force: {}",
+    "search_mb_per_million": "search memory: {} MB per million hashes",
 }
-RATIO_FIELDS = {"whole_command_ratio", "robots_off_ratio"}
+RATIO_FIELDS = {"whole_command_ratio", "robots_off_ratio", "fp32_ratio", "hashing_ratio"}
 KEY_NAMES = {"wit_1": "wit on one worker", "wit_all": "wit on all cores"}   # keys inside a field
 
 
