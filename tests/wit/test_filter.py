@@ -409,3 +409,26 @@ def test_decontamination_by_embedding_cosine_matches_brute_force(world, tmp_path
     reasons = {r["uid"]: r["reason"] for r in removed(out)}
     assert {reasons[u] for u in planted} == {"phash"}
     assert {reasons[u] for u in expected - planted} <= {"embedding"}
+
+
+def test_a_full_disk_keeps_the_hashed_shards_and_the_rerun_does_not_hash_again(world, tmp_path):
+    import subprocess
+
+    from tests.wit.faults import small_filesystem
+
+    reference = tmp_path / "reference"
+    filter_("--shards", world["clean"], "--out", reference, "--near-dup")
+    inputs = len(read_manifest(str(world["clean"]))["shards"])
+    with small_filesystem(tmp_path / "disk", "1m") as disk:
+        out = disk / "out"
+        failed = run_wit("filter", "--shards", world["clean"], "--out", out, "--near-dup", "--workers", "2")
+        assert_one_line_error(failed, "filter", "No space left on device", "run the same command again")
+        units = disk / ".out.partial" / ".wit" / "units"
+        hashed = {u.name: u.stat().st_mtime_ns for u in units.glob("read-*.json")}
+        assert len(hashed) == inputs
+        subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+        filter_("--shards", world["clean"], "--out", out, "--near-dup")
+        assert {u.name: u.stat().st_mtime_ns for u in (out / ".wit" / "units").glob("read-*.json")} == hashed
+        assert {p.name: p.read_bytes() for p in out.glob("*.tar")} == \
+            {p.name: p.read_bytes() for p in reference.glob("*.tar")}
+        assert removed(out) == removed(reference)

@@ -1,7 +1,8 @@
 """`wit filter`: a SHARDS dir in, a filtered SHARDS dir out.
 
 1. Read every input shard once, in parallel (checked against its manifest entry), with
-   each image's pHash when a hash filter is on.
+   each image's pHash when a hash filter is on; one unit of work each, kept in the
+   scratch dir, so a run stopped later (a full disk, a kill) does not hash again.
 2. The filters, in this order, each judging only what the ones before kept (one row in
    removed.parquet per removed sample, naming the filter that removed it):
    decontaminate (a data image within the Hamming radius of an evaluation image), text
@@ -30,7 +31,7 @@ from tqdm import tqdm
 from wit import __version__
 from wit.filter import hashes, neardup, samples, textrules
 from wit.flags import option
-from wit.formats.atomic import atomic_path, write_json
+from wit.formats.atomic import atomic_path, write_json, write_parquet
 from wit.formats.embeddings import SUMMARY as EMBED_SUMMARY, manifest_sha256
 from wit.formats.errors import WitError
 from wit.formats.evalsets import EvalSet, open_evalset
@@ -147,7 +148,7 @@ def run(config: FilterConfig) -> dict:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["wit.filter.samples"])
         with ProcessPoolExecutor(config.workers, mp_context=context) as pool:
-            table = _read(config.shards, manifest, config.near_dup or bool(evalsets), pool)
+            table = _read(config.shards, manifest, config.near_dup or bool(evalsets), pool, work)
             removal = Removal(table.num_rows)
             vectors = _EvalVectors(config, embed_dir, table["uid"]) if evalsets and config.checkpoint else None
             contamination = _decontaminate(table, evalsets, config.hamming, removal, pool, vectors) \
@@ -184,19 +185,43 @@ def run(config: FilterConfig) -> dict:
 # ---- 1. read -------------------------------------------------------------------------
 
 
-def _read(shards_dir: str, manifest: dict, hashing: bool, pool: ProcessPoolExecutor) -> pa.Table:
+def _read(shards_dir: str, manifest: dict, hashing: bool, pool: ProcessPoolExecutor, work: WorkDir) -> pa.Table:
+    """Every input shard's samples (and hashes), one unit of work each: a shard read and
+    hashed before a kill is read back from the scratch dir, not hashed again."""
+    import pyarrow.parquet as pq
+
     entries = manifest["shards"]
-    paths = [os.path.join(shards_dir, s["name"]) for s in entries]
-    bar = tqdm(total=len(paths), desc="read", unit="shard", mininterval=1.0, dynamic_ncols=True)
-    tables = []
-    for columns in pool.map(samples.read_shard, range(len(paths)), paths, entries, [hashing] * len(paths)):
-        tables.append(pa.Table.from_pydict(columns, schema=samples.SCHEMA))
+    tables: dict[int, pa.Table] = {}
+    for i in range(len(entries)):
+        if work.done(_read_unit(i)) is not None:
+            tables[i] = pq.read_table(work.path(_read_file(work, i)), schema=samples.SCHEMA)
+    if tables:
+        log.info("%d of %d input shards read before", len(tables), len(entries))
+    todo = [i for i in range(len(entries)) if i not in tables]
+    os.makedirs(work.scratch("read"), exist_ok=True)
+    paths = [os.path.join(shards_dir, entries[i]["name"]) for i in todo]
+    bar = tqdm(total=len(entries), initial=len(tables), desc="read", unit="shard", mininterval=1.0,
+               dynamic_ncols=True)
+    for i, columns in zip(todo, pool.map(samples.read_shard, todo, paths, [entries[i] for i in todo],
+                                         [hashing] * len(todo))):
+        tables[i] = pa.Table.from_pydict(columns, schema=samples.SCHEMA)
+        write_parquet(work.path(_read_file(work, i)), tables[i])
+        work.mark_done(_read_unit(i), {"samples": tables[i].num_rows}, [_read_file(work, i)])
         bar.update()
     bar.close()
-    table = pa.concat_tables(tables) if tables else samples.SCHEMA.empty_table()
+    table = pa.concat_tables([tables[i] for i in range(len(entries))]) if tables else samples.SCHEMA.empty_table()
     if table.num_rows and pc.count_distinct(table["uid"]).as_py() != table.num_rows:
         raise WitError(f"{os.path.join(shards_dir, MANIFEST)}: the shards hold a uid twice (not a `wit shard` output?)")
     return table
+
+
+def _read_unit(shard: int) -> str:
+    return f"read-{shard:06d}"
+
+
+def _read_file(work: WorkDir, shard: int) -> str:
+    """Input shard `shard`'s samples in the scratch dir, relative to the output dir."""
+    return os.path.relpath(work.scratch("read", f"{shard:06d}.parquet"), work.root)
 
 
 # ---- 2. filters ----------------------------------------------------------------------
