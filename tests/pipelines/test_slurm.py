@@ -212,6 +212,35 @@ def test_crawl_array_merge_and_shard(cluster, tmp_path):
         assert len([m for m in tar.getnames() if m.endswith(".json")]) == 4
 
 
+# ---- embeddings, one task per GPU (here: 2 gloo tasks) ------------------------------------
+
+
+def test_embed_with_two_srun_tasks_equals_one_process(cluster, tmp_path):
+    from tests.train.evalkit import write_checkpoint
+    from tests.train.test_embed import shards_dir
+
+    shards = shards_dir(tmp_path / "shards", [5, 4, 6])
+    checkpoint = write_checkpoint(tmp_path / "model.pt")
+    log = tmp_path / "embed.out"
+    job = cluster.sbatch(*CPU_TASKS, f"--output={log}", SLURM / "embed.sbatch", "--checkpoint", checkpoint,
+                         "--shards", shards, "--out", tmp_path / "on-slurm", "--workers", "0", env=job_env())
+    [record] = cluster.wait(job, timeout=300)
+    assert record["JobState"] == "COMPLETED", log.read_text()[-4000:]
+    alone = run_wit("embed", "--checkpoint", checkpoint, "--shards", shards, "--out", tmp_path / "alone",
+                    "--workers", "0")
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    on_slurm, one = ({p.name: pq.read_table(p) for p in sorted((tmp_path / d).glob("*.parquet"))}
+                     for d in ("on-slurm", "alone"))
+    assert sorted(on_slurm) == ["000000.parquet", "000001.parquet", "000002.parquet"]
+    for name, table in one.items():
+        assert on_slurm[name]["uid"].equals(table["uid"])
+        for kind in ("image", "text"):
+            assert torch.allclose(torch.tensor(on_slurm[name][kind].to_pylist()), torch.tensor(table[kind].to_pylist()),
+                                  atol=1e-6)
+    summary = json.loads((tmp_path / "on-slurm" / "embed.json").read_text())
+    assert summary["samples"] == 15 and log.read_text().count("wit embed:") == 2   # each task's summary line
+
+
 # ---- the query list on one node ---------------------------------------------------------
 
 
