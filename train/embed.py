@@ -19,7 +19,6 @@ output only by float rounding and are left out.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -29,7 +28,7 @@ from dataclasses import dataclass
 
 from wit import __version__
 from wit.flags import option
-from wit.formats.atomic import write_json
+from wit.formats.atomic import file_sha256, write_json
 from wit.formats.embeddings import SUMMARY, manifest_sha256, read_summary
 from wit.formats.errors import WitError
 from wit.formats.images import MAX_PIXELS
@@ -84,7 +83,7 @@ def run(config: EmbedConfig) -> dict:
         from train.model import openclip_config
 
         openclip_config(config.model)        # an unknown name fails before anything is written
-    checkpoint_sha256 = file_sha256(config.checkpoint)
+    checkpoint_sha256 = file_sha256(config.checkpoint, "checkpoint")
     world = _world(config.device)
     precision = config.precision if config.precision != "auto" else "bf16" if world.device.type == "cuda" else "fp32"
     fingerprint = {"checkpoint_sha256": checkpoint_sha256, "model": config.model, "manifest_sha256": manifest,
@@ -96,16 +95,18 @@ def run(config: EmbedConfig) -> dict:
         if world.is_main:
             dist.barrier(world)
         dist.barrier(world)                  # every rank has claimed before any writes
-        if work.complete() is not None:
-            return work.complete()
-        loaded = _load(config, world.device)
-        mine = [s for s in shards[world.rank::world.size] if work.done(_unit(s.url)) is None]
-        if len(mine) < len(shards[world.rank::world.size]):
-            log.info("rank %d: %d of its shards embedded before", world.rank,
-                     len(shards[world.rank::world.size]) - len(mine))
+        complete = work.complete()
+        if complete is not None:
+            return complete
+        loaded = _load(config.checkpoint, config.model, world.device)
+        dim = _dim(loaded)
+        shares = shards[world.rank::world.size]
+        mine = [s for s in shares if work.done(_unit(s.url)) is None]
+        if len(mine) < len(shares):
+            log.info("rank %d: %d of its shards embedded before", world.rank, len(shares) - len(mine))
         from train.embedder import embed_shards
 
-        embed_shards(loaded, mine, work, _dim(loaded), config.batch_size, config.workers, config.max_pixels,
+        embed_shards(loaded, mine, work, dim, config.batch_size, config.workers, config.max_pixels,
                      world.device, precision)
         dist.barrier(world)
         if not world.is_main:
@@ -115,7 +116,7 @@ def run(config: EmbedConfig) -> dict:
         if any(d is None for d in done):
             raise WitError(f"{config.out}: some shards were not embedded; run the same command again")
         summary = {
-            "tool": "wit embed", "version": __version__, "model": loaded.name, "dim": _dim(loaded),
+            "tool": "wit embed", "version": __version__, "model": loaded.name, "dim": dim,
             "checkpoint": os.path.abspath(config.checkpoint), "checkpoint_sha256": checkpoint_sha256,
             "precision": precision, "max_pixels": config.max_pixels,
             "shards_dir": os.path.abspath(shards_dir), "manifest_sha256": manifest, "shards": done,
@@ -126,17 +127,6 @@ def run(config: EmbedConfig) -> dict:
         work.finish(summary)
         dist.barrier(world)
     return summary
-
-
-def file_sha256(path: str) -> str:
-    """The sha256 of a checkpoint file, or a one-line error naming it."""
-    try:
-        with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
-    except FileNotFoundError:
-        raise WitError(f"{path}: no such checkpoint") from None
-    except OSError as e:
-        raise WitError(f"{path}: cannot read the checkpoint ({e.strerror or e})") from None
 
 
 def _unit(url: str) -> str:
@@ -159,15 +149,16 @@ def _world(device: str):
     return dist.World(0, 1, 0, torch.device(device))
 
 
-def _load(config: EmbedConfig, device):
-    """The model, without OpenCLIP's INFO lines about finding its tokenizer."""
+def _load(checkpoint: str, model: str, device):
+    """The model of a checkpoint (an OpenCLIP file of architecture `model`, when given),
+    without OpenCLIP's INFO lines about finding its tokenizer."""
     from train.model import load, load_openclip
 
     root = logging.getLogger()   # OpenCLIP logs on the root logger
     level = root.level
     root.setLevel(max(level, logging.WARNING))
     try:
-        return load_openclip(config.checkpoint, config.model, device) if config.model else load(config.checkpoint, device)
+        return load_openclip(checkpoint, model, device) if model else load(checkpoint, device)
     finally:
         root.setLevel(level)
 
@@ -180,8 +171,7 @@ def _dim(loaded) -> int:
 
 def load_model(checkpoint: str, model: str = "", device: str = "auto"):
     """The model `wit embed` would use for these flags (`train.model.Loaded`)."""
-    world = _world(device)
-    return _load(EmbedConfig(checkpoint=checkpoint, shards="", out="", model=model), world.device)
+    return _load(checkpoint, model, _world(device).device)
 
 
 def image_embeddings(loaded, images, batch_size: int = 256, max_pixels: int = MAX_PIXELS):

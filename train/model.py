@@ -106,12 +106,7 @@ def write_model_config(cfg: ModelConfig, run_dir: Path) -> Path | None:
 def load(checkpoint: str | Path, device: str | torch.device = "cpu") -> Loaded:
     """The model of a trainer checkpoint (loaded with weights_only=True), in eval mode. The
     checkpoint's model name is checked (a plain name) before anything is registered."""
-    try:
-        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise WitError(f"{checkpoint}: no such checkpoint") from None
-    except Exception as e:  # truncated or foreign file: one line naming it
-        raise WitError(f"{checkpoint}: not a readable checkpoint ({type(e).__name__}: {str(e)[:120]})") from None
+    ckpt = _torch_load(checkpoint)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "config" not in ckpt:
         raise WitError(f"{checkpoint}: not a checkpoint of this trainer (no state_dict/config)")
     cfg = from_dict(ckpt["config"], source=str(checkpoint)).model
@@ -153,18 +148,23 @@ def openclip_config(model: str) -> ModelConfig:
     return ModelConfig(name=model)
 
 
-def _state_dict(checkpoint: str | Path) -> dict[str, torch.Tensor]:
+def _torch_load(checkpoint: str | Path):
+    """A checkpoint file's contents, tensors and plain values only (weights_only=True; a
+    `.safetensors` file with safetensors), or a one-line error naming it."""
     if not Path(checkpoint).is_file():
         raise WitError(f"{checkpoint}: no such checkpoint")
     try:
         if str(checkpoint).endswith(".safetensors"):
             from safetensors.torch import load_file
 
-            loaded = load_file(checkpoint)
-        else:
-            loaded = torch.load(checkpoint, map_location="cpu", weights_only=True)
+            return load_file(checkpoint)
+        return torch.load(checkpoint, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated or foreign file: one line naming it
         raise WitError(f"{checkpoint}: not a readable checkpoint ({type(e).__name__}: {str(e)[:120]})") from None
+
+
+def _state_dict(checkpoint: str | Path) -> dict[str, torch.Tensor]:
+    loaded = _torch_load(checkpoint)
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, dict) or not loaded or not all(isinstance(v, torch.Tensor) for v in loaded.values()):

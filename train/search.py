@@ -34,7 +34,7 @@ from train.data import Sample, read_samples
 from train.features import Encoder, decode_all, inference
 from train.model import Loaded, load
 from train.shards import Shard, list_shards
-from wit.formats.atomic import atomic_open
+from wit.formats.atomic import atomic_open, file_sha256
 from wit.formats.embeddings import read_embeddings, read_summary
 from wit.formats.errors import WitError
 from wit.formats.images import ImageRefused
@@ -174,13 +174,11 @@ def embedded_index(embed_dir: str, checkpoint: str, shards: list[Shard], shards_
     import faiss
     import pyarrow.compute as pc
 
-    from train.embed import file_sha256
-
     summary = read_summary(embed_dir)
     names = [str(s.get("name")) for s in summary["shards"]]
     if names != [os.path.basename(s.url) for s in shards]:
         raise WitError(f"{embed_dir}: embeddings of other shards than {shards_arg} ({len(names)} shards)")
-    if summary.get("checkpoint_sha256") != file_sha256(checkpoint):
+    if summary.get("checkpoint_sha256") != file_sha256(checkpoint, "checkpoint"):
         raise WitError(f"{embed_dir}: embeddings made with another checkpoint ({summary.get('checkpoint')})")
     table = read_embeddings(embed_dir, shards_arg if os.path.isdir(shards_arg) else None)
     counts = [s.get("samples") for s in summary["shards"]]

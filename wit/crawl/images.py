@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from wit.formats.atomic import atomic_path, write_parquet
 from wit.formats.balance import balanced, pick, uid_keys
+from wit.formats.crawl import write_query_counts
 from wit.formats.shards import MAX_TEXTS
 
 MAX_PAGES = 16   # page urls kept per (image, text)
@@ -124,6 +125,14 @@ def _distinct_pages(page: pa.Array, first: np.ndarray, pair_of_row: np.ndarray) 
     values = page.filter(pa.array(keep)).filter(pa.array(capped))
     counts = np.bincount(kept_pair[capped], minlength=int(first.sum()))
     return pa.ListArray.from_arrays(pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)), values)
+
+
+def write_bucket(images_path: str, counts_path: str, images: pa.Table, matched: np.ndarray) -> dict[str, int]:
+    """A grouped bucket's images file and per-query counts; its counters."""
+    write_parquet(images_path, images)
+    write_query_counts(counts_path, matched)
+    return {"images": images.num_rows,
+            "image_texts": int(pc.sum(pc.list_value_length(images["texts"])).as_py() or 0)}
 
 
 def select_images(images: pa.Table, matched: np.ndarray, cap: float, seed: int) -> pa.Table:

@@ -35,7 +35,7 @@ from wit.flags import option
 from wit.formats.images import MAX_IMAGE_BYTES, MAX_PIXELS
 from wit.formats.atomic import atomic_path, write_json, write_parquet
 from wit.formats.balance import balanced
-from wit.crawl.images import bucket_count, group_rows, read_bucket, write_buckets, write_selected
+from wit.crawl.images import bucket_count, group_rows, read_bucket, write_bucket, write_buckets, write_selected
 from wit.crawl.match import QueryMatcher
 from wit.crawl.sources import TEXT_ATTRS, Partition, SourceStats, TableColumns, plan_partitions, read_partition
 from wit.crawl.urls import REFUSAL_REASONS, NetworkPolicy, refusal
@@ -374,11 +374,7 @@ def _bucket_files(bucket: int) -> tuple[str, str]:
 
 
 def _finish_bucket(work: WorkDir, bucket: int, images: pa.Table, matched: np.ndarray) -> dict:
-    images_file, counts_file = _bucket_files(bucket)
-    write_parquet(work.path(images_file), images)
-    write_query_counts(work.path(counts_file), matched)
-    counts = {"images": images.num_rows,
-              "image_texts": int(pc.sum(pc.list_value_length(images["texts"])).as_py() or 0)}
+    counts = write_bucket(*(work.path(f) for f in _bucket_files(bucket)), images, matched)
     work.mark_done(_bucket_unit(bucket), counts, _bucket_files(bucket))
     return counts
 

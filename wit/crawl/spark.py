@@ -18,15 +18,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from wit.crawl.images import GROUPED_COLUMNS, group_rows
-from wit.formats.atomic import write_parquet
-from wit.formats.crawl import write_query_counts
+from wit.crawl.images import GROUPED_COLUMNS, SELECTED_SCHEMA, group_rows, write_bucket
 from wit.formats.errors import WitError
 
-ROW_TYPES = {"uid": pa.string(), "url": pa.string(), "text": pa.string(), "query_ids": pa.list_(pa.int32()),
-             "text_attr": pa.string(), "page_url": pa.string()}
+ROW_TYPES = {f.name: f.type for f in SELECTED_SCHEMA if f.name in GROUPED_COLUMNS}   # the matched rows' columns
 RESULT_SCHEMA = "bucket long, images long, image_texts long"
 
 
@@ -73,9 +69,6 @@ def _group_and_write(query_count: int, images_path: str, counts_path: str, table
     """One bucket, in a Spark Python worker: group, write its two files, return its counts."""
     number = table["bucket"][0].as_py()
     rows = pa.table({name: table[name].cast(ROW_TYPES[name]) for name in GROUPED_COLUMNS})
-    images, matched = group_rows(rows, query_count)
-    write_parquet(images_path.format(number), images)
-    write_query_counts(counts_path.format(number), matched)
-    image_texts = int(pc.sum(pc.list_value_length(images["texts"])).as_py() or 0)
-    return pa.table({"bucket": [number], "images": [images.num_rows], "image_texts": [image_texts]},
+    counts = write_bucket(images_path.format(number), counts_path.format(number), *group_rows(rows, query_count))
+    return pa.table({"bucket": [number], **{k: [v] for k, v in counts.items()}},
                     schema=pa.schema([("bucket", pa.int64()), ("images", pa.int64()), ("image_texts", pa.int64())]))

@@ -12,10 +12,9 @@ from wit.formats.embeddings import read_embeddings
 from wit.formats.errors import WitError
 
 
-def scores(embed_dir: str, shards_dir: str, uids: pa.Array) -> np.ndarray:
-    """float64 score per uid (NaN where the image could not be embedded)."""
-    table = aligned(embed_dir, shards_dir, uids)
-    images, texts = matrix(table["image"]), matrix(table["text"])
+def scores(embedded: pa.Table) -> np.ndarray:
+    """float64 score per row of `aligned` embeddings (NaN where the image could not be embedded)."""
+    images, texts = matrix(embedded["image"]), matrix(embedded["text"])
     return np.einsum("ij,ij->i", images, texts, dtype=np.float64)
 
 

@@ -29,9 +29,9 @@ import pyarrow.compute as pc
 from tqdm import tqdm
 
 from wit import __version__
-from wit.filter import hashes, neardup, samples, textrules
+from wit.filter import clipscore, hashes, neardup, samples, textrules
 from wit.flags import option
-from wit.formats.atomic import atomic_path, write_json, write_parquet
+from wit.formats.atomic import file_sha256, write_json, write_parquet
 from wit.formats.embeddings import SUMMARY as EMBED_SUMMARY, manifest_sha256
 from wit.formats.errors import WitError
 from wit.formats.evalsets import EvalSet, open_evalset
@@ -39,7 +39,6 @@ from wit.formats.shards import DATACARD, MANIFEST, read_manifest, shard_name, wr
 from wit.formats.shardwrite import plot_distribution, write_shard_file
 from wit.formats.tars import Member, read_member
 from wit.formats.workdir import WorkDir, claim
-from train.embed import file_sha256   # the model-based filters run the trainer's models (light import)
 
 log = logging.getLogger("wit.filter")
 
@@ -136,33 +135,37 @@ def run(config: FilterConfig) -> dict:
                                                                     default=1)
     inputs = {"shards": os.path.abspath(config.shards), "manifest_sha256": manifest_sha256(config.shards),
               "evalsets": {eval_name(e.path): _fingerprint(e) for e in evalsets},
-              "embeddings": _file_sha256(os.path.join(config.embeddings, EMBED_SUMMARY)) if config.embeddings
-              else None,
-              "checkpoint_sha256": file_sha256(config.checkpoint) if config.checkpoint else None}
+              "embeddings": file_sha256(os.path.join(config.embeddings, EMBED_SUMMARY),
+                                        "embeddings summary (not a finished `wit embed` output?)")
+              if config.embeddings else None,
+              "checkpoint_sha256": file_sha256(config.checkpoint, "checkpoint") if config.checkpoint else None}
     with claim(config.out, "filter", {**settings, "inputs": inputs}, config.overwrite,
                inputs=tuple(p for p in (config.shards, *config.decontaminate, config.embeddings) if p)) as work:
         done = work.complete()
         if done is not None:
             return done
         embed_dir = config.embeddings or (_embed(config, work) if config.checkpoint else "")
+        hashing = config.near_dup or bool(evalsets)
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["wit.filter.samples"])
         with ProcessPoolExecutor(config.workers, mp_context=context) as pool:
-            table = _read(config.shards, manifest, config.near_dup or bool(evalsets), pool, work)
+            table = _read(config.shards, manifest, hashing, pool, work)
             removal = Removal(table.num_rows)
-            vectors = _EvalVectors(config, embed_dir, table["uid"]) if evalsets and config.checkpoint else None
+            # the embeddings, row for row, read once for every filter that needs them
+            embedded = clipscore.aligned(embed_dir, config.shards, table["uid"]) if embed_dir else None
+            vectors = _EvalVectors(config, embedded) if evalsets and config.checkpoint else None
             contamination = _decontaminate(table, evalsets, config.hamming, removal, pool, vectors) \
                 if evalsets else None
             _text_rules(table, config, removal)
             if config.clip_score:
-                _clip_score(table, config, embed_dir, removal)
+                _clip_score(config, embedded, removal)
             if config.near_dup:
                 _near_dup(table, config.hamming, removal)
             kept = np.flatnonzero(removal.alive)
             shards = _write_all(table, kept, settings["samples_per_shard"], config.shards, work, pool)
         counts = removal.counts()
         counts.update(input_samples=table.num_rows, kept_samples=len(kept),
-                      unhashable_images=int(table["phash"].null_count) if config.near_dup or evalsets else 0)
+                      unhashable_images=int(table["phash"].null_count) if hashing else 0)
         _write_removed(work.path(REMOVED), table["uid"], removal)
         if contamination is not None:
             write_json(work.path(CONTAMINATION), contamination)
@@ -261,13 +264,12 @@ class _EvalVectors:
     where there is none) in a faiss inner-product index, and the model that embeds the
     evaluation images."""
 
-    def __init__(self, config: FilterConfig, embed_dir: str, uids: pa.ChunkedArray) -> None:
+    def __init__(self, config: FilterConfig, embedded: pa.Table) -> None:
         import faiss
 
         from train.embed import load_model
-        from wit.filter import clipscore
 
-        images = clipscore.matrix(clipscore.aligned(embed_dir, config.shards, uids)["image"])
+        images = clipscore.matrix(embedded["image"])
         self.rows = np.flatnonzero(~np.isnan(images[:, 0]))
         self.index = faiss.IndexFlatIP(images.shape[1])
         self.index.add(np.ascontiguousarray(images[self.rows]))
@@ -372,10 +374,8 @@ def _text_rules(table: pa.Table, config: FilterConfig, removal: Removal) -> None
             removal.remove(int(row), "text", found[0], value=found[1])
 
 
-def _clip_score(table: pa.Table, config: FilterConfig, embed_dir: str, removal: Removal) -> None:
-    from wit.filter import clipscore
-
-    score = clipscore.scores(embed_dir, config.shards, table["uid"])
+def _clip_score(config: FilterConfig, embedded: pa.Table, removal: Removal) -> None:
+    score = clipscore.scores(embedded)
     for row in np.flatnonzero(removal.alive & np.isnan(score)):
         removal.remove(int(row), "clip_score", "no_image_embedding")
     reason = "min_score" if config.min_score is not None else "keep_fraction"
@@ -453,8 +453,6 @@ def write_shard(index: int, plan: list[tuple[str, str, list[tuple[str, int, int]
 
 
 def _write_removed(path: str, uids: pa.ChunkedArray, removal: Removal) -> None:
-    import pyarrow.parquet as pq
-
     rows = np.flatnonzero(~removal.alive)
     table = pa.table({
         "uid": uids.take(pa.array(rows)),
@@ -463,8 +461,7 @@ def _write_removed(path: str, uids: pa.ChunkedArray, removal: Removal) -> None:
         "match": pa.array([removal.match[r] for r in rows], pa.string()),
         "value": pa.array(removal.value[rows], pa.float64(), mask=np.isnan(removal.value[rows])),
     }, schema=REMOVED_SCHEMA)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+    write_parquet(path, table)
 
 
 def _per_query(query_ids: pa.ChunkedArray) -> np.ndarray:
@@ -489,14 +486,8 @@ def _datacard(before: np.ndarray, after: np.ndarray, counts: dict) -> dict:
 def _fingerprint(evalset: EvalSet) -> dict:
     """What decides an evaluation set's images: its files' names, sizes and mtimes."""
     files = evalset.folder.files if evalset.folder is not None else evalset.tars
-    listing = [(os.path.relpath(str(f), evalset.path), os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
+    listing = [(os.path.relpath(str(f), evalset.path), st.st_size, st.st_mtime_ns)
+               for f, st in ((f, os.stat(f)) for f in files)]
     return {"path": os.path.abspath(evalset.path), "files": len(listing),
             "sha256": hashlib.sha256(json.dumps(listing).encode()).hexdigest()}
 
-
-def _file_sha256(path: str) -> str:
-    try:
-        with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
-    except OSError as e:
-        raise WitError(f"{path}: cannot read ({e.strerror or e}; not a finished `wit embed` output?)") from None

@@ -1,12 +1,14 @@
 """Atomic output: a file is written under a temporary name beside its target, flushed to
 disk, then renamed over it, so a reader sees the whole old file or the whole new one; a
-directory is swapped with another in one step."""
+directory is swapped with another in one step. And the readers every stage shares: a
+file's sha256, a JSON object."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import errno
+import hashlib
 import json
 import os
 import tempfile
@@ -76,6 +78,17 @@ def write_parquet(path: str | os.PathLike, table: "pa.Table") -> None:
 
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
+
+
+def file_sha256(path: str | os.PathLike, what: str) -> str:
+    """The sha256 of a file, or a WitError naming it and `what` it is."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except FileNotFoundError:
+        raise WitError(f"{path}: no such {what}") from None
+    except OSError as e:
+        raise WitError(f"{path}: cannot read the {what} ({e.strerror or e})") from None
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -10,13 +10,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from wit.formats.atomic import read_json_object
+from wit.formats.atomic import file_sha256, read_json_object
 from wit.formats.errors import WitError
 from wit.formats.shards import MANIFEST
 
@@ -37,12 +36,7 @@ def embedding_file(shard: str) -> str:
 def manifest_sha256(shards_dir: str) -> str:
     """The sha256 of a SHARDS dir's manifest.json: what embeddings and filters record of
     their input."""
-    path = os.path.join(shards_dir, MANIFEST)
-    try:
-        with open(path, "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()
-    except FileNotFoundError:
-        raise WitError(f"{path}: no manifest (not a finished `wit shard` output?)") from None
+    return file_sha256(os.path.join(shards_dir, MANIFEST), "shard manifest (not a finished `wit shard` output?)")
 
 
 def read_summary(embed_dir: str) -> dict:
