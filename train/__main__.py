@@ -9,8 +9,10 @@ import json
 import logging
 import os
 import sys
+from functools import partial
 
 from wit.formats.errors import WitError
+from wit.formats.processes import lead
 
 PROG = "python -m train"
 
@@ -25,6 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format=f"%(asctime)s [rank {rank}] %(name)s: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("train").setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    return lead(PROG, partial(_run, args, rank))
+
+
+def _run(args: argparse.Namespace, rank: int) -> int:
+    """Train; a configuration error is one line. SIGTERM, SIGUSR1 and a first SIGINT make
+    the trainer checkpoint and exit 75 (see train.checkpoint.StopRequest)."""
     try:
         from train.config import load_config
         from train.loop import PREEMPTED, train

@@ -4,6 +4,7 @@ overrides, resolved and validated once, then never mutated."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -74,6 +75,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-6
     grad_clip: float = 0.0         # max gradient norm, 0 = off
+    skip_nonfinite: int = 3        # non-finite steps in a row skipped without an update; one more stops the run
     precision: str = "auto"        # auto (bf16 autocast on GPU, fp32 on CPU), bf16, fp32
     optimizer_state: str = "fp32"  # fp32, or 8bit / 4bit (torchao low-precision AdamW states)
     workers: int = 4               # dataloader workers per rank
@@ -85,7 +87,7 @@ class TrainConfig:
     keep_checkpoints: int = 3      # step_N.pt files kept besides latest.pt (0 = all)
     eval_every: int = 0            # 0 = only at the end (when eval is configured)
     log_every: int = 10
-    resume: str = "auto"           # auto (latest checkpoint in run_dir, if any), none, or a path
+    resume: str = "auto"           # auto (newest valid checkpoint in run_dir, if any), none, restart, or a path
     sizes: str | None = None       # sizes.json for the shards (default: the one next to them)
     tensorboard: bool = True
     progress: bool = True
@@ -99,7 +101,10 @@ class TrainConfig:
         for name in ("batch_size", "accum_steps", "steps", "shuffle_window", "max_pixels", "log_every"):
             if getattr(self, name) < 1:
                 raise WitError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("warmup", "workers", "save_every", "eval_every", "keep_checkpoints"):
+        for name, value in _floats(self):
+            if not math.isfinite(value):
+                raise WitError(f"{name} must be a finite number, got {value}")
+        for name in ("warmup", "workers", "save_every", "eval_every", "keep_checkpoints", "skip_nonfinite"):
             if getattr(self, name) < 0:
                 raise WitError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.lr <= 0:
@@ -113,6 +118,19 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _floats(config: Any, prefix: str = "") -> list[tuple[str, float]]:
+    """(dotted name, value) of every float in a config tree, tuples' items included."""
+    found = []
+    for f in dataclasses.fields(config):
+        value, name = getattr(config, f.name), prefix + f.name
+        if dataclasses.is_dataclass(value):
+            found += _floats(value, f"{name}.")
+        for i, item in enumerate(value if isinstance(value, tuple) else (value,)):
+            if isinstance(item, float):
+                found.append((f"{name}[{i}]" if isinstance(value, tuple) else name, item))
+    return found
 
 
 def load_config(path: str | None, overrides: list[str] = ()) -> TrainConfig:

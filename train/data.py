@@ -322,9 +322,10 @@ def loader(stream: EpochStream, processes: bool, pin_memory: bool, seed: int) ->
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
-    """SLURM signals every process of a task before its time limit; the workers must live on
-    while the training process checkpoints (they exit with it)."""
-    for sig in (signal.SIGTERM, signal.SIGUSR1):
+    """SLURM signals every process of a task before its time limit, and Ctrl-C the whole
+    process group; the workers must live on while the training process checkpoints (they
+    exit with it)."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
         signal.signal(sig, signal.SIG_IGN)
 
 

@@ -91,7 +91,8 @@ def run(config: EmbedConfig) -> dict:
     with ExitStack() as stack:
         if not world.is_main:                # rank 0 claims (and may start the build dir) first
             dist.barrier(world)
-        work = stack.enter_context(claim(config.out, "embed", fingerprint, config.overwrite, inputs=(shards_dir,)))
+        work = stack.enter_context(claim(config.out, "embed", fingerprint, config.overwrite, inputs=(shards_dir,),
+                                             lock=world.is_main))
         if world.is_main:
             dist.barrier(world)
         dist.barrier(world)                  # every rank has claimed before any writes

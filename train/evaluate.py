@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -35,6 +36,7 @@ from train.tasks import retrieval_on_shards, zeroshot_on_imagefolder
 from wit.formats import atomic
 from wit.formats.evalsets import read_imagefolder
 from wit.formats.errors import WitError
+from wit.formats.processes import lead
 
 PROG = "python -m train.evaluate"
 
@@ -203,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--linear-probe needs --train-imagefolder and --imagefolder (the test images)")
     if args.batch_size < 1 or args.max_samples < 1:
         parser.error("--batch-size and --max-samples must be at least 1")
+    return lead(PROG, partial(_run, args), resumes=False)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         report = evaluate(args)
         if args.suite:

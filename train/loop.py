@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 import resource
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -28,6 +30,7 @@ from train.shards import list_shards
 from train.step import Stepper
 from wit.formats.atomic import write_json
 from wit.formats.errors import WitError
+from wit.formats.locks import OutputLock
 
 log = logging.getLogger("train")
 PREEMPTED = 75   # exit status after a signal-requested checkpoint (EX_TEMPFAIL: run again to resume)
@@ -35,26 +38,38 @@ PREEMPTED = 75   # exit status after a signal-requested checkpoint (EX_TEMPFAIL:
 
 @dataclass
 class RunPosition:
-    """Where the run stands: steps taken and samples seen."""
+    """Where the run stands: steps taken and samples seen; the non-finite steps skipped (in
+    all, and in a row now) and the step after which the weights last changed."""
     step: int = 0
     samples: int = 0
+    skipped: int = 0
+    streak: int = 0
+    updated: int = 0
 
-    def advance(self, global_batch: int) -> None:
+    def advance(self, global_batch: int, applied: bool) -> None:
         self.step += 1
         self.samples += global_batch
+        self.skipped += not applied
+        self.streak = 0 if applied else self.streak + 1
+        self.updated = self.step if applied else self.updated
 
     def state_dict(self) -> dict:
-        return {"step": self.step, "samples": self.samples}
+        return {"step": self.step, "samples": self.samples, "skipped": self.skipped, "streak": self.streak,
+                "updated": self.updated}
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self.samples = state["step"], state["samples"]
+        self.skipped, self.streak = state.get("skipped", 0), state.get("streak", 0)
+        self.updated = state.get("updated", self.step)
 
 
 class RunConfig:
     """The configuration as a checkpoint part: saved whole; a resume refuses a change of the
-    settings that fix the model and the data stream."""
-    FIXED = ("seed", "batch_size", "accum_steps", "shuffle_window", "text_sampling", "model.name", "model.config")
-    ADDED = {"text_sampling": "fixed"}   # what a checkpoint made before a setting existed had
+    settings that fix the model, the optimizer's state and the data stream, and logs the
+    others that changed (they take effect from the resumed step: see optim.Optimization)."""
+    FIXED = ("seed", "batch_size", "accum_steps", "shuffle_window", "text_sampling", "model.name", "model.config",
+             "optimizer_state")
+    ADDED = {"text_sampling": "fixed", "optimizer_state": "fp32"}   # what a checkpoint made before a setting existed had
 
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
@@ -70,6 +85,19 @@ class RunConfig:
             if before != after:
                 raise WitError(f"resume: {key} was {before!r} in the checkpoint, now {after!r}; use the "
                                f"checkpoint's value or a new run_dir")
+        changed = [f"{key} {before!r} -> {after!r}" for key, before, after in _changes(saved, now)
+                   if key not in self.FIXED and key != "resume"]
+        if changed:
+            log.info("resume: changed %s; in effect from the resumed step", ", ".join(changed))
+
+
+def _changes(before: Any, after: Any, prefix: str = "") -> Iterator[tuple[str, Any, Any]]:
+    """(dotted key, old, new) of every leaf value that differs."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        for key in dict.fromkeys([*before, *after]):
+            yield from _changes(before.get(key), after.get(key), f"{prefix}{key}.")
+    elif before != after and not (isinstance(before, list) and tuple(before) == after):
+        yield prefix.rstrip("."), before, after
 
 
 def _dotted(tree: dict, key: str) -> Any:
@@ -82,6 +110,35 @@ def train(cfg: TrainConfig) -> dict:
     """Run (or resume) training as configured; return the run summary. Every rank calls it."""
     world = dist.init()
     stop = checkpoint.StopRequest()   # from the start: a signal during set-up still ends in a checkpoint
+    with _run_lock(Path(cfg.run_dir), world):
+        return _train(cfg, world, stop)
+
+
+@contextmanager
+def _run_lock(run_dir: Path, world: World) -> Iterator[None]:
+    """Rank 0 holds RUN/.train.lock for the whole run: a second run on the same run dir is
+    refused at once, naming the process that trains in it (wit.formats.locks)."""
+    lock = OutputLock(str(run_dir / ".train.lock"), str(run_dir))
+    try:
+        _on_main(world, lock.acquire)
+        yield
+    finally:
+        lock.release()
+
+
+def _on_main(world: World, action: Callable[[], Any]) -> None:
+    """`action` on rank 0; its error raised on every rank (none waits in a collective)."""
+    error = None
+    if world.is_main:
+        try:
+            action()
+        except WitError as e:
+            error = e
+    if dist.any_rank(world, error is not None)[0]:
+        raise error or WitError("stopped by rank 0's error (see its log)")
+
+
+def _train(cfg: TrainConfig, world: World, stop: checkpoint.StopRequest) -> dict:
     run_dir = Path(cfg.run_dir)
     if cfg.batch_size % (world.size * cfg.accum_steps):
         raise WitError(f"batch_size {cfg.batch_size} is not divisible by {world.size} ranks x "
@@ -102,10 +159,12 @@ def train(cfg: TrainConfig) -> dict:
     checkpointer = checkpoint.Checkpointer(run_dir / "checkpoints", cfg.keep_checkpoints, world, {
         "config": RunConfig(cfg), "state_dict": model, "optimizer": optimization, "position": position,
         "data": stream, "rng": checkpoint.Rng()})   # state_dict: where OpenCLIP looks for the weights
-    resume_from = checkpoint.resume_path(cfg.resume, run_dir)
-    if resume_from is not None:
-        checkpointer.restore(resume_from)
-        log.info("resumed from %s at step %d", resume_from, position.step)
+    found = checkpoint.newest_valid(checkpoint.candidates(cfg.resume, checkpointer.directory), checkpointer.parts)
+    if found is not None:
+        checkpointer.restore_state(found[1])
+        log.info("resumed from %s at step %d", found[0], position.step)
+    else:
+        _on_main(world, partial(checkpoint.start_afresh, cfg.resume, checkpointer.directory))
     if world.is_main:
         write_json(run_dir / "config.json", cfg.to_dict())
         models.write_model_config(cfg.model, run_dir)
@@ -151,14 +210,15 @@ class Trainer:
             batch = window.next(batches)
             if dist.any_rank(self.world, "error" in batch)[0]:   # every rank stops, none waits in a collective
                 raise WitError(batch.get("error", "a data error on another rank (see its log)"))
-            loss = self.stepper(*self.stepper.inputs(batch))
+            loss, norm = self.stepper(*self.stepper.inputs(batch))
             stopping = self.stop.signal is not None
-            nonfinite, stopping = dist.any_rank(self.world, not torch.isfinite(loss).item(), stopping)
+            # one CPU-GPU sync for both checks; a non-finite update is never applied, nor saved
+            nonfinite, stopping = dist.any_rank(self.world, not torch.isfinite(loss + norm).item(), stopping)
             if nonfinite:
-                raise WitError(f"non-finite loss at step {position.step}; lower lr or check the data "
-                               f"(last checkpoint is kept in {cfg.run_dir}/checkpoints)")
-            self.stepper.finish()
-            position.advance(cfg.batch_size)
+                self._skip()
+            else:
+                self.stepper.finish()
+            position.advance(cfg.batch_size, applied=not nonfinite)
             self.stream.advance(batch)
             self.metrics.advance()
             last = position.step == cfg.steps
@@ -175,7 +235,30 @@ class Trainer:
                 if results:
                     self.metrics.log(position.step, results, kind="eval")
         return {"step": position.step, "samples": position.samples, "loss": float(loss), "preempted": False,
-                **self.stream.totals()}
+                "skipped_steps": position.skipped, **self.stream.totals()}
+
+    def _skip(self) -> None:
+        """A step whose loss or gradient is not finite: no update (the schedule moves on);
+        more than `skip_nonfinite` in a row and the run has diverged (`_diverged`)."""
+        position, limit = self.position, self.cfg.skip_nonfinite
+        if position.streak >= limit:
+            self._diverged()
+        self.stepper.skip()
+        log.warning("step %d: non-finite loss or gradient; skipped without an update (%d in a row, at most %d; "
+                    "%d in all)", position.step + 1, position.streak + 1, limit, position.skipped + 1)
+
+    def _diverged(self) -> None:
+        """Stop: the weights since the last update give non-finite losses. The checkpoints
+        that hold them are set aside, and the error names the last good one."""
+        position, directory = self.position, self.checkpointer.directory
+        good = checkpoint.set_aside_diverged(directory, position.updated) if self.world.is_main else None
+        dist.barrier(self.world)
+        then = (f"the last good checkpoint is {good}: run again with a lower lr to continue from it" if good else
+                "no checkpoint from before it is left: run again with a lower lr to start from step 0")
+        raise WitError(f"non-finite loss or gradient at step {position.step + 1}, {position.streak + 1} steps in a "
+                       f"row (skip_nonfinite={self.cfg.skip_nonfinite}): the run diverged after the update of step "
+                       f"{position.updated}; its checkpoints from that step on are set aside in "
+                       f"{directory / checkpoint.DIVERGED}; {then}")
 
 
 class _Window:
@@ -203,6 +286,7 @@ class _Window:
                   "logit_scale": run.model.logit_scale.exp().item(), "samples_per_s": rate,
                   "samples_per_s_per_device": rate / world.size, "data_wait_fraction": t[1].item(),
                   "memory_mb": _memory_mb(world.device), "epoch": run.stream.epoch, "samples": position.samples,
+                  "skipped_steps": position.skipped,
                   **run.stream.totals()}
         self.step, self.start, self.data_wait = position.step, time.perf_counter(), 0.0
         return values

@@ -71,10 +71,33 @@ def create(cfg: ModelConfig) -> torch.nn.Module:
     return model
 
 
+CHARS_PER_TOKEN = 8   # the text cap: this many characters per token of the context length
+
+
 def tokenizer(cfg: ModelConfig) -> Callable:
-    """OpenCLIP's tokenizer for the model (lower-cased BPE, the model's context length)."""
+    """OpenCLIP's tokenizer for the model (lower-cased BPE, the model's context length),
+    behind the text cap (`BoundedTokenizer`): every path that tokenizes (training,
+    evaluation, search, `wit embed`, the filters) gets its tokenizer here."""
     register(cfg)
-    return open_clip.get_tokenizer(cfg.name)
+    return BoundedTokenizer(open_clip.get_tokenizer(cfg.name))
+
+
+class BoundedTokenizer:
+    """A tokenizer that sees at most `CHARS_PER_TOKEN x context_length` characters of each
+    text (616 for CLIP's 77 tokens). OpenCLIP's BPE is quadratic in the length of a word
+    (a 20k-letter word takes 19 s) and keeps only `context_length` tokens anyway: a text
+    that needs more than 8 characters per token to fill the context (long runs of spaces,
+    words of hundreds of letters) is all the cap can change, and a million-letter caption
+    costs what a 616-letter one does."""
+
+    def __init__(self, inner: Callable) -> None:
+        self.inner = inner
+        self.context_length = getattr(inner, "context_length", 77)
+        self.max_chars = CHARS_PER_TOKEN * self.context_length
+
+    def __call__(self, texts: str | list[str]) -> torch.Tensor:
+        texts = [texts] if isinstance(texts, str) else texts
+        return self.inner([text[: self.max_chars] for text in texts])
 
 
 def image_size(model: torch.nn.Module) -> int:

@@ -18,10 +18,13 @@ def no_decay(name: str, param: torch.nn.Parameter) -> bool:
 
 class Optimization:
     """The optimizer and its learning-rate schedule: stepped together, checkpointed together
-    (torchao's quantised states spelled out, so the checkpoint loads with weights_only=True)."""
+    (torchao's quantised states spelled out, so the checkpoint loads with weights_only=True).
+    On restore, the run's settings (lr, weight_decay, betas, eps; steps, warmup and min_lr
+    through the schedule) replace the saved ones, from the restored step on."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, schedule: torch.optim.lr_scheduler.LambdaLR):
-        self.optimizer, self.schedule = optimizer, schedule
+    def __init__(self, optimizer: torch.optim.Optimizer, schedule: torch.optim.lr_scheduler.LambdaLR,
+                 cfg: TrainConfig):
+        self.optimizer, self.schedule, self.cfg = optimizer, schedule, cfg
 
     @property
     def lr(self) -> float:
@@ -37,6 +40,18 @@ class Optimization:
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(restore_state(state["optimizer"]))
         self.schedule.load_state_dict(state["scheduler"])
+        cfg, step = self.cfg, self.schedule.last_epoch
+        for group, decay in zip(self.optimizer.param_groups, (cfg.weight_decay, 0.0)):
+            # computed as LambdaLR computes it (torchao keeps lr as a tensor, and so does LambdaLR then)
+            old = group["initial_lr"]
+            group["initial_lr"] = torch.full_like(old, cfg.lr) if isinstance(old, torch.Tensor) else cfg.lr
+            lr = group["initial_lr"] * lr_factor(step, cfg)
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
+            group.update(weight_decay=decay, betas=cfg.betas, eps=cfg.eps)
+        self.schedule.base_lrs = [group["initial_lr"] for group in self.optimizer.param_groups]
 
 
 def build(model: torch.nn.Module, cfg: TrainConfig) -> Optimization:
@@ -55,7 +70,7 @@ def build(model: torch.nn.Module, cfg: TrainConfig) -> Optimization:
             raise WitError(f"optimizer_state={cfg.optimizer_state} needs torchao (pip install torchao)") from None
         cls = torchao.optim.AdamW8bit if cfg.optimizer_state == "8bit" else torchao.optim.AdamW4bit
         optimizer = cls(groups, **kwargs)
-    return Optimization(optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg)))
+    return Optimization(optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg)), cfg)
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import sys
+from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -38,6 +39,7 @@ from wit.formats.atomic import atomic_open, file_sha256
 from wit.formats.embeddings import read_embeddings, read_summary
 from wit.formats.errors import WitError
 from wit.formats.images import ImageRefused
+from wit.formats.processes import lead
 
 PROG = "python -m train.search"
 
@@ -257,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.top < 1 or args.batch_size < 1:
         parser.error("--top and --batch-size must be at least 1")
+    return lead(PROG, partial(_run, args), resumes=False)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         lines = search(args)
     except WitError as e:

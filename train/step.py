@@ -30,8 +30,9 @@ class Stepper:
         pixels = batch["images"].to(self.world.device, non_blocking=True)
         return images.normalize(pixels, self.mean, self.std), batch["tokens"].to(self.world.device, non_blocking=True)
 
-    def __call__(self, pixels: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """Run the step; return this rank's loss (a 0-d tensor, not synchronised)."""
+    def __call__(self, pixels: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Compute the gradients; return this rank's loss and the gradient norm (0-d tensors,
+        not synchronised; the gradients are all-reduced, so the norm is every rank's)."""
         self.optimization.optimizer.zero_grad(set_to_none=True)
         if self.cfg.accum_steps == 1:
             with self.autocast():
@@ -40,14 +41,22 @@ class Stepper:
             loss.backward()
         else:
             loss = self._accumulated(pixels, tokens)
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         if self.cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        return loss.detach()
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        else:
+            norm = torch.nn.utils.get_total_norm(grads)
+        return loss.detach(), norm
 
     def finish(self) -> None:
-        """Apply the gradients (after the caller has checked the loss is finite everywhere)."""
+        """Apply the gradients (after the caller has checked that the loss and the gradient
+        norm are finite on every rank)."""
         self.optimization.step()
         clamp_logit_scale(self.model)
+
+    def skip(self) -> None:
+        """Leave the weights as they are (a non-finite step); the schedule moves on."""
+        self.optimization.schedule.step()
 
     def _accumulated(self, pixels: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Feature caching (GradCache / OpenCLIP's accum-freq): features of every micro-batch

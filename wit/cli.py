@@ -11,6 +11,7 @@ from functools import partial
 from wit import __version__
 from wit.flags import add_flags, config_from
 from wit.formats.errors import WitError
+from wit.formats.processes import lead
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,6 +19,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
+    return lead(f"wit {args.command}", partial(_run, args), resumes=args.command != "inspect")
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The stage, its errors as one line each (SIGINT and SIGTERM: see wit.formats.processes)."""
     try:
         args.run(args)
     except WitError as e:
@@ -27,9 +33,6 @@ def main(argv: list[str] | None = None) -> int:
         where = e.filename or getattr(config, "out", None) or "output"
         hint = "; free some space and run the same command again to resume" if e.errno == errno.ENOSPC else ""
         return _fail(args.command, f"{where}: {e.strerror or e}{hint}")
-    except KeyboardInterrupt:
-        print(f"wit {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
     return 0
 
 

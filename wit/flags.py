@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 C = TypeVar("C")
 
@@ -46,11 +47,22 @@ def add_flags(parser: argparse.ArgumentParser, config: type) -> None:
         parser.add_argument("--" + f.metadata.get("flag", f.name.replace("_", "-")), **kwargs)
 
 
-def _scalar(kind: Any) -> type:
-    """int, float or str, also out of `X | None`."""
+def _scalar(kind: Any) -> Callable[[str], Any]:
+    """int, finite float or str, also out of `X | None`."""
     if typing.get_origin(kind) in (typing.Union, types.UnionType):
         kind = next(k for k in typing.get_args(kind) if k is not type(None))
-    return kind
+    return finite_float if kind is float else kind
+
+
+def finite_float(value: str) -> float:
+    """A float flag: `nan` and `inf` are refused like any other bad number."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(value)
+    return number
+
+
+finite_float.__name__ = "float"   # argparse names the type in its error: "invalid float value: 'nan'"
 
 
 def config_from(args: argparse.Namespace, config: type[C]) -> C:

@@ -26,7 +26,7 @@ def main(out: str, accum: int, batch: int) -> None:
     rows = slice(world.rank * batch // world.size, (world.rank + 1) * batch // world.size)
     wrapped = DistributedDataParallel(model) if world.size > 1 else model
     stepper = Stepper(model, wrapped, optim.build(model, cfg), cfg, world, *models.mean_std(model))
-    loss = stepper(*stepper.inputs({"images": pixels[rows], "tokens": tokens[rows]}))
+    loss, _ = stepper(*stepper.inputs({"images": pixels[rows], "tokens": tokens[rows]}))
     if world.size > 1:
         torch.distributed.all_reduce(loss)
         loss /= world.size

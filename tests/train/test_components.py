@@ -131,9 +131,10 @@ def test_checkpoints_keep_the_newest_and_latest_points_at_the_last(tmp_path):
         checkpoint.save(tmp_path, step, {"step": step}, keep=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pt", "step_6.pt", "step_8.pt"]
     assert torch.load(tmp_path / "latest.pt", weights_only=True)["step"] == 8
-    assert checkpoint.resume_path("auto", tmp_path.parent / "nothing") is None
+    assert checkpoint.candidates("auto", tmp_path) == [tmp_path / "step_8.pt", tmp_path / "step_6.pt"]
+    assert checkpoint.candidates("auto", tmp_path.parent / "nothing") == []
     with pytest.raises(WitError, match="resume checkpoint not found"):
-        checkpoint.resume_path(str(tmp_path / "step_2.pt"), tmp_path)
+        checkpoint.candidates(str(tmp_path / "step_2.pt"), tmp_path)
 
 
 class Part:

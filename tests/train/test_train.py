@@ -89,7 +89,7 @@ def test_a_run_stopped_by_a_signal_or_killed_resumes_exactly(tmp_path, shards, t
     assert 5 <= stopped_at < 12
     done = run_module("train", "--config", config)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert f"resumed from {stopped}/checkpoints/latest.pt at step {stopped_at}" in done.stderr
+    assert f"resumed from {stopped}/checkpoints/step_{stopped_at}.pt at step {stopped_at}" in done.stderr
     assert same_parameters(final_state(stopped)["state_dict"], reference["state_dict"])
 
     # kill -9 right after the step-8 checkpoint, then resume=auto

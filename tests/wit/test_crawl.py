@@ -26,6 +26,7 @@ from tests.wit.watgen import WatImage, WatPage, write_wat
 from wit.crawl import image_fetch as fetch
 from tests.wit.test_urls import DISGUISED
 from wit.crawl.image_fetch import DEADLINE_ERROR, FetchPolicy, download_image
+from wit.crawl.img2dataset_download import failure_reason
 from wit.crawl.urls import NetworkPolicy, refusal
 
 QUERIES = ["dog", "cat", "red dog", "bird"]
@@ -86,6 +87,17 @@ def test_redirects_follow_the_policy(web, monkeypatch):
     assert stream is None and error == "refused_url: redirect_private"
     _, stream, error = download_image((0, web.url("/redirect-to/img/a.jpg")), 5, None, None)
     assert error is None and stream.read(3) == b"\xff\xd8\xff"
+
+
+@pytest.mark.parametrize("target", ["file:///etc/passwd", "gopher://127.0.0.1:70/x", "ftp://127.0.0.1/a.jpg",
+                                    "data:image/png;base64,AAAA", "javascript:alert(1)", "FILE:///etc/hosts"])
+def test_every_refused_redirect_scheme_has_one_reason(web, monkeypatch, target):
+    """urllib rejects some schemes itself (file:, gopher:) with its own message; whatever
+    the scheme, the policy answers first, and the reason is the same."""
+    monkeypatch.setattr(fetch, "_policy", LOCAL)
+    _, stream, error = download_image((0, web.url(f"/redirect?to={quote(target)}")), 5, None, None)
+    assert stream is None and error == "refused_url: redirect_scheme"
+    assert failure_reason(error) == "refused_url"
 
 
 @pytest.mark.parametrize("url", DISGUISED)

@@ -34,7 +34,7 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from urllib.error import HTTPError
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import img2dataset.downloader as i2d_downloader
 from wit.crawl.urls import NetworkPolicy, refusal
@@ -192,6 +192,20 @@ class _HTTPSHandler(urllib.request.HTTPSHandler):
 
 
 class _PolicyRedirectHandler(urllib.request.HTTPRedirectHandler):
+    """Every redirect target is judged by the url policy first, so a refused one has the
+    policy's reason (`redirect_scheme` for file:, gopher: or ftp: alike), not urllib's
+    message for the schemes it happens to reject itself."""
+
+    def http_error_302(self, req, fp, code, msg, headers):
+        target = headers.get("location") or headers.get("uri")
+        if target:
+            reason = refusal(urljoin(req.full_url, target), _policy.network)
+            if reason:
+                raise Refused(f"redirect_{reason}")
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         reason = refusal(newurl, _policy.network)
         if reason:

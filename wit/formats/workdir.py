@@ -12,6 +12,9 @@ stage's files, `.wit/`:
   files it wrote (a unit whose files are all present is not done again);
 - `scratch/`: intermediate files, removed when the stage completes;
 - `complete.json`: the stage's summary.
+One run at a time builds an output: `claim` takes the lock `.NAME.lock` beside it
+(`wit.formats.locks`) first, so a second run on the same output is refused at once, naming
+the process that holds it; a lock left by a dead process is taken over, and that run resumes.
 A rerun with the same settings resumes the build dir, or finds the output complete and
 does nothing (with `overwrite` too: it would be the same); a complete output made with
 other settings is refused, naming the settings that differ, unless `overwrite`; a non-empty
@@ -25,12 +28,13 @@ import json
 import logging
 import os
 import shutil
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Iterator
 
 from wit import __version__
 from wit.formats.atomic import exchange_dirs, read_json, remove_temporaries, write_json
 from wit.formats.errors import Unfinished, WitError
+from wit.formats.locks import OutputLock
 
 log = logging.getLogger("wit.work")
 STATE = ".wit"
@@ -118,17 +122,24 @@ def sum_counters(values: list) -> Any:
 
 @contextmanager
 def claim(out: str, stage: str, fingerprint: dict, overwrite: bool = False,
-          inputs: tuple[str, ...] = (), revise: bool = False) -> Iterator[WorkDir]:
+          inputs: tuple[str, ...] = (), revise: bool = False, lock: bool = True) -> Iterator[WorkDir]:
     """Claim `out` for `stage` (see the module docstring); on an error inside the block the
     claim is abandoned (`WorkDir.abandon`). `revise` changes a complete output made with
     these settings: the build dir starts as a copy of it (hard links, so a file must be
     replaced, never written in place) without its `complete.json`, and is moved into place
-    like any other."""
-    identity = json.loads(json.dumps({"stage": stage, "fingerprint": fingerprint, "version": __version__}))
+    like any other. `lock: False` is for the other processes of a run whose leader holds
+    the lock (the ranks of `wit embed` under torchrun)."""
     out = os.path.normpath(out)
     if os.path.ismount(out):
         raise WitError(f"{out}: is a mount point, and the output is built beside it and moved into place; "
                        f"give a directory inside it (e.g. {os.path.join(out, 'NAME')})")
+    with OutputLock(_beside(out, "lock"), out) if lock else nullcontext():
+        yield from _claimed(out, stage, fingerprint, overwrite, inputs, revise)
+
+
+def _claimed(out: str, stage: str, fingerprint: dict, overwrite: bool, inputs: tuple[str, ...],
+             revise: bool) -> Iterator[WorkDir]:
+    identity = json.loads(json.dumps({"stage": stage, "fingerprint": fingerprint, "version": __version__}))
     _refuse_overlap(out, inputs)
     _recover_swap(out)
     previous = _claim_of(out)

@@ -1,0 +1,136 @@
+"""How every command ends on SIGINT or SIGTERM: within seconds, with a non-zero status
+(128 + the signal: 130, 143), one line saying what was interrupted and that the same
+command resumes, and no child process left behind.
+
+`lead(command, body)` runs a command's body as the leader of its processes:
+- SIGINT and SIGTERM raise `Interrupted` in the main thread. Before it is raised, every
+  descendant (pool workers, img2dataset's processes, the forkserver, the resource tracker)
+  is sent SIGTERM, so that no pool waits for work that will never finish; after the body
+  has unwound, any that is still alive is killed.
+- Whatever handler a library installs (img2dataset's SIGINT handler exits with status 0),
+  the signal is also seen through the interpreter's wakeup fd, which every Python-level
+  handler writes to: a body that ends "successfully" after such a signal still ends as
+  interrupted, so a third-party handler never decides the exit status.
+- A body may handle the signals itself (the trainer checkpoints and exits 75): a non-zero
+  status it returns is kept.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Callable
+
+import psutil
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+GRACE_SECONDS = 3.0
+
+
+class Interrupted(BaseException):
+    """A stop signal arrived (a BaseException, so `except Exception` does not swallow it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def lead(command: str, body: Callable[[], int], resumes: bool = True) -> int:
+    """Run `body` (which returns the exit status) as described in the module docstring."""
+    wakeup_r, wakeup_w = os.pipe()
+    os.set_blocking(wakeup_r, False)
+    os.set_blocking(wakeup_w, False)
+    previous_fd = signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
+    previous = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS}
+    status, signum = 1, None
+    try:
+        status = body()
+    except Interrupted as e:
+        signum = e.signum
+    except KeyboardInterrupt:   # a library that put Python's default SIGINT handler back
+        signum = signal.SIGINT
+    except SystemExit as e:   # a library's handler or its sys.exit
+        status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        for sig in STOP_SIGNALS:   # a second signal while cleaning up must not cut it short
+            signal.signal(sig, signal.SIG_IGN)
+        received = _received(wakeup_r)
+        signal.set_wakeup_fd(previous_fd)
+        os.close(wakeup_r)
+        os.close(wakeup_w)
+        if signum is None and status == 0 and received:
+            signum = received[0]
+        if signum is not None or received:
+            stop_descendants()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if signum is None:
+        return status
+    then = "; run the same command again to resume" if resumes else ""
+    print(f"{command}: interrupted by {signal.Signals(signum).name}{then}", file=sys.stderr, flush=True)
+    return 128 + signum
+
+
+def _interrupt(signum, frame) -> None:
+    for sig in STOP_SIGNALS:   # once: the unwinding is not interrupted again
+        signal.signal(sig, signal.SIG_IGN)
+    _signal_descendants(signal.SIGTERM)
+    raise Interrupted(signum)
+
+
+def _received(fd: int) -> list[int]:
+    """The stop signals written to the wakeup fd, in order."""
+    data = b""
+    try:
+        while chunk := os.read(fd, 4096):
+            data += chunk
+    except BlockingIOError:
+        pass
+    return [s for s in data if s in STOP_SIGNALS]
+
+
+def _signal_descendants(sig: int) -> list[psutil.Process]:
+    try:
+        children = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return []
+    for child in children:
+        try:
+            child.send_signal(sig)
+        except psutil.Error:
+            pass
+    return children
+
+
+def stop_descendants(grace: float = GRACE_SECONDS) -> None:
+    """SIGTERM to every descendant, then SIGKILL to those that ignore it (the resource
+    tracker, dataloader workers) or are alive after `grace` seconds; repeated while new ones
+    appear (a pool replaces its dead workers until it is shut down)."""
+    for _ in range(5):
+        children = _signal_descendants(signal.SIGTERM)
+        if not children:
+            return
+        deaf = [c for c in children if _ignores(c, signal.SIGTERM)]
+        _kill(deaf)
+        _, alive = psutil.wait_procs(children, timeout=grace)
+        _kill(alive)
+        psutil.wait_procs(alive, timeout=grace)
+
+
+def _kill(processes: list[psutil.Process]) -> None:
+    for process in processes:
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
+
+
+def _ignores(process: psutil.Process, sig: int) -> bool:
+    """Whether `process` ignores `sig` (the SigIgn mask of /proc/PID/status)."""
+    try:
+        with open(f"/proc/{process.pid}/status", encoding="ascii") as f:
+            mask = next(int(line.split()[1], 16) for line in f if line.startswith("SigIgn:"))
+    except (OSError, StopIteration, ValueError):
+        return False
+    return bool(mask >> (sig - 1) & 1)
