@@ -26,7 +26,9 @@ import http.client
 import io
 import ipaddress
 import itertools
+import multiprocessing
 import os
+import signal
 import socket
 import threading
 import time
@@ -389,3 +391,8 @@ def _write_counters_then_stats(output_folder, shard_id, *args, **kwargs):
 
 i2d_downloader.download_image = download_image
 i2d_downloader.write_stats = _write_counters_then_stats
+
+if multiprocessing.parent_process() is not None and threading.current_thread() is threading.main_thread():
+    # an img2dataset worker: Ctrl-C reaches the whole process group, and the leader stops
+    # its workers (wit.formats.processes), without a traceback from each
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

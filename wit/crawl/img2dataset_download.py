@@ -16,6 +16,7 @@ import glob
 import importlib
 import logging
 import os
+import signal
 import sys
 from collections import Counter
 from typing import TYPE_CHECKING, Iterator
@@ -87,7 +88,8 @@ def sample_columns(config: CrawlConfig) -> list[str]:
 
 @contextlib.contextmanager
 def _wit_downloader(policy: FetchPolicy, first_shard: int):
-    """Make img2dataset build a WitDownloader, and number its shards from `first_shard`."""
+    """Make img2dataset build a WitDownloader, number its shards from `first_shard`, and
+    leave SIGINT to the command (`_KeepSigint`)."""
     original_downloader, original_reader = i2d_main.Downloader, i2d_main.Reader
 
     class Reader(original_reader):
@@ -97,10 +99,25 @@ def _wit_downloader(policy: FetchPolicy, first_shard: int):
 
     i2d_main.Downloader = functools.partial(WitDownloader, policy=policy)
     i2d_main.Reader = Reader
+    i2d_main.signal = _KeepSigint()
     try:
         yield
     finally:
-        i2d_main.Downloader, i2d_main.Reader = original_downloader, original_reader
+        i2d_main.Downloader, i2d_main.Reader, i2d_main.signal = original_downloader, original_reader, signal
+
+
+class _KeepSigint:
+    """The `signal` module as img2dataset's `download` sees it: its SIGINT handler (which
+    deletes the shards' temporary files under the running workers, then exits 0) is not
+    installed; the command's leader handles SIGINT (wit.formats.processes)."""
+    SIGINT = signal.SIGINT
+
+    @staticmethod
+    def signal(signum, handler):
+        return signal.getsignal(signum) if signum == signal.SIGINT else signal.signal(signum, handler)
+
+    def __getattr__(self, name):
+        return getattr(signal, name)
 
 
 def _spark(config: CrawlConfig) -> contextlib.AbstractContextManager:

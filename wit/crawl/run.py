@@ -17,11 +17,10 @@ A killed crawl run again with the same command skips finished partitions and sha
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -45,6 +44,7 @@ from wit.formats.crawl import (CANDIDATE_SCHEMA, CANDIDATES, DOWNLOAD, ENTRY_COU
                                write_query_counts)
 from wit.formats.globs import expand
 from wit.formats.queries import read_queries
+from wit.formats.processes import worker_pool
 from wit.formats.workdir import STATE, WorkDir, claim, sum_counters
 
 log = logging.getLogger("wit.crawl")
@@ -310,10 +310,8 @@ def _match_all(config: CrawlConfig, work: WorkDir, partitions: list[Partition], 
     bar = tqdm(total=len(partitions), initial=len(results), unit="partition", desc="match",
                dynamic_ncols=True, mininterval=1.0)
     started, rows = time.time(), 0
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["wit.crawl.run"])
-    with ProcessPoolExecutor(min(config.processes, max(len(todo), 1)), mp_context=context,
-                             initializer=_init_worker, initargs=(queries, config.lowercase)) as pool:
+    with worker_pool(min(config.processes, max(len(todo), 1)), "wit.crawl.run", _init_worker,
+                     (queries, config.lowercase)) as pool:
         futures = {pool.submit(_match_partition, p, config, columns, work.root): p for p in todo}
         for future in as_completed(futures):
             result, partition = future.result(), futures[future]

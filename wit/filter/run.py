@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -38,6 +37,7 @@ from wit.formats.evalsets import EvalSet, open_evalset
 from wit.formats.shards import DATACARD, MANIFEST, read_manifest, shard_name, write_sizes
 from wit.formats.shardwrite import plot_distribution, write_shard_file
 from wit.formats.tars import Member, read_member
+from wit.formats.processes import worker_pool
 from wit.formats.workdir import WorkDir, claim
 
 log = logging.getLogger("wit.filter")
@@ -146,9 +146,7 @@ def run(config: FilterConfig) -> dict:
             return done
         embed_dir = config.embeddings or (_embed(config, work) if config.checkpoint else "")
         hashing = config.near_dup or bool(evalsets)
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["wit.filter.samples"])
-        with ProcessPoolExecutor(config.workers, mp_context=context) as pool:
+        with worker_pool(config.workers, "wit.filter.samples") as pool:
             table = _read(config.shards, manifest, hashing, pool, work)
             removal = Removal(table.num_rows)
             # the embeddings, row for row, read once for every filter that needs them

@@ -4,9 +4,11 @@ command resumes, and no child process left behind.
 
 `lead(command, body)` runs a command's body as the leader of its processes:
 - SIGINT and SIGTERM raise `Interrupted` in the main thread. Before it is raised, every
-  descendant (pool workers, img2dataset's processes, the forkserver, the resource tracker)
-  is sent SIGTERM, so that no pool waits for work that will never finish; after the body
-  has unwound, any that is still alive is killed.
+  descendant (pool workers, img2dataset's processes, the forkserver) is sent SIGTERM, so
+  that no pool waits for work that will never finish; after the body has unwound, any that
+  is still alive is killed. The resource tracker is left to exit with the leader, as it
+  does (it reads until the leader's end of its pipe closes).
+- SIGINT reaches the leader only, even when it is sent to the whole group (`_forward_sigint`).
 - Whatever handler a library installs (img2dataset's SIGINT handler exits with status 0),
   the signal is also seen through the interpreter's wakeup fd, which every Python-level
   handler writes to: a body that ends "successfully" after such a signal still ends as
@@ -17,10 +19,14 @@ command resumes, and no child process left behind.
 
 from __future__ import annotations
 
+import _thread
+import multiprocessing
 import os
 import signal
 import sys
-from typing import Callable
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Callable
 
 import psutil
 
@@ -38,6 +44,11 @@ class Interrupted(BaseException):
 
 def lead(command: str, body: Callable[[], int], resumes: bool = True) -> int:
     """Run `body` (which returns the exit status) as described in the module docstring."""
+    sys.warnoptions.append("ignore:resource_tracker:UserWarning")   # its leak report, after an interrupt
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    done = threading.Event()
+    watcher = threading.Thread(target=_forward_sigint, args=(done,), name="sigint", daemon=True)
+    watcher.start()
     wakeup_r, wakeup_w = os.pipe()
     os.set_blocking(wakeup_r, False)
     os.set_blocking(wakeup_w, False)
@@ -65,11 +76,27 @@ def lead(command: str, body: Callable[[], int], resumes: bool = True) -> int:
             stop_descendants()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        done.set()
+        signal.pthread_kill(watcher.ident, signal.SIGINT)
+        watcher.join(1)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     if signum is None:
         return status
     then = "; run the same command again to resume" if resumes else ""
     print(f"{command}: interrupted by {signal.Signals(signum).name}{then}", file=sys.stderr, flush=True)
     return 128 + signum
+
+
+def _forward_sigint(done: threading.Event) -> None:
+    """SIGINT is blocked in the leader, and so in every process it starts (the mask is
+    inherited through fork and exec): Ctrl-C, which reaches the whole process group, is
+    taken here and handed to the leader's main thread as if it had arrived there; its
+    workers never see it (no traceback from each), and are stopped by the leader."""
+    while True:
+        signal.sigwait({signal.SIGINT})
+        if done.is_set():
+            return
+        _thread.interrupt_main(signal.SIGINT)
 
 
 def _interrupt(signum, frame) -> None:
@@ -91,8 +118,10 @@ def _received(fd: int) -> list[int]:
 
 
 def _signal_descendants(sig: int) -> list[psutil.Process]:
+    """Send `sig` to every descendant but the resource tracker, which exits by itself when
+    the leader does (and unlinks what the others leaked; killed, it would be relaunched)."""
     try:
-        children = psutil.Process().children(recursive=True)
+        children = [c for c in psutil.Process().children(recursive=True) if not _is_resource_tracker(c)]
     except psutil.Error:
         return []
     for child in children:
@@ -118,6 +147,13 @@ def stop_descendants(grace: float = GRACE_SECONDS) -> None:
         psutil.wait_procs(alive, timeout=grace)
 
 
+def _is_resource_tracker(process: psutil.Process) -> bool:
+    try:
+        return any("multiprocessing.resource_tracker" in part for part in process.cmdline())
+    except psutil.Error:
+        return False
+
+
 def _kill(processes: list[psutil.Process]) -> None:
     for process in processes:
         try:
@@ -134,3 +170,20 @@ def _ignores(process: psutil.Process, sig: int) -> bool:
     except (OSError, StopIteration, ValueError):
         return False
     return bool(mask >> (sig - 1) & 1)
+
+
+def worker_pool(workers: int, preload: str, initializer: Callable | None = None,
+                initargs: tuple[Any, ...] = ()) -> ProcessPoolExecutor:
+    """A pool of `workers` processes forked from a server that has imported `preload` once
+    (fork-safe, no per-worker imports). The workers leave SIGINT to their leader: Ctrl-C
+    reaches the whole process group, and the leader stops them (`lead`)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([preload])
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                               initargs=(initializer, initargs))
+
+
+def _start_worker(initializer: Callable | None, initargs: tuple[Any, ...]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if initializer is not None:
+        initializer(*initargs)

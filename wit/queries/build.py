@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import multiprocessing
 import os
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -31,6 +30,7 @@ from wit.formats.atomic import write_json
 from wit.formats.errors import WitError
 from wit.formats.globs import expand
 from wit.formats.queries import STATS, write_queries
+from wit.formats.processes import worker_pool
 from wit.formats.workdir import WorkDir, claim
 from wit.queries.assemble import Candidates, assemble, query_columns
 from wit.queries.chunks import ChunkStats, chunk_files, count_chunk
@@ -202,9 +202,7 @@ def _count_all(dumps: list[DumpFile], work: WorkDir, config: BuildConfig) -> tup
 def _worker_pool(workers: int) -> ProcessPoolExecutor:
     """Workers forked from a server that has imported the counting code once (fork-safe,
     and no per-worker import of pyarrow)."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["wit.queries.chunks"])
-    return ProcessPoolExecutor(workers, mp_context=context)
+    return worker_pool(workers, "wit.queries.chunks")
 
 
 def _collect(pending: set[Future], keep: int, record) -> set[Future]:

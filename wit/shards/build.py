@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -37,6 +36,7 @@ from wit.formats.images import REASONS as IMAGE_REASONS, ImageRefused, header_si
 from wit.formats.shards import DATACARD, MANIFEST, SAMPLE_JSON_FIELDS, shard_name, write_sizes
 from wit.formats.shardwrite import plot_distribution, write_shard_file
 from wit.formats.tars import Member, image_extension, read_member, scan_tar
+from wit.formats.processes import worker_pool
 from wit.formats.workdir import WorkDir, claim
 from wit.shards.datacard import datacard
 
@@ -86,9 +86,7 @@ def run(config: ShardConfig) -> dict:
         done = work.complete()
         if done is not None:
             return done
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["wit.shards.build"])
-        with ProcessPoolExecutor(config.workers, mp_context=context) as pool:
+        with worker_pool(config.workers, "wit.shards.build") as pool:
             index, report = _index(tars, queries, pool)
             plan, counts = _plan(index, config, report)
             shards = _write_all(plan, config, work, pool)
