@@ -88,7 +88,7 @@ def main() -> None:
                        samples_per_shard=settings.heldout_samples)
     _step(f"python -m train: {settings.steps} steps of pipelines/configs/tiny.yaml")
     _run(sys.executable, "-m", "train", "--config", REPO / "pipelines" / "configs" / "tiny.yaml", "--set",
-         f"shards={out / 'shards'}", f"run_dir={out / 'run'}", f"steps={settings.steps}", "resume=none",
+         f"shards={out / 'shards'}", f"run_dir={out / 'run'}", f"steps={settings.steps}", "resume=restart",
          f"warmup={settings.steps // 10}", "save_every=0", "log_every=10", f"eval.imagefolder={folder}",
          f"eval.classnames={folder / 'classnames.txt'}", f"eval.templates={TEMPLATES}",
          f"eval.shards={out / 'eval' / 'shards'}")

@@ -41,12 +41,14 @@ class Checkpointer:
     def __init__(self, directory: Path, keep: int, world: World, parts: dict[str, Stateful]):
         self.directory, self.keep, self.world, self.parts = directory, keep, world, parts
 
-    def save(self, step: int) -> None:
+    def save(self, step: int, prune: bool = True) -> None:
         """Every rank calls it (a part may gather from every rank); rank 0 writes; every rank
-        waits until it is written (a rank that exits early would have its launcher kill rank 0)."""
+        waits until it is written (a rank that exits early would have its launcher kill rank 0).
+        Without `prune` (during non-finite steps) no older checkpoint is removed: the last
+        good one must survive a divergence."""
         state = {name: part.state_dict() for name, part in self.parts.items()}
         if self.world.is_main:
-            save(self.directory, step, state, self.keep)
+            save(self.directory, step, state, self.keep if prune else 0)
         dist.barrier(self.world)
 
     def restore(self, path: Path) -> None:

@@ -225,7 +225,7 @@ class Trainer:
             if position.step % cfg.log_every == 0 or last:
                 self.metrics.log(position.step, window.report(self, loss))
             if stopping or last or (cfg.save_every and position.step % cfg.save_every == 0):
-                self.checkpointer.save(position.step)
+                self.checkpointer.save(position.step, prune=position.streak == 0)
             if stopping:
                 log.warning("stopping on %s at step %d; run again with resume=auto to continue",
                             self.stop.signal or "a signal on another rank", position.step)

@@ -207,3 +207,21 @@ def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
     again = (torch.rand(3), np.random.normal(size=3), np.random.randint(0, 1 << 30, 3), random.random())
     assert torch.equal(expected[0], again[0]) and expected[3] == again[3]
     assert np.array_equal(expected[1], again[1]) and np.array_equal(expected[2], again[2])
+
+
+def test_every_tokenizer_caps_the_text_so_a_huge_word_costs_what_a_normal_caption_does(tiny_model):
+    import random
+    import time
+
+    tokenize = models.tokenizer(_cfg(tiny_model).model)   # the one the trainer, evaluation, search and embed use
+    assert tokenize.max_chars == models.CHARS_PER_TOKEN * 16
+    rng = random.Random(0)
+    huge = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(1_000_000))
+    started = time.perf_counter()
+    tokens = tokenize([huge, "a red picture"])
+    seconds = time.perf_counter() - started
+    assert seconds < 0.5   # unbounded, OpenCLIP's BPE takes minutes on it
+    assert torch.equal(tokens[0], tokenize([huge[:tokenize.max_chars]])[0])
+    assert tokens[0].count_nonzero() == 16   # the context is full
+    plain = open_clip.get_tokenizer("ViT-B-32", context_length=16)
+    assert torch.equal(tokens[1], plain(["a red picture"])[0])   # a normal caption is untouched

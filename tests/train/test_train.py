@@ -233,3 +233,84 @@ def test_resume_refuses_a_changed_seed_or_batch(tmp_path, shards, tiny_model):
         done = run_module("train", "--config", config, "--set", "steps=4", change)
         assert_one_line_error(done, PROG, expected)
     assert final_state(run_dir)["position"]["step"] == 2
+
+
+def test_a_missing_latest_resumes_from_the_newest_step_file(tmp_path, shards, tiny_model):
+    run_dir = tmp_path / "run"
+    config = write_config(tmp_path / "c.yaml", shards, run_dir, tiny_model, steps=4, save_every=2, workers=0)
+    assert run_module("train", "--config", config).returncode == 0
+    (run_dir / "checkpoints" / "latest.pt").unlink()   # a kill between the step file and its link
+    done = run_module("train", "--config", config, "--set", "steps=6")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resumed from {run_dir}/checkpoints/step_4.pt at step 4" in done.stderr
+    assert final_state(run_dir)["position"]["step"] == 6
+    # a damaged newest checkpoint is skipped for the one before it
+    (run_dir / "checkpoints" / "step_6.pt").write_bytes(b"garbage")
+    done = run_module("train", "--config", config, "--set", "steps=6")
+    assert done.returncode == 0 and f"resumed from {run_dir}/checkpoints/step_4.pt" in done.stderr, done.stderr
+    # starting from scratch over checkpoints needs resume=restart
+    done = run_module("train", "--config", config, "--set", "resume=none")
+    assert_one_line_error(done, PROG, "holds checkpoints", "resume=restart")
+    assert (run_dir / "checkpoints" / "step_6.pt").exists()
+
+
+def test_a_diverged_run_sets_its_checkpoints_aside_and_a_lower_lr_continues(tmp_path, shards, tiny_model):
+    run_dir = tmp_path / "run"
+    config = write_config(tmp_path / "c.yaml", shards, run_dir, tiny_model, steps=4, save_every=2, workers=0,
+                          warmup=0)
+    assert run_module("train", "--config", config).returncode == 0
+    done = run_module("train", "--config", config, "--set", "steps=12", "lr=1e30", "save_every=1")
+    assert_one_line_error(done, PROG, "diverged after the update of step 5", f"{run_dir}/checkpoints/step_4.pt")
+    checkpoints = run_dir / "checkpoints"
+    assert sorted(p.name for p in (checkpoints / "diverged").iterdir()) == [f"step_{n}.pt" for n in (5, 6, 7, 8)]
+    assert os.path.samefile(checkpoints / "latest.pt", checkpoints / "step_4.pt")
+    assert done.stderr.count("skipped without an update") == 3   # skip_nonfinite=3, then the stop
+    for name, value in final_state(run_dir)["state_dict"].items():
+        assert torch.isfinite(value).all(), name
+    done = run_module("train", "--config", config, "--set", "steps=6", "lr=1e-3")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resumed from {checkpoints}/step_4.pt at step 4" in done.stderr
+    assert final_state(run_dir)["position"]["step"] == 6
+
+
+def test_a_changed_lr_on_resume_takes_effect_and_is_logged(tmp_path, shards, tiny_model):
+    run_dir = tmp_path / "run"
+    config = write_config(tmp_path / "c.yaml", shards, run_dir, tiny_model, steps=6, save_every=3, workers=0)
+    straight = tmp_path / "straight"
+    assert run_module("train", "--config", config, "--set", f"run_dir={straight}", "lr=5e-4").returncode == 0
+    kill_after_checkpoint(config, run_dir / "checkpoints" / "step_3.pt")
+    done = run_module("train", "--config", config, "--set", "lr=5e-4")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resume: changed lr 0.001 -> 0.0005" in done.stderr
+    logged = lambda d: {json.loads(line)["step"]: json.loads(line)["lr"]  # noqa: E731
+                        for line in (d / "metrics.jsonl").read_text().splitlines()}
+    ours, expected = logged(run_dir), logged(straight)
+    assert all(ours[s] == pytest.approx(expected[s], rel=1e-6) for s in (4, 5, 6))
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_non_finite_floats_are_refused(tmp_path, shards, tiny_model, value):
+    config = write_config(tmp_path / "c.yaml", shards, tmp_path / "run", tiny_model)
+    done = run_module("train", "--config", config, "--set", f"lr={value}", timeout=120)
+    assert_one_line_error(done, PROG, "lr must be a finite number")
+    done = run_module("train", "--config", config, "--set", f"betas=[0.9, {value}]", timeout=120)
+    assert_one_line_error(done, PROG, "betas[1] must be a finite number")
+
+
+def test_a_second_run_on_a_run_dir_is_refused_and_a_signal_ends_the_run(tmp_path, shards, tiny_model):
+    run_dir = tmp_path / "run"
+    config = write_config(tmp_path / "c.yaml", shards, run_dir, tiny_model, steps=400, save_every=0)
+    proc = run_module("train", "--config", config, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                      start_new_session=True)
+    _wait_for_step(run_dir / "metrics.jsonl", 2, proc)
+    second = run_module("train", "--config", config, timeout=120)
+    assert_one_line_error(second, PROG, f"another run is writing it (pid {proc.pid} on ")
+    import psutil
+    family = psutil.Process(proc.pid).children(recursive=True)
+    os.killpg(proc.pid, signal.SIGINT)   # Ctrl-C: checkpoint, exit 75
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 75, err.decode()[-2000:]
+    assert "stopping on SIGINT" in err.decode()
+    _, alive = psutil.wait_procs(family, timeout=5)
+    assert alive == []
+    assert 2 <= final_state(run_dir)["position"]["step"] < 400
