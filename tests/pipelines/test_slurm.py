@@ -117,7 +117,8 @@ def test_time_limit_signal_checkpoints_requeues_and_resumes_exactly(cluster, str
     assert f"requeueing job {job}" in output
     assert "start 1 at" in output and "start 2 at" in output   # one log, appended by both starts
 
-    stopped_at = int(output.split(f"resumed from {run_dir}/checkpoints/latest.pt at step ")[1].split()[0])
+    stopped_at = int(output.split(f"resumed from {run_dir}/checkpoints/step_")[1].split(".pt at step ")[0])
+    assert f"resumed from {run_dir}/checkpoints/step_{stopped_at}.pt at step {stopped_at}" in output
     assert 3 <= stopped_at < STEPS
     assert sorted(p.name for p in (run_dir / "checkpoints").glob("step_*.pt")) == \
         sorted([f"step_{stopped_at}.pt", f"step_{STEPS}.pt"])
