@@ -123,7 +123,7 @@ def test_time_limit_signal_checkpoints_requeues_and_resumes_exactly(cluster, str
     assert sorted(p.name for p in (run_dir / "checkpoints").glob("step_*.pt")) == \
         sorted([f"step_{stopped_at}.pt", f"step_{STEPS}.pt"])
     final = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
-    assert final["position"] == {"step": STEPS, "samples": STEPS * 8}
+    assert final["position"] == {"step": STEPS, "samples": STEPS * 8, "skipped": 0, "streak": 0, "updated": STEPS}
     steps = [m["step"] for m in train_metrics(run_dir)]
     assert steps == list(range(1, STEPS + 1))   # every step once: stopped after `stopped_at`, went on from there
     # Same ranks, same workers: the requeued run ends exactly where the uninterrupted one did.
