@@ -32,6 +32,7 @@ import psutil
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 GRACE_SECONDS = 3.0
+QUIET_TRACKER = "ignore:resource_tracker:UserWarning"
 
 
 class Interrupted(BaseException):
@@ -44,7 +45,8 @@ class Interrupted(BaseException):
 
 def lead(command: str, body: Callable[[], int], resumes: bool = True) -> int:
     """Run `body` (which returns the exit status) as described in the module docstring."""
-    sys.warnoptions.append("ignore:resource_tracker:UserWarning")   # its leak report, after an interrupt
+    if QUIET_TRACKER not in sys.warnoptions:   # its leak report, after an interrupt (passed to the tracker it spawns)
+        sys.warnoptions.append(QUIET_TRACKER)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     done = threading.Event()
     watcher = threading.Thread(target=_forward_sigint, args=(done,), name="sigint", daemon=True)
