@@ -34,13 +34,13 @@ def jpeg(colour: tuple[int, int, int], size: tuple[int, int] = (40, 48)) -> byte
 
 
 def write_shards(out: Path, sizes: list[int], broken: set[str] = frozenset(), no_text: set[str] = frozenset(),
-                 start: int = 0, image=None, captions: int = 0) -> list[str]:
+                 start: int = 0, image=None, captions: int = 0, text=None) -> list[str]:
     """Shards NNNNNN.tar holding sizes[i] samples each (keys numbered globally from `start`),
     with sizes.json; samples whose key is in `broken` get undecodable image bytes, those in
     `no_text` no caption. `image(n, colour)` makes the JPEG bytes of sample n (default: a
     plain 40x48 picture of the colour). With `captions`, each json has a 32-digit uid and
-    that many `texts` ("CAPTION, caption j"), as an image-centric crawl writes. Returns all
-    keys in order."""
+    that many `texts` ("CAPTION, caption j"), as an image-centric crawl writes. `text(n)`, where
+    given and not None, replaces sample n's caption. Returns all keys in order."""
     out.mkdir(parents=True, exist_ok=True)
     keys, n = [], start
     names = list(COLOURS)
@@ -51,7 +51,7 @@ def write_shards(out: Path, sizes: list[int], broken: set[str] = frozenset(), no
                 colour = names[n % len(names)]
                 blob = image(n, COLOURS[colour]) if image else jpeg(COLOURS[colour])
                 _add(tar, f"{key}.jpg", b"not a jpeg" if key in broken else blob)
-                caption = f"a {colour} picture number {n}"
+                caption = (text and text(n)) or f"a {colour} picture number {n}"
                 if key not in no_text:
                     _add(tar, f"{key}.txt", caption.encode())
                 meta = {"uid": key, "url": f"http://demo.invalid/{key}.jpg"}

@@ -12,6 +12,7 @@ import pytest
 from tests.cli import assert_one_line_error, run_module
 from tests.train.conftest import COLOURS, write_shards
 from tests.train.evalkit import drawing, write_checkpoint, write_trained_checkpoint
+from train import model as models
 from train.search import main
 
 PROG = "python -m train.search"
@@ -108,3 +109,24 @@ def test_missing_checkpoint_and_missing_shards_are_one_line_errors(checkpoint, t
     gone = in_process(capsys, "--checkpoint", checkpoint, "--shards", tmp_path / "shards", "--text", "x")
     assert_one_line_error(gone, PROG, "000000.tar", "missing")
     assert not (tmp_path / "latest.pt.search").exists() or not list((tmp_path / "latest.pt.search").iterdir())
+
+
+def test_a_million_letter_query_answers_as_fast_as_a_short_one(checkpoint, tmp_path, capsys):
+    import random
+    import time
+
+    write_shards(tmp_path / "shards", [5, 4], image=drawing)
+    query = ("--checkpoint", checkpoint, "--shards", tmp_path / "shards", "--top", 3)
+    search(capsys, *query, "--text", "a red picture")   # the feature cache, built once
+    rng = random.Random(0)
+    huge = "red" + "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(1_000_000))
+    started = time.perf_counter()
+    short = search(capsys, *query, "--text", "a red picture")
+    short_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    results = search(capsys, *query, "--text", huge)
+    huge_seconds = time.perf_counter() - started
+    assert len(results) == 3 and len(short) == 3
+    assert huge_seconds < 2 * short_seconds + 1, (huge_seconds, short_seconds)   # uncapped: no answer in minutes
+    # the answer is the one for the query cut at the tokenizer's cap (CHARS_PER_TOKEN x context)
+    assert results == search(capsys, *query, "--text", huge[: models.CHARS_PER_TOKEN * 16])

@@ -314,3 +314,22 @@ def test_a_second_run_on_a_run_dir_is_refused_and_a_signal_ends_the_run(tmp_path
     _, alive = psutil.wait_procs(family, timeout=5)
     assert alive == []
     assert 2 <= final_state(run_dir)["position"]["step"] < 400
+
+
+def test_million_letter_captions_train_as_fast_as_short_ones(tmp_path, tiny_model):
+    import random
+
+    rng = random.Random(0)
+    huge = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(1_000_000))
+    seconds = {}
+    for name, text in (("short", None), ("huge", lambda n: huge if n % 4 == 0 else None)):
+        write_shards(tmp_path / name, [16, 16], text=text)
+        config = write_config(tmp_path / f"{name}.yaml", tmp_path / name, tmp_path / f"run-{name}", tiny_model,
+                              steps=4, save_every=0, workers=0)
+        started = time.monotonic()
+        done = run_module("train", "--config", config)
+        seconds[name] = time.monotonic() - started
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert final_state(tmp_path / f"run-{name}")["position"]["step"] == 4
+    # a quarter of the captions a million letters long: OpenCLIP's BPE alone would take hours
+    assert seconds["huge"] < 1.5 * seconds["short"] + 5, seconds

@@ -18,9 +18,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.cli import run_module
+from tests.train.evalkit import drawing, write_checkpoint
+from tests.train.test_embed import markers, shards_dir
 from tests.wit.cli import assert_one_line_error, run_wit
 from tests.wit.test_crawl import queries_dir, samples, web, write_pool  # noqa: F401 - fixtures
 from tests.wit.test_shard import files, pool, write_download
+from wit.formats.embeddings import read_embeddings
 from wit.formats.locks import OutputLock
 
 SECONDS = 10   # a signalled command ends within this
@@ -39,9 +43,14 @@ def marked_processes(mark: str) -> list[psutil.Process]:
     return found
 
 
-def start(*args, mark: str = "") -> subprocess.Popen:
-    return run_wit(*args, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                   env={"WIT_TEST_MARK": mark} if mark else None)
+def start(*args, mark: str = "", slow: tuple = ()) -> subprocess.Popen:
+    """`wit ARGS` started in a session of its own; with `slow` (MODULE:FUNCTION, SECONDS),
+    through tests.wit.slowed."""
+    popen = dict(start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                 env={"WIT_TEST_MARK": mark} if mark else None)
+    if slow:
+        return run_module("tests.wit.slowed", *slow, *args, **popen)
+    return run_wit(*args, **popen)
 
 
 def wait_until(condition, proc: subprocess.Popen, what: str, timeout: float = 120) -> None:
@@ -65,11 +74,11 @@ def held_by(lock: Path, pid: int) -> bool:
         return False
 
 
-def collide(args: list, out: Path, command: str) -> subprocess.Popen:
+def collide(args: list, out: Path, command: str, slow: tuple = ()) -> subprocess.Popen:
     """Start `wit ARGS --out OUT`; when it holds its output's lock, freeze it (SIGSTOP, so it
     is surely still running) and run the same command: refused at once, naming the first's
     pid. The first is then let go; returned, to be waited for."""
-    first = start(*args, "--out", out)
+    first = start(*args, "--out", out, slow=slow)
     wait_until(lambda: held_by(lock_of(out), first.pid), first, "the lock was taken")
     os.killpg(first.pid, signal.SIGSTOP)
     try:
@@ -83,13 +92,15 @@ def collide(args: list, out: Path, command: str) -> subprocess.Popen:
     return first
 
 
-def interrupt(args: list, sig: int, to_group: bool, ready, command: str) -> str:
+def interrupt(args: list, sig: int, to_group: bool, ready, command: str, slow: tuple = (),
+              children: bool = True) -> str:
     """Start `wit ARGS`, and when `ready()`, send `sig` to its leader or to its whole process
     group: it must end within SECONDS with 128 + sig and one line, leaving no process."""
     mark = uuid.uuid4().hex
-    proc = start(*args, mark=mark)
+    proc = start(*args, mark=mark, slow=slow)
     wait_until(ready, proc, "the stage was under way")
-    assert len(marked_processes(mark)) > 1   # the leader and what it started
+    if children:
+        assert len(marked_processes(mark)) > 1   # the leader and what it started
     sent = time.monotonic()
     (os.killpg if to_group else os.kill)(proc.pid, sig)
     try:
@@ -117,6 +128,7 @@ def interrupt(args: list, sig: int, to_group: bool, ready, command: str) -> str:
 
 HOLD = """
 import sys, time
+from wit.formats.embeddings import read_embeddings
 from wit.formats.locks import OutputLock
 OutputLock(sys.argv[1], "out").acquire()
 print("held", flush=True)
@@ -263,3 +275,100 @@ def test_a_signalled_query_build_ends_non_zero_leaves_no_process_and_resumes(enw
     assert resumed.returncode == 0, resumed.stderr
     for name in ("queries.parquet", "metadata.json"):
         assert (tmp_path / "queries" / name).read_bytes() == (tmp_path / "straight" / name).read_bytes()
+
+
+# ---- wit embed, wit filter and wit merge-crawl -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def embedding(tmp_path_factory):
+    """`wit embed` arguments (one image a batch, a loader worker) and a straight run's output."""
+    root = tmp_path_factory.mktemp("embed")
+    shards = shards_dir(root / "shards", [40] * 6, image=drawing)
+    args = ["embed", "--checkpoint", write_checkpoint(root / "ckpt.pt"), "--shards", shards, "--batch-size", "1",
+            "--workers", "1"]
+    assert run_wit(*args, "--out", root / "straight").returncode == 0
+    return args, read_embeddings(str(root / "straight"))
+
+
+def test_two_embed_runs_on_one_output(embedding, tmp_path):
+    args, straight = embedding
+    first = collide(args, tmp_path / "E", "embed")
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err.decode()[-3000:]
+    assert read_embeddings(str(tmp_path / "E")).equals(straight)
+
+
+@pytest.mark.parametrize("sig, to_group", [(signal.SIGINT, True), (signal.SIGTERM, False)])
+def test_a_signalled_embed_run_ends_non_zero_leaves_no_process_and_resumes(embedding, tmp_path, sig, to_group):
+    args, straight = embedding
+    out, units = tmp_path / "E", tmp_path / ".E.partial" / ".wit" / "units"
+    interrupt([*args, "--out", out], sig, to_group, lambda: len(markers(units)) >= 1, "embed")
+    assert not out.exists() and 1 <= len(markers(units)) < 6
+    resumed = run_wit(*args, "--out", out)
+    assert resumed.returncode == 0, resumed.stderr
+    assert read_embeddings(str(out)).equals(straight)
+
+
+@pytest.mark.parametrize("sig, to_group", [(signal.SIGTERM, True), (signal.SIGINT, False)])
+def test_a_signalled_filter_run_ends_non_zero_leaves_no_process_and_resumes(tmp_path, sig, to_group):
+    shards, _ = pool()
+    crawl = write_download(tmp_path / "crawl", shards)
+    made = run_wit("shard", "--crawl", crawl, "--out", tmp_path / "in", "--cap", "1000", "--samples-per-shard", "2")
+    assert made.returncode == 0, made.stderr
+    args = ["filter", "--shards", tmp_path / "in", "--near-dup", "--workers", "2"]
+    assert run_wit(*args, "--out", tmp_path / "straight").returncode == 0
+    out, units = tmp_path / "out", tmp_path / ".out.partial" / ".wit" / "units"
+    interrupt([*args, "--out", out], sig, to_group, lambda: len(list(units.glob("*.json"))) >= 3, "filter")
+    assert not out.exists()
+    resumed = run_wit(*args, "--out", out)
+    assert resumed.returncode == 0, resumed.stderr
+    strip = lambda d: {k: v for k, v in files(d).items() if k not in ("manifest.json", "filter.json")}  # noqa: E731
+    assert strip(out) == strip(tmp_path / "straight") and len(strip(out)) > 100
+    assert pq.read_table(out / "removed.parquet") == pq.read_table(tmp_path / "straight" / "removed.parquet")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["crawl", "in", "out", "straight"]
+
+
+MERGE_SLOWLY = ("wit.crawl.merge:_link", "0.25")   # a merge takes milliseconds: 0.25 s before each link
+
+
+def merge_parts(queries: Path, tmp_path: Path) -> list:
+    """Two `wit crawl --part I/2 --match-only` parts of a four-file pool; the merge's arguments."""
+    for f in range(4):
+        write_pool(tmp_path / f"pool-{f}.parquet", [(f"http://127.0.0.1:9/p{f}-{i}.jpg", f"a dog {f} {i}")
+                                                     for i in range(5 + f)])
+    for i in range(2):
+        done = run_wit("crawl", "--queries", queries, "--candidates", f"{tmp_path}/pool-*.parquet", "--out",
+                       tmp_path / "parts" / f"part-{i}", "--part", f"{i}/2", "--match-only")
+        assert done.returncode == 0, done.stderr[-3000:]
+    return ["merge-crawl", "--parts", f"{tmp_path}/parts/part-*"]
+
+
+def merged(directory: Path) -> tuple:
+    """A merged dir's links (name, target), entry counts and summary (less its time)."""
+    links = sorted((str(p.relative_to(directory)), os.readlink(p)) for p in directory.rglob("*") if p.is_symlink())
+    summary = json.loads((directory / "crawl.json").read_text())
+    summary.pop("seconds")
+    return links, (directory / "entry_counts.parquet").read_bytes(), summary
+
+
+def test_two_merges_on_one_output(queries_dir, tmp_path):  # noqa: F811
+    args = merge_parts(queries_dir, tmp_path)
+    assert run_wit(*args, "--out", tmp_path / "straight").returncode == 0
+    first = collide(args, tmp_path / "merged", "merge-crawl", slow=MERGE_SLOWLY)
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err.decode()[-3000:]
+    assert merged(tmp_path / "merged") == merged(tmp_path / "straight") and len(merged(tmp_path / "merged")[0]) > 4
+
+
+@pytest.mark.parametrize("sig, to_group", [(signal.SIGINT, True), (signal.SIGTERM, False)])
+def test_a_signalled_merge_ends_non_zero_and_resumes(queries_dir, tmp_path, sig, to_group):  # noqa: F811
+    args = merge_parts(queries_dir, tmp_path)
+    assert run_wit(*args, "--out", tmp_path / "straight").returncode == 0
+    out, building = tmp_path / "merged", tmp_path / ".merged.partial" / "candidates"
+    interrupt([*args, "--out", out], sig, to_group, lambda: building.is_dir() and any(building.iterdir()),
+              "merge-crawl", slow=MERGE_SLOWLY, children=False)
+    assert not out.exists()
+    resumed = run_wit(*args, "--out", out)
+    assert resumed.returncode == 0, resumed.stderr
+    assert merged(out) == merged(tmp_path / "straight")
