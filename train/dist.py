@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from wit.formats.errors import WitError
+
 
 @dataclass(frozen=True)
 class World:
@@ -99,3 +101,21 @@ def gather_objects(obj, world: World) -> list:
     out = [None] * world.size
     dist.all_gather_object(out, obj)
     return out
+
+
+def local_device(name: str = "auto") -> torch.device:
+    """`auto` (a GPU when there is one), `cpu`, `cuda` or `cuda:N`; a GPU that is not there
+    is a WitError."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise WitError(f"--device {name}: no GPU is available")
+    return torch.device(name)
+
+
+def world_of(device: str = "auto") -> World:
+    """This process's rank and device: torchrun's or srun's process group (its local GPU),
+    else one process on `device`."""
+    if launch_env()[1] > 1:
+        return init()
+    return World(0, 1, 0, local_device(device))

@@ -21,12 +21,14 @@ from typing import Any, Callable, Iterator
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from train import checkpoint, data, dist, model as models, optim
+from train import checkpoint, dist, optim
+from train.data import stream as data
+from train.model import clip as models
 from train.config import TrainConfig
 from train.dist import World
-from train.evaluate import Evaluator, NullEvaluator, build_evaluator
+from train.eval.evaluator import Evaluator, NullEvaluator, build_evaluator
 from train.metrics import Metrics, NullMetrics
-from train.shards import list_shards
+from train.data.shards import list_shards
 from train.step import Stepper
 from wit.formats.atomic import write_json
 from wit.formats.errors import WitError

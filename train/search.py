@@ -29,12 +29,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from train import images
+from train.data import preprocess as images
 from train.config import EvalConfig, TrainConfig
-from train.data import Sample, read_samples
-from train.features import Encoder, decode_all, inference
-from train.model import Loaded, load
-from train.shards import Shard, list_shards
+from train.data.stream import Sample, read_samples
+from train.model.encode import Encoder, decode_all, inference
+from train.model.clip import Loaded, load
+from train.data.shards import Shard, list_shards
 from wit.formats.atomic import atomic_open, file_sha256
 from wit.formats.embeddings import read_embeddings, read_summary
 from wit.formats.errors import WitError

@@ -8,11 +8,11 @@ import contextlib
 
 import torch
 
-from train import images
+from train.data import preprocess as images
 from train.config import TrainConfig
 from train.dist import World
 from train.loss import contrastive_loss
-from train.model import clamp_logit_scale
+from train.model.clip import clamp_logit_scale
 from train.optim import Optimization
 
 

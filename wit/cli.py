@@ -42,9 +42,9 @@ def _fail(command: str, message: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from train.embed import EmbedConfig   # the one stage of the trainer's package (it runs models)
+    from wit.embed.run import EmbedConfig
     from wit.crawl.merge import MergeConfig
-    from wit.crawl.run import CrawlConfig
+    from wit.crawl.config import CrawlConfig
     from wit.filter.run import FilterConfig
     from wit.queries.build import BuildConfig
     from wit.shards.build import ShardConfig
@@ -125,7 +125,7 @@ def _shard(config) -> None:
 
 
 def _embed(config) -> None:
-    from train.embed import run
+    from wit.embed.run import run
 
     summary = run(config)
     print(f"wit embed: {summary['samples']:,} samples in {len(summary['shards']):,} shards "

@@ -6,7 +6,7 @@ an OpenCLIP state-dict file). The baseline is clip_benchmark's loop: a webdatase
 decoding with PIL and OpenCLIP's `preprocess` transform from
 `open_clip.create_model_and_transforms`, a torch DataLoader with the same number of
 workers, the captions tokenised in the loop, `model.encode_image` / `encode_text` and
-F.normalize under no_grad. Ours: `train.embed.run`. Both are timed as whole commands
+F.normalize under no_grad. Ours: `wit.embed.run.run`. Both are timed as whole commands
 (model loading included). Each runs in fp32 and in bf16: the baseline's bf16 is
 clip_benchmark's `--amp` (torch.autocast), ours casts the weights (`--precision bf16`).
 The figure is samples (image and text) per second in bf16 (the precision `wit embed`
@@ -40,7 +40,7 @@ import webdataset as wds  # noqa: E402
 
 from tests.bench.bench_train_data import textured_jpeg  # noqa: E402
 from tests.bench.realtext import real_pages  # noqa: E402
-from train.embed import EmbedConfig, run  # noqa: E402
+from wit.embed.run import EmbedConfig, run  # noqa: E402
 from wit.formats.tars import write_tar  # noqa: E402
 
 TARGET = 1.5

@@ -5,7 +5,7 @@ dataloader worker and the same transform (shorter side resized to 224, bicubic, 
 224 square crop, OpenAI mean/std normalisation, OpenCLIP's tokenizer), and deliver
 batches of normalised float images and tokens to the training process. OpenCLIP:
 `open_clip_train.data.get_wds_dataset` with a torchvision transform. Ours:
-`train.data` (uint8 batches from the worker, normalised in the training process).
+`train.data.stream` (uint8 batches from the worker, normalised in the training process).
 The figure is images per second per worker over a whole epoch, best of `--repeat`,
 alternating; target >= 1.5x.
 
@@ -35,8 +35,9 @@ import open_clip_train.data  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from tests.train.conftest import write_shards  # noqa: E402
-from train import data, images  # noqa: E402
-from train.shards import list_shards  # noqa: E402
+from train.data import stream as data  # noqa: E402
+from train.data import preprocess as images  # noqa: E402
+from train.data.shards import list_shards  # noqa: E402
 
 TARGET = 1.5
 SIZE, BATCH, SHARD = 224, 64, 250
@@ -112,7 +113,7 @@ def main() -> None:
     ratio = rate(ours) / rate(theirs)
     print(f"{sum(sizes):,} 256x256 JPEGs in {len(sizes)} shards; batch {BATCH}, crop {SIZE}, 1 worker")
     print(f"OpenCLIP get_wds_dataset : {rate(theirs):8.1f} images/s per worker ({theirs[0][0]:,} images/epoch)")
-    print(f"wit train.data           : {rate(ours):8.1f} images/s per worker ({ours[0][0]:,} images/epoch)")
+    print(f"wit train.data.stream           : {rate(ours):8.1f} images/s per worker ({ours[0][0]:,} images/epoch)")
     print(f"ratio {ratio:.2f}x (target >= {TARGET}x)")
     print(json.dumps({"bench": "train_data", "metric": "images/s per worker", "images": sum(sizes),
                       "baseline": round(rate(theirs), 1), "wit": round(rate(ours), 1), "ratio": round(ratio, 3),

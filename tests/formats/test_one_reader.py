@@ -12,7 +12,7 @@ from collections import Counter
 from PIL import Image
 
 from tests.wit.cli import run_wit
-from train.data import read_samples
+from train.data.stream import read_samples
 from wit.formats.shards import shard_name
 from wit.formats.uids import url_uid
 

@@ -11,8 +11,8 @@ import torch
 
 from train import dist
 from train.config import EvalConfig
-from train.evaluate import build_evaluator
-from train.model import load
+from train.eval.evaluator import build_evaluator
+from train.model.clip import load
 
 
 def main(checkpoint: str, config: str, out: str) -> None:

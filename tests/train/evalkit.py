@@ -11,14 +11,15 @@ import torch
 from PIL import Image, ImageDraw
 
 from tests.train.conftest import COLOURS, TINY_MODEL
-from train import images, model as models
+from train.data import preprocess as images
+from train.model import clip as models
 from train.config import ModelConfig, TrainConfig
 
 TINY = ModelConfig("wit-test-tiny", TINY_MODEL)
 
 
 def save_checkpoint(model: torch.nn.Module, path: Path, step: int) -> Path:
-    """What `train.model.load` needs of a trainer checkpoint."""
+    """What `train.model.clip.load` needs of a trainer checkpoint."""
     config = TrainConfig(shards="x", run_dir="y", model=TINY).to_dict()
     torch.save({"state_dict": model.state_dict(), "config": config, "position": {"step": step}}, path)
     return path

@@ -9,7 +9,8 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from tests.train.conftest import TINY_MODEL
-from train import dist, model as models, optim
+from train import dist, optim
+from train.model import clip as models
 from train.config import ModelConfig, TrainConfig
 from train.step import Stepper
 

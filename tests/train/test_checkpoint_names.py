@@ -14,7 +14,8 @@ import torch
 from tests.cli import assert_one_line_error
 from tests.train.conftest import write_shards
 from tests.train.evalkit import TINY, drawing, save_checkpoint
-from train import evaluate, model as models, search
+from train import evaluate, search
+from train.model import clip as models
 from train.config import ModelConfig, TrainConfig
 
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from tests.train.conftest import TINY_MODEL
-from train import checkpoint, dist, model as models, optim
+from train import checkpoint, dist, optim
+from train.model import clip as models
 from train.config import ModelConfig, TrainConfig, load_config
 from train.dist import World
 from wit.formats.errors import WitError
@@ -171,7 +172,7 @@ def test_decoding_caps_pixels_from_the_header_and_crops_where_asked():
     import numpy as np
     from PIL import Image
 
-    from train import images
+    from train.data import preprocess as images
 
     buf = io.BytesIO()
     Image.new("RGB", (3000, 2000), (10, 20, 30)).save(buf, "PNG")

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from tests.train.conftest import jpeg, write_shards
-from train import data
-from train.data import read_samples
-from train.shards import list_shards
+from train.data import stream as data
+from train.data.stream import read_samples
+from train.data.shards import list_shards
 from wit.formats.errors import WitError
 
 UNEVEN = [7, 13, 3, 20, 11, 9, 1, 16]

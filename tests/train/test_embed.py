@@ -20,10 +20,9 @@ import torch
 from tests.train.conftest import write_shards
 from tests.train.evalkit import TINY, drawing, write_checkpoint, write_trained_checkpoint
 from tests.wit.cli import assert_one_line_error, run_wit
-from train import model as models
-from train.data import read_samples
-from train.embedder import encode_text
-from train.features import Encoder, decode_all, inference
+from train.model import clip as models
+from train.data.stream import read_samples
+from train.model.encode import Encoder, decode_all, encode_text, inference
 from train.search import main as search_main
 from wit.formats.embeddings import read_embeddings
 

@@ -21,13 +21,17 @@ from sklearn.linear_model import LogisticRegression
 from tests.cli import REPO, assert_one_line_error, free_port, run_module
 from tests.train.conftest import COLOURS, write_shards
 from tests.train.evalkit import drawing, write_imagefolder, write_trained_checkpoint
-from train import images, linear_probe, retrieval, zeroshot
+from train.data import preprocess as images
+from train.eval import linear_probe
+from train.eval import retrieval
+from train.eval import zeroshot
 from train.config import EvalConfig
 from train.dist import World
-from train.evaluate import build_evaluator, main
-from train.model import load
-from train.data import read_samples
-from train.shards import list_shards
+from train.eval.evaluator import build_evaluator
+from train.evaluate import main
+from train.model.clip import load
+from train.data.stream import read_samples
+from train.data.shards import list_shards
 from wit.formats.errors import WitError
 
 PROG = "python -m train.evaluate"

@@ -12,7 +12,7 @@ import pytest
 from tests.cli import assert_one_line_error, run_module
 from tests.train.conftest import COLOURS, write_shards
 from tests.train.evalkit import drawing, write_checkpoint, write_trained_checkpoint
-from train import model as models
+from train.model import clip as models
 from train.search import main
 
 PROG = "python -m train.search"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.train.conftest import jpeg
-from train.data import read_samples
+from train.data.stream import read_samples
 from wit.formats import tars
 
 PNG = b"\x89PNG\r\n\x1a\n fake png bytes"

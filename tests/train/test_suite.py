@@ -20,12 +20,15 @@ from PIL import Image
 from tests.cli import REPO, assert_one_line_error, free_port, run_module
 from tests.train.conftest import COLOURS
 from tests.train.evalkit import drawn_image, write_imagefolder, write_trained_checkpoint
-from train import images, prompt_lists, suite
+from train.data import preprocess as images
+from train.eval import prompt_lists
+from train.eval import suite
 from train.config import from_dict
 from train.dist import World
-from train.evaluate import build_evaluator, main
+from train.eval.evaluator import build_evaluator
+from train.evaluate import main
 from train.config import EvalConfig
-from train.model import load
+from train.model.clip import load
 from wit.formats.errors import WitError
 from wit.formats.evalsets import open_evalset
 from wit.formats.tars import write_tar

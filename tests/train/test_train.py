@@ -19,8 +19,8 @@ import yaml
 
 from tests.cli import REPO, assert_one_line_error, run_module
 from tests.train.conftest import write_shards
-from train import data
-from train.shards import list_shards
+from train.data import stream as data
+from train.data.shards import list_shards
 
 PROG = "python -m train"
 

@@ -383,7 +383,8 @@ def test_decontamination_by_embedding_cosine_matches_brute_force(world, tmp_path
     together, so the threshold here sits just above its unrelated pairs; a real CLIP model
     separates them, see the README.)"""
     from tests.train.evalkit import write_checkpoint
-    from train.embed import image_embeddings, load_model
+    from train.model.clip import load_model
+    from train.model.encode import image_embeddings
     from wit.formats.evalsets import open_evalset
 
     checkpoint = write_checkpoint(tmp_path / "model.pt")

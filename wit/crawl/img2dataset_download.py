@@ -19,20 +19,19 @@ import os
 import signal
 import sys
 from collections import Counter
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 from urllib.parse import urlsplit
 
 import img2dataset
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from wit.crawl.config import CrawlConfig
 from wit.formats.atomic import atomic_path, read_json
 from wit.crawl.image_fetch import DEADLINE_ERROR, FetchPolicy, WitDownloader
 from wit.crawl.spark import spark_session
+from wit.formats.crawl import finished_shards, unfinished_shards
 from wit.formats.errors import Unfinished
-
-if TYPE_CHECKING:
-    from wit.crawl.run import CrawlConfig
 
 log = logging.getLogger("wit.crawl")
 i2d_main = importlib.import_module("img2dataset.main")  # the package's `main` attribute is a function
@@ -73,7 +72,7 @@ def download(config: CrawlConfig, selected_dir: str, output_dir: str, counters_d
             user_agent_token=config.user_agent,
             enable_wandb=False,
         )
-    incomplete = incomplete_shards(output_dir)
+    incomplete = unfinished_shards(output_dir)
     if incomplete:
         raise Unfinished(f"{output_dir}: shards {', '.join(incomplete)} failed to download; "
                        "run the same command again to retry them")
@@ -127,16 +126,9 @@ def _spark(config: CrawlConfig) -> contextlib.AbstractContextManager:
     return spark_session(config.spark_master, config.processes)
 
 
-def incomplete_shards(output_dir: str) -> list[str]:
-    """Shards that have a tar but no stats file (left by a killed or failed download)."""
-    return sorted(os.path.basename(t)[: -len(".tar")] for t in glob.glob(os.path.join(output_dir, "*.tar"))
-                  if not os.path.exists(t[: -len(".tar")] + "_stats.json"))
-
-
 def done_shards(output_dir: str) -> list[int]:
-    """The ids of the shards img2dataset finished (those with a stats file), ascending."""
-    names = (os.path.basename(p) for p in glob.glob(os.path.join(output_dir, "*_stats.json")))
-    return sorted(int(n.split("_")[0]) for n in names)
+    """The numbers of the shards img2dataset finished, ascending."""
+    return [int(n) for n in finished_shards(output_dir)]
 
 
 # a download failure's reason, from the first pattern its message contains

@@ -30,13 +30,12 @@ import pyarrow.parquet as pq
 from wit import __version__
 from wit.flags import option
 from wit.formats.atomic import read_json_object, write_json, write_parquet
-from wit.formats.crawl import CANDIDATES, DOWNLOAD, ENTRY_COUNTS, SELECTED, SUMMARY
+from wit.formats.crawl import (CANDIDATES, DOWNLOAD, ENTRY_COUNTS, SELECTED, SHARD_FILES, SUMMARY, finished_shards,
+                               unfinished_shards)
 from wit.formats.errors import WitError
 from wit.formats.globs import GLOB_CHARACTERS
 from wit.formats.workdir import STATE, WorkDir, claim, sum_counters
 
-SHARD_FILES = (".tar", ".parquet", "_stats.json")
-STATS_SUFFIX = "_stats.json"
 # fingerprint entries that differ from part to part by design
 _PER_PART = ("candidate_files", "part")
 
@@ -202,13 +201,11 @@ def _check_same_settings(parts: list[dict]) -> None:
 def _finished_shards(part: dict) -> list[str]:
     """The part's download shard ids, each finished (its _stats.json written)."""
     download = os.path.join(part["dir"], DOWNLOAD)
-    names = os.listdir(download) if os.path.isdir(download) else []
-    done = sorted(n[: -len(STATS_SUFFIX)] for n in names if n.endswith(STATS_SUFFIX))
-    unfinished = sorted({n[: -len(".tar")] for n in names if n.endswith(".tar")} - set(done))
+    unfinished = unfinished_shards(download)
     if unfinished:
         raise WitError(f"{download}: shard(s) {', '.join(unfinished)} have no _stats.json, the download did not "
                        f"finish (run array task {part['index']} again; it resumes)")
-    return done
+    return finished_shards(download)
 
 
 def _numbers(values: list[int]) -> str:

@@ -14,16 +14,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import TYPE_CHECKING
 
+from wit.crawl.config import CrawlConfig
 from wit.crawl.img2dataset_download import (TRANSIENT_REASONS, done_shards, download, download_summary,
                                             sample_columns, write_retry_selection)
 from wit.formats.atomic import read_json, write_json
 from wit.formats.crawl import ROBOTS, DOWNLOAD, SUMMARY
 from wit.formats.workdir import WorkDir
-
-if TYPE_CHECKING:
-    from wit.crawl.run import CrawlConfig
 
 log = logging.getLogger("wit.crawl")
 

@@ -21,7 +21,7 @@ import os
 import time
 from collections import Counter
 from concurrent.futures import as_completed
-from dataclasses import dataclass, fields
+from dataclasses import fields
 
 import numpy as np
 import pyarrow as pa
@@ -30,14 +30,13 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from wit import __version__
-from wit.flags import option
-from wit.formats.images import MAX_IMAGE_BYTES, MAX_PIXELS
 from wit.formats.atomic import atomic_path, write_json, write_parquet
 from wit.formats.balance import balanced
+from wit.crawl.config import NOT_DECIDING, CrawlConfig
 from wit.crawl.images import bucket_count, group_rows, read_bucket, write_bucket, write_buckets, write_selected
 from wit.crawl.match import QueryMatcher
-from wit.crawl.sources import TEXT_ATTRS, Partition, SourceStats, TableColumns, plan_partitions, read_partition
-from wit.crawl.urls import REFUSAL_REASONS, NetworkPolicy, refusal
+from wit.crawl.sources import Partition, SourceStats, TableColumns, plan_partitions, read_partition
+from wit.crawl.urls import REFUSAL_REASONS, refusal
 from wit.formats.uids import url_uid
 from wit.formats.errors import WitError
 from wit.formats.crawl import (CANDIDATE_SCHEMA, CANDIDATES, DOWNLOAD, ENTRY_COUNTS, ROBOTS, SELECTED, SUMMARY,
@@ -48,118 +47,6 @@ from wit.formats.processes import worker_pool
 from wit.formats.workdir import STATE, WorkDir, claim, sum_counters
 
 log = logging.getLogger("wit.crawl")
-
-DISTRIBUTORS = ("multiprocessing", "pyspark")
-UNITS = ("pair", "image")
-RESIZE_MODES = ("no", "keep_ratio", "keep_ratio_largest", "center_crop", "border")
-# settings that do not change the output (how fast, where, what to do now)
-_NOT_DECIDING = ("queries", "out", "candidates", "wat", "processes", "threads", "max_per_host", "distributor",
-                 "spark_master", "match_only", "batch_rows", "overwrite", "retry_failed")
-
-
-@dataclass(frozen=True)
-class CrawlConfig:
-    """One `wit crawl` run."""
-
-    queries: str = option(help="the query list: a QUERIES dir (wit build-queries), MetaCLIP's metadata.json, or "
-                               "a text file with one query per line", metavar="PATH")
-    out: str = option(help="CRAWL output directory", metavar="DIR")
-    candidates: tuple[str, ...] = option((), "Parquet/CSV/TSV/JSONL files (local or fsspec urls) of url + text",
-                                         metavar="GLOB")
-    wat: tuple[str, ...] = option((), "Common Crawl WAT files (instead of --candidates)", metavar="GLOB")
-    url_col: str = option("url", "url column of the candidate files")
-    text_col: tuple[str, ...] = option(("text",), "text column(s) of the candidate files (repeatable: a candidate "
-                                                  "per non-empty text)", metavar="COL")
-    text_attrs: tuple[str, ...] = option(("alt",), f"WAT: the image link attributes whose texts are candidates, "
-                                                   f"comma-separated, of: {', '.join(TEXT_ATTRS)} (MetaCLIP 2 uses "
-                                                   "all three)", separator=",")
-    cap: int = option(20_000, "pairs per query (MetaCLIP's t)")
-    oversample: float = option(1.3, "crawl-time cap is cap * oversample, leaving room for failed downloads")
-    seed: int = option(0, "seed of the balancing draws")
-    unit: str = option("pair", "what is balanced and downloaded: `pair`, each (url, text) candidate (MetaCLIP 1, "
-                               "the CLIP paper's pairs) or `image`, each image with all its matched texts "
-                               "(MetaCLIP 2: counted per (image, text), one text drawn, each url downloaded once)")
-    bucket_rows: int = option(500_000, "--unit image: matched rows grouped in memory at a time (the pool is "
-                                       "cut into buckets of about this size by uid; about 1 KB of memory a row)")
-    lowercase: bool = option(False, "case-insensitive matching")
-    allow_network: tuple[str, ...] = option((), "fetch from this network too (CIDR, repeatable), e.g. "
-                                                "127.0.0.0/8 for a local web; loopback, private and link-local "
-                                                "addresses are refused otherwise", metavar="CIDR")
-    allow_private_hosts: bool = option(False, "allow loopback and the RFC 1918 private ranges (not link-local: "
-                                              "name 169.254.0.0/16 with --allow-network to allow it)")
-    image_size: int = option(256, "img2dataset's image size")
-    resize_mode: str = option("keep_ratio", f"img2dataset's resize mode ({', '.join(RESIZE_MODES)})")
-    samples_per_shard: int = option(10_000, "samples per download shard")
-    max_pixels: int = option(MAX_PIXELS, "largest image accepted, in pixels, read from its header")
-    max_image_bytes: int = option(MAX_IMAGE_BYTES, "largest image body accepted, in bytes (cut while streaming)")
-    user_agent: str = option("wit-toolkit", "the crawler's user-agent token (sent, and matched against "
-                                            "robots.txt and X-Robots-Tag)")
-    respect_robots: bool = option(True, "honour each host's robots.txt (fetched once per host and process)")
-    max_per_host: int = option(4, "at most this many concurrent requests to one host, over all download "
-                                  "processes (0: no limit)")
-    processes: int = option(os.cpu_count() or 1, "download processes")
-    threads: int = option(32, "download threads per process")
-    timeout: float = option(10.0, "seconds per download attempt, in all")
-    retries: int = option(1, "download retries")
-    distributor: str = option("multiprocessing", f"where the downloads (img2dataset's distributor) and the "
-                                                 f"--unit image grouping run ({', '.join(DISTRIBUTORS)})")
-    spark_master: str | None = option(None, "e.g. spark://host:7077 (default: local mode)", metavar="URL")
-    match_only: bool = option(False, "stop after writing selected/")
-    part: str = option("", "crawl only part I of N of the pool (files I, I + N, ...), e.g. 3/16 for a SLURM "
-                           "array task; `wit merge-crawl` joins the parts", metavar="I/N")
-    rows_per_partition: int = option(1_000_000, "candidate rows per partition (unit of work and of resume)")
-    batch_rows: int = option(100_000, "rows read at a time", cli=False)
-    overwrite: bool = option(False, "replace an existing output made with other settings (built beside it, "
-                                    "swapped in when complete)")
-    retry_failed: bool = option(False, "on a finished crawl made with these settings: download again the samples "
-                                       "that failed for a transient reason (timeout, connection, 429, 5xx), into "
-                                       "new shards")
-
-    def __post_init__(self) -> None:
-        if bool(self.candidates) == bool(self.wat):
-            raise WitError("give either --candidates or --wat")
-        if self.distributor not in DISTRIBUTORS:
-            raise WitError(f"--distributor: unknown {self.distributor!r} (one of: {', '.join(DISTRIBUTORS)})")
-        unknown = [a for a in self.text_attrs if a not in TEXT_ATTRS]
-        if unknown or not self.text_attrs:
-            raise WitError(f"--text-attrs: unknown {', '.join(unknown) or 'empty list'} "
-                           f"(of: {', '.join(TEXT_ATTRS)})")
-        if self.resize_mode not in RESIZE_MODES:
-            raise WitError(f"--resize-mode: unknown {self.resize_mode!r} (one of: {', '.join(RESIZE_MODES)})")
-        if self.unit not in UNITS:
-            raise WitError(f"--unit: unknown {self.unit!r} (one of: {', '.join(UNITS)})")
-        for name in ("cap", "image_size", "samples_per_shard", "processes", "threads",
-                     "rows_per_partition", "batch_rows", "max_pixels", "max_image_bytes", "bucket_rows"):
-            if getattr(self, name) < 1:
-                raise WitError(f"--{name.replace('_', '-')}: must be at least 1")
-        if self.oversample < 1:
-            raise WitError("--oversample: must be at least 1")
-        if self.max_per_host < 0:
-            raise WitError("--max-per-host: must not be negative")
-        if self.timeout <= 0 or self.retries < 0:
-            raise WitError("--timeout must be positive and --retries not negative")
-        if self.retry_failed and (self.match_only or self.overwrite):
-            raise WitError("--retry-failed: revises a finished crawl; not with --match-only or --overwrite")
-        if self.part:
-            self.part_of()
-        self.network_policy()
-
-    def network_policy(self) -> NetworkPolicy:
-        return NetworkPolicy.of(self.allow_network, self.allow_private_hosts)
-
-    def part_of(self) -> tuple[int, int] | None:
-        """(I, N) of --part I/N, or None for the whole pool."""
-        if not self.part:
-            return None
-        index, _, count = self.part.partition("/")
-        if not (index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
-            raise WitError(f"--part: {self.part!r} is not I/N with 0 <= I < N")
-        return int(index), int(count)
-
-    @property
-    def crawl_cap(self) -> float:
-        return self.cap * self.oversample
-
 
 def run(config: CrawlConfig) -> dict:
     """Run the stage; return the summary also written to `CRAWL/crawl.json`."""
@@ -174,7 +61,7 @@ def run(config: CrawlConfig) -> dict:
         files = files[index::count]
     columns = TableColumns(config.url_col, config.text_col, config.text_attrs)
     partitions = plan_partitions(files, bool(config.wat), columns, config.rows_per_partition)
-    fingerprint = {f.name: getattr(config, f.name) for f in fields(config) if f.name not in _NOT_DECIDING}
+    fingerprint = {f.name: getattr(config, f.name) for f in fields(config) if f.name not in NOT_DECIDING}
     fingerprint |= {"candidate_files": files, "wat": bool(config.wat), "queries_sha256": query_list.sha256}
     with claim(config.out, "crawl", fingerprint, config.overwrite, inputs=(config.queries,),
                revise=config.retry_failed) as work:

@@ -15,8 +15,6 @@ The same input and settings give byte-identical output; a rerun resumes or does 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -32,6 +30,7 @@ from wit.filter import clipscore, hashes, neardup, samples, textrules
 from wit.flags import option
 from wit.formats.atomic import file_sha256, write_json, write_parquet
 from wit.formats.embeddings import SUMMARY as EMBED_SUMMARY, manifest_sha256
+from wit.formats.inputs import describe_listing
 from wit.formats.errors import WitError
 from wit.formats.evalsets import EvalSet, open_evalset
 from wit.formats.shards import DATACARD, MANIFEST, read_manifest, shard_name, write_sizes
@@ -265,19 +264,20 @@ class _EvalVectors:
     def __init__(self, config: FilterConfig, embedded: pa.Table) -> None:
         import faiss
 
-        from train.embed import load_model
+        from train.dist import local_device
+        from train.model.clip import load_model
 
         images = clipscore.matrix(embedded["image"])
         self.rows = np.flatnonzero(~np.isnan(images[:, 0]))
         self.index = faiss.IndexFlatIP(images.shape[1])
         self.index.add(np.ascontiguousarray(images[self.rows]))
-        self.loaded = load_model(config.checkpoint, config.model)
+        self.loaded = load_model(config.checkpoint, config.model, local_device())
         self.threshold = config.eval_cosine
 
     def matches(self, images: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(query, data row, cosine) of every data image at or above the threshold of one of
         `images` (an evaluation image that cannot be decoded matches nothing)."""
-        from train.embed import image_embeddings
+        from train.model.encode import image_embeddings
 
         vectors = image_embeddings(self.loaded, images)
         decoded = np.flatnonzero(~np.isnan(vectors[:, 0]))
@@ -353,11 +353,10 @@ def _eval_hashes(evalset: EvalSet, pool: ProcessPoolExecutor,
 
 def _embed(config: FilterConfig, work: WorkDir) -> str:
     """`wit embed` of the input with --checkpoint, into the scratch dir (resumed like it); its dir."""
-    from train.embed import EmbedConfig, run as embed
+    from train.model.shard_embeddings import embed_shards_dir
 
     out = work.scratch("embed")
-    embed(EmbedConfig(checkpoint=config.checkpoint, shards=config.shards, out=out, model=config.model,
-                      workers=min(config.workers, 8)))
+    embed_shards_dir(config.checkpoint, config.shards, out, model=config.model, workers=min(config.workers, 8))
     return out
 
 
@@ -483,9 +482,5 @@ def _datacard(before: np.ndarray, after: np.ndarray, counts: dict) -> dict:
 
 def _fingerprint(evalset: EvalSet) -> dict:
     """What decides an evaluation set's images: its files' names, sizes and mtimes."""
-    files = evalset.folder.files if evalset.folder is not None else evalset.tars
-    listing = [(os.path.relpath(str(f), evalset.path), st.st_size, st.st_mtime_ns)
-               for f, st in ((f, os.stat(f)) for f in files)]
-    return {"path": os.path.abspath(evalset.path), "files": len(listing),
-            "sha256": hashlib.sha256(json.dumps(listing).encode()).hexdigest()}
+    return describe_listing(evalset.path, evalset.folder.files if evalset.folder is not None else evalset.tars)
 

@@ -3,14 +3,13 @@ its members lie (to copy them byte for byte) and, when asked, its image's pHash.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 
 import pyarrow as pa
 
 from wit.filter.hashes import phash
 from wit.formats.errors import WitError
+from wit.formats.shards import open_regular, verify_shard
 from wit.formats.tars import image_extension, read_member, scan_tar
 
 SCHEMA = pa.schema([
@@ -23,13 +22,9 @@ SCHEMA = pa.schema([
 def read_shard(shard: int, path: str, expected: dict, hashing: bool) -> dict[str, list]:
     """The samples of one input shard as columns of plain values (a worker task), checked
     against its manifest entry (bytes, sha256); damage is a one-line error naming the tar."""
-    try:
-        with open(path, "rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
-    except OSError as e:
-        raise WitError(f"{path}: cannot read the shard ({e.strerror or e})") from None
-    if digest != expected["sha256"] or os.path.getsize(path) != expected["bytes"]:
-        raise WitError(f"{path}: does not match its entry in manifest.json (changed since it was written?)")
+    with open_regular(path) as f:
+        if verify_shard(f, path, expected):
+            raise WitError(f"{path}: does not match its entry in manifest.json (changed since it was written?)")
     scan = scan_tar(path)
     if scan.error or scan.refused:
         raise WitError(f"{path}: not a clean shard ({scan.error or ', '.join(scan.refused)})")

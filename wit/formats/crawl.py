@@ -3,7 +3,6 @@ and `crawl.json`; and the check of a downloaded sample's json."""
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 
@@ -30,9 +29,29 @@ def write_query_counts(path: str, counts: np.ndarray) -> None:
     nonzero = np.flatnonzero(counts)
     write_parquet(path, pa.table({"query_id": nonzero.astype(np.int32), "matched": counts[nonzero]}))
 
+# img2dataset's files of one download shard; it writes `NNNNN_stats.json` last, so a shard
+# is finished when that file exists
+SHARD_FILES = (".tar", ".parquet", "_stats.json")
+STATS_SUFFIX = "_stats.json"
+
+
+def finished_shards(download_dir: str) -> list[str]:
+    """The ids (`NNNNN`) of the finished download shards in `download_dir`, sorted."""
+    names = os.listdir(download_dir) if os.path.isdir(download_dir) else []
+    return sorted(n[: -len(STATS_SUFFIX)] for n in names if n.endswith(STATS_SUFFIX))
+
+
+def unfinished_shards(download_dir: str) -> list[str]:
+    """The ids of the download shards with a tar but no stats file (a killed or failed
+    download left them), sorted."""
+    names = os.listdir(download_dir) if os.path.isdir(download_dir) else []
+    return sorted({n[: -len(".tar")] for n in names if n.endswith(".tar")} - set(finished_shards(download_dir)))
+
+
 def downloaded_tars(crawl_dir: str) -> list[str]:
-    """The download shards of a CRAWL dir (`download/NNNNN.tar`), sorted."""
-    return sorted(glob.glob(os.path.join(crawl_dir, DOWNLOAD, "*.tar")))
+    """The finished download shards of a CRAWL dir (`download/NNNNN.tar`), sorted."""
+    download = os.path.join(crawl_dir, DOWNLOAD)
+    return [os.path.join(download, f"{n}.tar") for n in finished_shards(download)]
 
 
 def query_count(crawl_dir: str) -> int:

@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import posixpath
+import stat
+from typing import BinaryIO
 
 from wit.formats.atomic import read_json_object, write_json
 from wit.formats.errors import WitError
@@ -78,3 +82,52 @@ def read_sizes(path: str, spec: str) -> dict[str, int]:
             raise WitError(f"{candidate}: {bad!r} is not a plain shard file name")
         return data
     raise WitError(f"{spec}: no sizes.json or manifest.json found ({path}); the epoch size is never guessed")
+
+
+# ---- a shard file against its manifest entry -------------------------------------------
+
+
+def open_regular(path: str) -> BinaryIO:
+    """`path` opened for reading if it is a regular file (not a link to one); a WitError
+    otherwise. Opening does not block: a FIFO opens at once and is then refused."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise WitError(f"{path}: missing (the manifest lists it)") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise WitError(f"{path}: a symbolic link, not a regular file (only regular files are read)") from None
+        raise WitError(f"{path}: unreadable ({e.strerror or e})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise WitError(f"{path}: {_kind(mode)}, not a regular file (only regular files are read)")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "a special file"
+
+
+def verify_shard(f: BinaryIO, path: str, entry: dict) -> list[str]:
+    """How the shard file `f` (opened from `path`, at its start) differs from its manifest
+    entry (its size, its sha256); [] when it matches. A file that cannot be read is a
+    WitError."""
+    problems = []
+    size = os.fstat(f.fileno()).st_size
+    if size != entry["bytes"]:
+        problems.append(f"{path}: {size:,} bytes, the manifest says {entry['bytes']:,}")
+    try:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError as e:
+        raise WitError(f"{path}: unreadable ({e.strerror or e})") from None
+    if digest != entry["sha256"]:
+        problems.append(f"{path}: sha256 differs from the manifest")
+    return problems

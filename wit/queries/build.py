@@ -9,7 +9,6 @@ nothing is left behind.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -27,6 +26,7 @@ from tqdm import tqdm
 from wit import __version__
 from wit.flags import option
 from wit.formats.atomic import write_json
+from wit.formats.inputs import describe_file
 from wit.formats.errors import WitError
 from wit.formats.globs import expand
 from wit.formats.queries import STATS, write_queries
@@ -310,12 +310,6 @@ def _known_counts(unigrams: pa.Table, bigrams: pa.Table, texts: list[str]) -> di
     for first, second, n in zip(*(bigrams.column(c).to_pylist() for c in ("first", "second", "count"))):
         counts[f"{first} {second}"] = n
     return counts
-
-
-def describe_file(path: str) -> dict:
-    with open(path, "rb") as f:
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
-    return {"path": os.path.abspath(path), "bytes": os.path.getsize(path), "sha256": digest}
 
 
 def _describe_dump(dump: DumpFile) -> dict:

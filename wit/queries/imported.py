@@ -15,7 +15,7 @@ from wit import __version__
 from wit.formats.atomic import write_json
 from wit.formats.queries import IMPORTED, STATS, duplicates, never_matching, read_queries, write_queries
 from wit.formats.workdir import claim
-from wit.queries.build import describe_file
+from wit.formats.inputs import describe_file
 
 EXAMPLES = 20
 

@@ -31,6 +31,7 @@ from wit.flags import option
 from wit.formats.balance import balanced
 from wit.formats.atomic import write_json
 from wit.formats.crawl import DOWNLOAD, MAX_SAMPLE_JSON_BYTES, downloaded_tars, parse_sample_json, query_count
+from wit.formats.inputs import describe_stat
 from wit.formats.errors import WitError
 from wit.formats.images import REASONS as IMAGE_REASONS, ImageRefused, header_size
 from wit.formats.shards import DATACARD, MANIFEST, SAMPLE_JSON_FIELDS, shard_name, write_sizes
@@ -78,7 +79,7 @@ def run(config: ShardConfig) -> dict:
     if not tars:
         raise WitError(f"{os.path.join(config.crawl, DOWNLOAD)}: no downloaded shards (run `wit crawl` first)")
     queries = query_count(config.crawl)
-    inputs = {"crawl": os.path.abspath(config.crawl), "tars": [_describe(t) for t in tars]}
+    inputs = {"crawl": os.path.abspath(config.crawl), "tars": [describe_stat(t) for t in tars]}
     settings = {"cap": config.cap, "seed": config.seed, "samples_per_shard": config.samples_per_shard,
                 "dedup": list(config.dedup)}
     with claim(config.out, "shard", {**settings, "inputs": inputs}, config.overwrite,
@@ -284,11 +285,6 @@ def write_shard(index: int, rows: pa.Table, out: str) -> tuple[int, dict]:
 
 
 _JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False)
-
-
-def _describe(path: str) -> dict:
-    stat = os.stat(path)
-    return {"name": os.path.basename(path), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 def default_out(crawl: str) -> str:

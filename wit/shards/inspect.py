@@ -11,12 +11,10 @@ lists every problem it finds, each with its reason.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
 import json
 import os
-import stat
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -26,7 +24,7 @@ from wit.formats.atomic import read_json_object
 from wit.formats.crawl import MAX_SAMPLE_JSON_BYTES
 from wit.formats.errors import WitError
 from wit.formats.images import ImageRefused, header_size
-from wit.formats.shards import DATACARD, MANIFEST, SAMPLE_JSON_FIELDS, SIZES, read_manifest
+from wit.formats.shards import DATACARD, MANIFEST, SAMPLE_JSON_FIELDS, SIZES, open_regular, read_manifest, verify_shard
 from wit.formats.tars import IMAGE_EXTENSIONS, Member, image_extension, read_member, scan_tar
 
 PROBLEMS_IN_MESSAGE = 10  # the error message names this many problems; InspectFailed.lines has all
@@ -158,21 +156,16 @@ def _check_sizes(directory: str, manifest: dict) -> list[str]:
 def _verify_shard(path: str, shard: dict, problems: list[str]) -> int:
     """The good samples of one shard; its problems are added to `problems`."""
     try:
-        f = _open_regular(path)
+        f = open_regular(path)
     except WitError as e:
         problems.append(str(e))
         return 0
     with f:
-        size = os.fstat(f.fileno()).st_size
-        if size != shard["bytes"]:
-            problems.append(f"{path}: {size:,} bytes, the manifest says {shard['bytes']:,}")
         try:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
-        except OSError as e:
-            problems.append(_line(f"{path}: unreadable ({e.strerror or e})"))
+            problems.extend(verify_shard(f, path, shard))
+        except WitError as e:
+            problems.append(_line(str(e)))
             return 0
-        if digest != shard["sha256"]:
-            problems.append(f"{path}: sha256 differs from the manifest")
         scan = scan_tar(path)
         if scan.error:
             problems.append(_line(f"{path}: {scan.error}"))
@@ -239,7 +232,7 @@ def _show(directory: str, manifest: dict, count: int) -> list[str]:
         if len(lines) >= count:
             break
         path = os.path.join(directory, shard["name"])
-        with _open_regular(path) as f:
+        with open_regular(path) as f:
             for key, members in scan_tar(path).samples:
                 if len(lines) == count:
                     break
@@ -291,35 +284,6 @@ def _json_kind(value: object) -> str:
 
 
 # ---- files -----------------------------------------------------------------------------
-
-
-def _open_regular(path: str) -> BinaryIO:
-    """`path` opened for reading if it is a regular file (not a link to one); a WitError
-    otherwise. Opening does not block: a FIFO opens at once and is then refused."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise WitError(f"{path}: missing (the manifest lists it)") from None
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise WitError(f"{path}: a symbolic link, not a regular file (only regular files are read)") from None
-        raise WitError(f"{path}: unreadable ({e.strerror or e})") from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise WitError(f"{path}: {_kind(mode)}, not a regular file (only regular files are read)")
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return name
-    return "a special file"
 
 
 def _line(text: str) -> str:

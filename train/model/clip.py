@@ -161,6 +161,19 @@ def load_openclip(checkpoint: str | Path, model: str, device: str | torch.device
     return Loaded(net, tokenizer(cfg), image_size(net), mean, std, cfg.name, 0)
 
 
+def load_model(checkpoint: str | Path, model: str = "", device: str | torch.device = "cpu") -> Loaded:
+    """A trainer checkpoint, or with `model` an OpenCLIP file of that architecture, without
+    OpenCLIP's INFO lines about finding its tokenizer: what `wit embed`, `wit filter` and
+    search load."""
+    root = logging.getLogger()   # OpenCLIP logs on the root logger
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))
+    try:
+        return load_openclip(checkpoint, model, device) if model else load(checkpoint, device)
+    finally:
+        root.setLevel(level)
+
+
 def openclip_config(model: str) -> ModelConfig:
     """The ModelConfig of `--model`: a built-in OpenCLIP name, or a model config .json
     file (registered under its file name, as `open_clip.add_model_config` does)."""

@@ -37,9 +37,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from train import dist, images
+from train import dist
+from train.data import preprocess as images
 from train.dist import World
-from train.shards import Shard
+from train.data.shards import Shard
 from wit.formats import tars
 from wit.formats.balance import pick
 from wit.formats.errors import WitError

@@ -1,35 +1,106 @@
-"""The loop of `wit embed`: DataLoader workers read shards (each worker a shard at a time)
-and hand over decoded uint8 images and tokens; the model embeds them in inference mode
-(bf16 weights, on a GPU with pinned memory); each shard's parquet file and unit marker
-are written as soon as its last batch is embedded."""
+"""The EMBED dir of a SHARDS dir (`wit.formats.embeddings`): the engine of `wit embed`
+(see `wit/embed/run.py` for what it does and its fingerprint), which `wit filter
+--checkpoint` runs too. DataLoader workers read shards (each worker a shard at a time) and
+hand over decoded uint8 images and tokens; the model embeds them in inference mode (bf16
+weights, on a GPU with pinned memory); each shard's parquet file and unit marker are
+written as soon as its last batch is embedded. Under torchrun or srun each rank embeds
+shards rank::world into the one build dir, and rank 0 finishes it."""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
+import time
 from collections import Counter
+from contextlib import ExitStack
 
 import numpy as np
-import open_clip
 import pyarrow as pa
 import torch
 import torch.nn.functional as F
-from open_clip.transformer import text_global_pool
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
-from train import images
-from train.data import Sample, read_samples
-from train.features import decode_all
-from train.model import Loaded
-from train.shards import Shard
-from wit.formats.atomic import write_parquet
-from wit.formats.embeddings import embedding_file, schema
+from train import dist
+from train.data.shards import Shard, list_shards
+from train.data.stream import Sample, read_samples
+from train.data import preprocess as images
+from train.model.clip import Loaded, load_model, openclip_config
+from train.model.encode import decode_all, embed_dim, encode_text
+from wit import __version__
+from wit.formats.atomic import file_sha256, write_json, write_parquet
+from wit.formats.embeddings import SUMMARY, embedding_file, manifest_sha256, read_summary, schema
 from wit.formats.errors import WitError
-from wit.formats.workdir import WorkDir
+from wit.formats.images import MAX_PIXELS
+from wit.formats.workdir import WorkDir, claim
 
 log = logging.getLogger("wit.embed")
+
+
+def embed_shards_dir(checkpoint: str, shards_dir: str, out: str, model: str = "", batch_size: int = 256,
+                     device: str = "auto", precision: str = "auto", workers: int = 0, max_pixels: int = MAX_PIXELS,
+                     overwrite: bool = False) -> dict:
+    """Build (or finish, or confirm) the EMBED dir `out` of a SHARDS dir (`wit embed`'s
+    flags of the same names); return its summary (embed.json)."""
+    started = time.time()
+    shards_dir = os.path.normpath(shards_dir)
+    manifest = manifest_sha256(shards_dir)
+    shards = list_shards(shards_dir)
+    missing = next((s.url for s in shards if not os.path.isfile(s.url)), None)
+    if missing:
+        raise WitError(f"{missing}: shard listed in sizes.json is missing")
+    if model:
+        openclip_config(model)        # an unknown name fails before anything is written
+    checkpoint_sha256 = file_sha256(checkpoint, "checkpoint")
+    world = dist.world_of(device)
+    precision = precision if precision != "auto" else "bf16" if world.device.type == "cuda" else "fp32"
+    fingerprint = {"checkpoint_sha256": checkpoint_sha256, "model": model, "manifest_sha256": manifest,
+                   "precision": precision, "max_pixels": max_pixels}
+    with ExitStack() as stack:
+        if not world.is_main:                # rank 0 claims (and may start the build dir) first
+            dist.barrier(world)
+        work = stack.enter_context(claim(out, "embed", fingerprint, overwrite, inputs=(shards_dir,),
+                                         lock=world.is_main))
+        if world.is_main:
+            dist.barrier(world)
+        dist.barrier(world)                  # every rank has claimed before any writes
+        complete = work.complete()
+        if complete is not None:
+            return complete
+        loaded = load_model(checkpoint, model, world.device)
+        dim = embed_dim(loaded)
+        shares = shards[world.rank::world.size]
+        mine = [s for s in shares if work.done(_unit(s.url)) is None]
+        if len(mine) < len(shares):
+            log.info("rank %d: %d of its shards embedded before", world.rank, len(shares) - len(mine))
+        embed_shards(loaded, mine, work, dim, batch_size, workers, max_pixels, world.device, precision)
+        dist.barrier(world)
+        if not world.is_main:
+            dist.barrier(world)
+            return read_summary(out)
+        done = [work.done(_unit(s.url)) for s in shards]
+        if any(d is None for d in done):
+            raise WitError(f"{out}: some shards were not embedded; run the same command again")
+        summary = {
+            "tool": "wit embed", "version": __version__, "model": loaded.name, "dim": dim,
+            "checkpoint": os.path.abspath(checkpoint), "checkpoint_sha256": checkpoint_sha256,
+            "precision": precision, "max_pixels": max_pixels,
+            "shards_dir": os.path.abspath(shards_dir), "manifest_sha256": manifest, "shards": done,
+            **{k: sum(d[k] for d in done) for k in ("samples", "images", "undecodable_images", "no_text")},
+            "seconds": round(time.time() - started, 3),
+        }
+        write_json(work.path(SUMMARY), summary)
+        work.finish(summary)
+        dist.barrier(world)
+    return summary
+
+
+def _unit(url: str) -> str:
+    """A shard's unit of work: its tar name."""
+    return os.path.basename(url)
+
+
 
 
 def embed_shards(loaded: Loaded, shards: list[Shard], work: WorkDir, dim: int, batch_size: int, workers: int,
@@ -111,36 +182,6 @@ def _encode(loaded: Loaded, batch: dict, device: torch.device, dim: int) -> dict
             valid[rows] = True
         out[kind], out[f"{kind}_valid"] = values, valid
     return out
-
-
-def encode_text(model: torch.nn.Module, tokens: torch.Tensor, device: torch.device, chunk: int | None = None) -> torch.Tensor:
-    """`model.encode_text` (not normalised) of CPU `tokens`. CLIP's causal text tower pooled
-    at the end token runs on chunks of captions of about the same length, each only up to
-    its last end token: causal attention keeps the padding after a caption's end from its
-    pooled feature, so the features are the same for less work. (The end token has the
-    highest id; that is how OpenCLIP's `argmax` pooling finds it.) Chunks: 32 captions on
-    the CPU, 256 on a GPU (where a call costs more than a few positions)."""
-    chunk = chunk or (32 if device.type == "cpu" else 256)
-    if not (isinstance(model, open_clip.CLIP) and model.text_pool_type == "argmax" and model.attn_mask is not None):
-        return model.encode_text(tokens.to(device, non_blocking=True))
-    ends = tokens.argmax(dim=-1)
-    order = torch.argsort(ends, stable=True)
-    parts = [_short_text(model, tokens[rows, :int(ends[rows[-1]]) + 1].to(device, non_blocking=True))
-             for rows in order.split(chunk)]
-    return torch.cat(parts)[torch.argsort(order).to(device)]
-
-
-def _short_text(model: open_clip.CLIP, tokens: torch.Tensor) -> torch.Tensor:
-    """CLIP.encode_text on fewer positions than the context (OpenCLIP's adds all of them)."""
-    n = tokens.shape[1]
-    cast = model.transformer.get_cast_dtype()
-    x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:n].to(cast)
-    x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:n, :n]))
-    x = text_global_pool(x, tokens, "argmax")
-    projection = model.text_projection
-    if projection is None:
-        return x
-    return projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
 
 
 def _write(work: WorkDir, url: str, parts: list[dict], dim: int, truncated: bool) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from train.suite import MEAN, PREFIX, TASKS, SuiteTask
+from train.eval.suite import MEAN, PREFIX, TASKS, SuiteTask
 from wit.formats.atomic import atomic_path
 
 TASK_NAMES = {kind: name for name, kind in TASKS.items()}

@@ -10,11 +10,12 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from train import retrieval, zeroshot
-from train.data import Sample, read_samples, span
+from train.eval import retrieval
+from train.eval import zeroshot
+from train.data.stream import Sample, read_samples, span
 from train.dist import World, gather_objects
-from train.features import Encoder, decode_all, gather_rows, share
-from train.shards import Shard, list_shards
+from train.model.encode import Encoder, decode_all, gather_rows, share
+from train.data.shards import Shard, list_shards
 from wit.formats.errors import WitError
 from wit.formats.evalsets import CLASSIFICATION, EvalSet, read_imagefolder
 

@@ -31,10 +31,11 @@ import numpy as np
 import torch
 import yaml
 
-from train import prompt_lists, zeroshot
+from train.eval import prompt_lists
+from train.eval import zeroshot
 from train.dist import World
-from train.tasks import ZeroShot, retrieval_on_evalset
-from train.features import Encoder
+from train.eval.tasks import ZeroShot, retrieval_on_evalset
+from train.model.encode import Encoder
 from wit.formats.errors import WitError
 from wit.formats.evalsets import CLASSIFICATION, CLASSNAMES, RETRIEVAL, TEMPLATES, EvalSet, open_evalset
 
