@@ -1,6 +1,6 @@
 """The README cannot disagree with itself: its benchmark figures are the block that `make
 bench` writes from tests/bench/results.json (tests/bench/run_all.py), and none appear
-outside it."""
+outside it, in the rest of the README, in ARCHITECTURE.md or in a page under docs/."""
 
 from __future__ import annotations
 
@@ -56,6 +56,15 @@ def test_generated_block_is_results_json():
 
 def test_no_benchmark_figure_outside_the_block():
     assert figures_outside(README.read_text(encoding="utf-8")) == []
+
+
+def test_no_benchmark_figure_in_the_other_pages():
+    """docs/performance.md describes the benchmarks; their figures live only in the README's
+    block and tests/bench/results.md, so no page can keep a stale one."""
+    pages = [REPO / "ARCHITECTURE.md", *sorted((REPO / "docs").glob("*.md"))]
+    found = [f"{page.relative_to(REPO)} line {text.count(chr(10), 0, m.start()) + 1}: {m.group()!r}"
+             for page in pages for text in [page.read_text(encoding="utf-8")] for m in FIGURE.finditer(text)]
+    assert found == []
 
 
 def test_checks_can_fail(tmp_path):
