@@ -20,14 +20,12 @@ import logging
 import os
 import time
 from collections import Counter
-from concurrent.futures import as_completed
 from dataclasses import fields
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from wit import __version__
 from wit.formats.atomic import atomic_path, write_json, write_parquet
@@ -44,7 +42,7 @@ from wit.formats.crawl import (CANDIDATE_SCHEMA, CANDIDATES, DOWNLOAD, ENTRY_COU
 from wit.formats.globs import expand
 from wit.formats.queries import read_queries
 from wit.formats.processes import worker_pool
-from wit.formats.workdir import STATE, WorkDir, claim, sum_counters
+from wit.formats.workdir import STATE, Unit, WorkDir, claim, sum_counters
 
 log = logging.getLogger("wit.crawl")
 
@@ -189,28 +187,15 @@ def _match_all(config: CrawlConfig, work: WorkDir, partitions: list[Partition], 
                columns: TableColumns) -> list[dict]:
     os.makedirs(work.path(*_counts_file(partitions[0])[:-1]), exist_ok=True)
     os.makedirs(work.path(*_candidates_file(partitions[0], config.unit)[:-1]), exist_ok=True)
-    done = {p.partition_id: work.done(p.partition_id) for p in partitions}
-    todo = [p for p in partitions if done[p.partition_id] is None]
-    if len(todo) < len(partitions):
-        log.info("%d of %d partitions matched before", len(partitions) - len(todo), len(partitions))
-    results = {pid: r for pid, r in done.items() if r is not None}
-    bar = tqdm(total=len(partitions), initial=len(results), unit="partition", desc="match",
-               dynamic_ncols=True, mininterval=1.0)
-    started, rows = time.time(), 0
-    with worker_pool(min(config.processes, max(len(todo), 1)), "wit.crawl.run", _init_worker,
+    units = [Unit(p.partition_id, (p, config, columns, work.root),
+                  (os.path.join(*_candidates_file(p, config.unit)), os.path.join(*_counts_file(p))))
+             for p in partitions]
+    todo = sum(work.done(u.name) is None for u in units)
+    with worker_pool(min(config.processes, max(todo, 1)), "wit.crawl.run", _init_worker,
                      (queries, config.lowercase)) as pool:
-        futures = {pool.submit(_match_partition, p, config, columns, work.root): p for p in todo}
-        for future in as_completed(futures):
-            result, partition = future.result(), futures[future]
-            work.mark_done(partition.partition_id, result,
-                           [os.path.join(*_candidates_file(partition, config.unit)),
-                            os.path.join(*_counts_file(partition))])
-            results[partition.partition_id] = result
-            rows += result["read"]
-            bar.update()
-            bar.set_postfix_str(f"{rows / max(time.time() - started, 1e-9):,.0f} rows/s", refresh=False)
-    bar.close()
-    return [results[p.partition_id] for p in partitions]
+        results = work.run_units(units, _match_partition, pool, desc="match", unit="partition",
+                                 what="partitions matched", rate=lambda r: f"{r.get('read', 0):,.0f} rows/s")
+    return list(results.counters.values())
 
 
 def _entry_counts(work: WorkDir, partitions: list[Partition], query_count: int,
@@ -268,19 +253,22 @@ def _group_here(work: WorkDir, partitions: list[Partition], buckets: int, todo: 
                 query_count: int) -> dict[int, dict]:
     """Cut each partition into buckets by uid (scratch), then group bucket by bucket."""
     os.makedirs(work.scratch("buckets"), exist_ok=True)
-    groups = {}
-    for p in tqdm(partitions, unit="partition", desc="bucket", dynamic_ncols=True, mininterval=1.0):
-        unit, target = f"bucket-{p.partition_id}", _scratch_file(work, "buckets", p.partition_id)
-        groups[p.partition_id] = work.done(unit)
-        if groups[p.partition_id] is None:
-            groups[p.partition_id] = write_buckets(work.path(*_candidates_file(p, "image")), work.path(target), buckets)
-            work.mark_done(unit, groups[p.partition_id], [target])
-    found = {}
-    for bucket in tqdm(todo, unit="bucket", desc="group", dynamic_ncols=True, mininterval=1.0):
+    cut = [Unit(f"bucket-{p.partition_id}", (work.path(*_candidates_file(p, "image")),
+                                             work.path(_scratch_file(work, "buckets", p.partition_id)), buckets),
+                [_scratch_file(work, "buckets", p.partition_id)]) for p in partitions]
+    groups = dict(zip((p.partition_id for p in partitions),
+                      work.run_units(cut, write_buckets, desc="bucket", unit="partition",
+                                     what="partitions cut into buckets").counters.values()))
+
+    def group(bucket: int) -> tuple[pa.Table, np.ndarray]:
         parts = [(work.path(_scratch_file(work, "buckets", p.partition_id)), groups[p.partition_id][str(bucket)])
                  for p in partitions if str(bucket) in groups[p.partition_id]]
-        found[bucket] = _finish_bucket(work, bucket, *group_rows(read_bucket(parts), query_count))
-    return found
+        return group_rows(read_bucket(parts), query_count)
+
+    found = work.run_units([Unit(_bucket_unit(b), (b,), _bucket_files(b)) for b in todo], group, desc="group",
+                           unit="bucket", what="buckets grouped",
+                           finish=lambda u, grouped: write_bucket(*(work.path(f) for f in u.files), *grouped))
+    return dict(zip(todo, found.counters.values()))
 
 
 def _group_on_spark(config: CrawlConfig, work: WorkDir, partitions: list[Partition], buckets: int,

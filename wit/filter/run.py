@@ -18,12 +18,12 @@ from __future__ import annotations
 import logging
 import os
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from tqdm import tqdm
 
 from wit import __version__
 from wit.filter import clipscore, hashes, neardup, samples, textrules
@@ -37,7 +37,7 @@ from wit.formats.shards import DATACARD, MANIFEST, read_manifest, shard_name, wr
 from wit.formats.shardwrite import plot_distribution, write_shard_file
 from wit.formats.tars import Member, read_member
 from wit.formats.processes import worker_pool
-from wit.formats.workdir import WorkDir, claim
+from wit.formats.workdir import Unit, WorkDir, claim
 
 log = logging.getLogger("wit.filter")
 
@@ -191,24 +191,22 @@ def _read(shards_dir: str, manifest: dict, hashing: bool, pool: ProcessPoolExecu
     import pyarrow.parquet as pq
 
     entries = manifest["shards"]
-    tables: dict[int, pa.Table] = {}
-    for i in range(len(entries)):
-        if work.done(_read_unit(i)) is not None:
-            tables[i] = pq.read_table(work.path(_read_file(work, i)), schema=samples.SCHEMA)
-    if tables:
-        log.info("%d of %d input shards read before", len(tables), len(entries))
-    todo = [i for i in range(len(entries)) if i not in tables]
     os.makedirs(work.scratch("read"), exist_ok=True)
-    paths = [os.path.join(shards_dir, entries[i]["name"]) for i in todo]
-    bar = tqdm(total=len(entries), initial=len(tables), desc="read", unit="shard", mininterval=1.0,
-               dynamic_ncols=True)
-    for i, columns in zip(todo, pool.map(samples.read_shard, todo, paths, [entries[i] for i in todo],
-                                         [hashing] * len(todo))):
-        tables[i] = pa.Table.from_pydict(columns, schema=samples.SCHEMA)
-        write_parquet(work.path(_read_file(work, i)), tables[i])
-        work.mark_done(_read_unit(i), {"samples": tables[i].num_rows}, [_read_file(work, i)])
-        bar.update()
-    bar.close()
+    tables: dict[int, pa.Table] = {}
+
+    def keep(u: Unit, columns: dict) -> dict:
+        index = u.args[0]
+        tables[index] = pa.Table.from_pydict(columns, schema=samples.SCHEMA)
+        write_parquet(work.path(_read_file(work, index)), tables[index])
+        return {"samples": tables[index].num_rows}
+
+    units = [Unit(_read_unit(i), (i, os.path.join(shards_dir, e["name"]), e, hashing), [_read_file(work, i)])
+             for i, e in enumerate(entries)]
+    work.run_units(units, samples.read_shard, pool, desc="read", unit="shard", what="input shards read",
+                   finish=keep)
+    for i in range(len(entries)):
+        if i not in tables:   # read by an earlier run
+            tables[i] = pq.read_table(work.path(_read_file(work, i)), schema=samples.SCHEMA)
     table = pa.concat_tables([tables[i] for i in range(len(entries))]) if tables else samples.SCHEMA.empty_table()
     if table.num_rows and pc.count_distinct(table["uid"]).as_py() != table.num_rows:
         raise WitError(f"{os.path.join(shards_dir, MANIFEST)}: the shards hold a uid twice (not a `wit shard` output?)")
@@ -409,22 +407,17 @@ def _write_all(table: pa.Table, kept: np.ndarray, per_shard: int, shards_dir: st
     columns = table.select(["shard", "key", "extensions", "offsets", "sizes"])
     tars = sorted({int(s) for s in pc.unique(table["shard"]).to_pylist()})
     names = {i: os.path.join(shards_dir, shard_name(i)) for i in tars}
-    done: dict[int, dict] = {}
-    futures = []
-    for index, start in enumerate(range(0, len(kept), per_shard)):
-        shard_info = work.done(shard_name(index))
-        if shard_info is not None:
-            done[index] = shard_info
-            continue
+
+    def plan(start: int) -> list[tuple[str, str, list[tuple[str, int, int]]]]:
         rows = columns.take(pa.array(kept[start:start + per_shard])).to_pydict()
-        plan = [(names[s], k, list(zip(e, o, z))) for s, k, e, o, z in
+        return [(names[s], k, list(zip(e, o, z))) for s, k, e, o, z in
                 zip(rows["shard"], rows["key"], rows["extensions"], rows["offsets"], rows["sizes"])]
-        futures.append(pool.submit(write_shard, index, plan, work.root))
-    for future in tqdm(futures, desc="shards", unit="shard", mininterval=1.0, dynamic_ncols=True):
-        index, shard_info = future.result()
-        work.mark_done(shard_name(index), shard_info, [shard_info["name"]])
-        done[index] = shard_info
-    return [done[i] for i in sorted(done)]
+
+    units = [Unit(shard_name(index), partial(lambda i, start: (i, plan(start), work.root), index, start),
+                  [shard_name(index)]) for index, start in enumerate(range(0, len(kept), per_shard))]
+    done = work.run_units(units, write_shard, pool, desc="shards", unit="shard", what="shards written",
+                          finish=lambda u, result: result[1])
+    return list(done.counters.values())
 
 
 def write_shard(index: int, plan: list[tuple[str, str, list[tuple[str, int, int]]]], out: str) -> tuple[int, dict]:

@@ -28,8 +28,13 @@ import json
 import logging
 import os
 import shutil
+import time
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from contextlib import contextmanager, nullcontext
-from typing import Any, Iterator
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator
+
+from tqdm import tqdm
 
 from wit import __version__
 from wit.formats.atomic import exchange_dirs, read_json, remove_temporaries, write_json
@@ -38,6 +43,25 @@ from wit.formats.locks import OutputLock
 
 log = logging.getLogger("wit.work")
 STATE = ".wit"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A unit of work: its marker's name, the task's arguments (or a function giving them,
+    called only when the unit must run), the files it writes (relative to the output dir)
+    and its weight on the progress bar."""
+    name: str
+    args: tuple | Callable[[], tuple]
+    files: tuple[str, ...] | list[str] = ()
+    size: float = 1
+
+
+@dataclass(frozen=True)
+class Ran:
+    """What `WorkDir.run_units` did: every unit's counters by name (in the order of the
+    units) and how many units an earlier run had finished."""
+    counters: dict[str, Any]
+    resumed: int
 
 
 class WorkDir:
@@ -70,6 +94,76 @@ class WorkDir:
         """Record a unit as finished (after its files are written), with the files it wrote
         (relative to the output dir) and its counters."""
         write_json(self._unit(unit), {"counters": counters, "files": list(files)})
+
+    def run_units(self, units: Iterable[Unit], task: Callable, pool: Executor | None = None, *, desc: str,
+                  what: str, finish: Callable[[Unit, Any], Any] | None = None, in_flight: int = 0,
+                  unit: str = "unit", total: float | None = None,
+                  rate: Callable[[dict], str] | None = None) -> Ran:
+        """Every unit's counters: those finished before read back, the others computed as `task(*unit.args)` in `pool` (here when None) and marked
+        done as each finishes (after `finish(unit, result)`, which may write files here and
+        returns the counters; default: the result). At most `in_flight` tasks wait in the
+        pool when given (`units` is then read lazily). A progress bar shows the units (by
+        `size`, out of `total` or all of them) with `rate(per_second)` after it: the sums of
+        this run's counters per second. The log says how many `what` were done before (e.g.
+        "partitions matched")."""
+        results: dict[str, Any] = {}
+        pending: dict[Future, Unit] = {}
+        totals: dict = {}
+        order: list[str] = []
+        resumed = 0
+        started = time.time()
+        bar = tqdm(desc=desc, unit=unit, mininterval=1.0, dynamic_ncols=True, total=None,
+                   unit_scale=unit == "B")
+
+        def record(u: Unit, counters: Any, fresh: bool) -> None:
+            results[u.name] = counters
+            bar.update(u.size)
+            if rate is not None and fresh and isinstance(counters, dict):
+                for key, value in counters.items():
+                    if isinstance(value, (int, float)) and not isinstance(value, bool):
+                        totals[key] = totals.get(key, 0) + value
+                elapsed = max(time.time() - started, 1e-9)
+                bar.set_postfix_str(rate({k: v / elapsed for k, v in totals.items()}), refresh=False)
+
+        def collect(keep: int) -> None:
+            while len(pending) > keep:
+                finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+                for future in finished:
+                    u = pending.pop(future)
+                    counters = finish(u, future.result()) if finish else future.result()
+                    self.mark_done(u.name, counters, u.files)
+                    record(u, counters, True)
+
+        units = list(units) if not in_flight else units
+        bar.total = total if total is not None else sum(u.size for u in units) if isinstance(units, list) else None
+        try:
+            for u in units:
+                order.append(u.name)
+                counters = self.done(u.name)
+                if counters is not None:
+                    resumed += 1
+                    record(u, counters, False)
+                    continue
+                args = u.args() if callable(u.args) else u.args
+                if pool is None:
+                    result = task(*args)
+                    counters = finish(u, result) if finish else result
+                    self.mark_done(u.name, counters, u.files)
+                    record(u, counters, True)
+                    continue
+                if in_flight:
+                    collect(in_flight - 1)
+                pending[pool.submit(task, *args)] = u
+            collect(0)
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+        finally:
+            bar.close()
+        if resumed:
+            log.info("%d of %d %s before", resumed, len(order), what)
+        return Ran({name: results[name] for name in order}, resumed)
 
     def units(self) -> list[str]:
         directory = os.path.join(self.root, STATE, "units")

@@ -12,16 +12,15 @@ from __future__ import annotations
 import logging
 import os
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
-from itertools import chain
 from typing import Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from wit import __version__
 from wit.flags import option
@@ -31,7 +30,7 @@ from wit.formats.errors import WitError
 from wit.formats.globs import expand
 from wit.formats.queries import STATS, write_queries
 from wit.formats.processes import worker_pool
-from wit.formats.workdir import WorkDir, claim
+from wit.formats.workdir import Unit, WorkDir, claim
 from wit.queries.assemble import Candidates, assemble, query_columns
 from wit.queries.chunks import ChunkStats, chunk_files, count_chunk
 from wit.queries.dumps import DumpFile, open_dump, plan_chunks
@@ -132,86 +131,30 @@ def _fingerprint(config: BuildConfig, dumps: list[DumpFile], views: PageViews,
             "wordnet": [identity(p) for p in wordnet_files], **settings}
 
 
-class _InlineExecutor:
-    """Runs each task at once in this process (--workers 1): the pool's interface."""
-
-    def submit(self, fn, *args) -> Future:
-        future: Future = Future()
-        future.set_result(fn(*args))
-        return future
-
-    def __enter__(self) -> "_InlineExecutor":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
-
-
 def _count_all(dumps: list[DumpFile], work: WorkDir, config: BuildConfig) -> tuple[ChunkStats, list[str], int]:
     """Count every chunk not already done, at most two per worker in flight; return the
     page counts, every chunk's id and how many chunks an earlier run had finished."""
-    total = ChunkStats()
-    chunk_ids: list[str] = []
-    resumed = 0
-    started = time.time()
-    bar = tqdm(total=sum(d.size for d in dumps), unit="B", unit_scale=True, desc="dump",
-               mininterval=1.0, dynamic_ncols=True)
-
-    def record(stats: ChunkStats) -> None:
-        nonlocal total
-        total += stats
-
-    def finished(result: tuple[str, ChunkStats]) -> None:
-        chunk_id, stats = result
-        work.mark_done(chunk_id, asdict(stats), [os.path.relpath(f, work.root)
-                                                 for f in chunk_files(work.scratch(), chunk_id).values()])
-        record(stats)
-        elapsed = max(time.time() - started, 1e-9)
-        bar.update(stats.input_bytes)
-        bar.set_postfix_str(
-            f"{total.pages / elapsed:,.0f} pages/s, {total.wikitext_bytes / elapsed / 1e6:.1f} MB/s wikitext",
-            refresh=False,
-        )
-
-    executor = _InlineExecutor() if config.workers == 1 else _worker_pool(config.workers)
-    pending: set[Future] = set()
-    try:
-        with executor:
-            all_chunks = (plan_chunks(d, i, config.chunk_bytes) for i, d in enumerate(dumps))
-            for chunk in chain.from_iterable(all_chunks):
-                chunk_ids.append(chunk.chunk_id)
-                done = work.done(chunk.chunk_id)
-                if done is not None:
-                    record(ChunkStats(**done))
-                    resumed += 1
-                    continue
-                pending = _collect(pending, 2 * config.workers - 1, finished)
-                pending.add(executor.submit(count_chunk, chunk, work.scratch(), config.lowercase))
-            pending = _collect(pending, 0, finished)
-    except BaseException:
-        for future in pending:
-            future.cancel()
-        raise
-    finally:
-        bar.close()
+    units = (Unit(chunk.chunk_id, (chunk, work.scratch(), config.lowercase),
+                  [os.path.relpath(f, work.root) for f in chunk_files(work.scratch(), chunk.chunk_id).values()],
+                  chunk.end - chunk.start)
+             for i, d in enumerate(dumps) for chunk in plan_chunks(d, i, config.chunk_bytes))
+    pool = None if config.workers == 1 else _worker_pool(config.workers)
+    with pool or nullcontext():
+        ran = work.run_units(units, count_chunk, pool, desc="dump", unit="B", total=sum(d.size for d in dumps),
+                             what="chunks counted", in_flight=2 * config.workers,
+                             finish=lambda u, result: asdict(result[1]),
+                             rate=lambda r: f"{r.get('pages', 0):,.0f} pages/s, "
+                                            f"{r.get('wikitext_bytes', 0) / 1e6:.1f} MB/s wikitext")
+    total = sum((ChunkStats(**c) for c in ran.counters.values()), ChunkStats())
     log.info("read %d pages (%d articles) in %d chunks (%d done before)",
-             total.pages, total.articles, len(chunk_ids), resumed)
-    return total, chunk_ids, resumed
+             total.pages, total.articles, len(ran.counters), ran.resumed)
+    return total, list(ran.counters), ran.resumed
 
 
 def _worker_pool(workers: int) -> ProcessPoolExecutor:
     """Workers forked from a server that has imported the counting code once (fork-safe,
     and no per-worker import of pyarrow)."""
     return worker_pool(workers, "wit.queries.chunks")
-
-
-def _collect(pending: set[Future], keep: int, record) -> set[Future]:
-    """Wait until at most `keep` tasks are pending, recording each finished one."""
-    while len(pending) > keep:
-        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-        for future in finished:
-            record(future.result())
-    return pending
 
 
 def _finish(

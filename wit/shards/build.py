@@ -38,7 +38,7 @@ from wit.formats.shards import DATACARD, MANIFEST, SAMPLE_JSON_FIELDS, shard_nam
 from wit.formats.shardwrite import plot_distribution, write_shard_file
 from wit.formats.tars import Member, image_extension, read_member, scan_tar
 from wit.formats.processes import worker_pool
-from wit.formats.workdir import WorkDir, claim
+from wit.formats.workdir import Unit, WorkDir, claim
 from wit.shards.datacard import datacard
 
 log = logging.getLogger("wit.shard")
@@ -230,27 +230,11 @@ def _plan(index: pa.Table, config: ShardConfig, report: dict) -> tuple[pa.Table,
 
 def _write_all(plan: pa.Table, config: ShardConfig, work: WorkDir, pool: ProcessPoolExecutor) -> list[dict]:
     n = config.samples_per_shard
-    jobs = [(i, plan.slice(start, n)) for i, start in enumerate(range(0, plan.num_rows, n))]
-    done: dict[int, dict] = {}
-    todo = []
-    for i, rows in jobs:
-        shard_info = work.done(shard_name(i))
-        if shard_info is not None:
-            done[i] = shard_info
-        else:
-            todo.append((i, rows))
-    if done:
-        log.info("%d of %d shards written before", len(done), len(jobs))
-    bar = tqdm(total=len(jobs), initial=len(done), desc="shards", unit="shard", mininterval=1.0,
-               dynamic_ncols=True)
-    futures = [pool.submit(write_shard, i, rows, work.root) for i, rows in todo]
-    for future in futures:
-        index, shard_info = future.result()
-        work.mark_done(shard_name(index), shard_info, [shard_info["name"]])
-        done[index] = shard_info
-        bar.update()
-    bar.close()
-    return [done[i] for i in sorted(done)]
+    units = [Unit(shard_name(i), (i, plan.slice(start, n), work.root), [shard_name(i)])
+             for i, start in enumerate(range(0, plan.num_rows, n))]
+    done = work.run_units(units, write_shard, pool, desc="shards", unit="shard", what="shards written",
+                          finish=lambda u, result: result[1])
+    return list(done.counters.values())
 
 
 def write_shard(index: int, rows: pa.Table, out: str) -> tuple[int, dict]:
