@@ -4,7 +4,7 @@ CRAWL dir (claimed with the settings that decide it, see `wit.formats.workdir`):
 - `candidates/ID.parquet`: candidates matching at least one query (uid, url, text,
   query_ids, source columns), one per partition, each marked done with its counts;
   with `--unit image`, `candidates/BUCKET.parquet`: one row per image (uid, url, texts:
-  every distinct matched text with its query ids, attribute and pages; see images.py).
+  every distinct matched text with its query ids, attribute and pages; see image_groups.py).
 - `entry_counts.parquet`: query_id, matched (over the whole pool).
 - `selected/ID.parquet`: the balanced subset (cap * oversample), same columns.
 - `download/`: img2dataset's webdataset output; a shard with `NNNNN_stats.json` is done.
@@ -31,7 +31,7 @@ from wit import __version__
 from wit.formats.atomic import atomic_path, write_json, write_parquet
 from wit.formats.balance import balanced
 from wit.crawl.config import NOT_DECIDING, CrawlConfig
-from wit.crawl.images import bucket_count, group_rows, read_bucket, write_bucket, write_buckets, write_selected
+from wit.crawl.image_groups import bucket_count, group_rows, read_bucket, write_bucket, write_buckets, write_selected
 from wit.crawl.match import QueryMatcher
 from wit.crawl.sources import Partition, SourceStats, TableColumns, plan_partitions, read_partition
 from wit.crawl.urls import REFUSAL_REASONS, refusal
@@ -211,7 +211,7 @@ def _entry_counts(work: WorkDir, partitions: list[Partition], query_count: int,
     return matched
 
 
-# ---- image-centric candidates (--unit image, see images.py) ---------------------------
+# ---- image-centric candidates (--unit image, see image_groups.py) ---------------------------
 
 
 def _group_images(config: CrawlConfig, work: WorkDir, partitions: list[Partition], query_count: int,

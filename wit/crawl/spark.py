@@ -19,7 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from wit.crawl.images import GROUPED_COLUMNS, SELECTED_SCHEMA, group_rows, write_bucket
+from wit.crawl.image_groups import GROUPED_COLUMNS, SELECTED_SCHEMA, group_rows, write_bucket
 from wit.formats.errors import WitError
 
 ROW_TYPES = {f.name: f.type for f in SELECTED_SCHEMA if f.name in GROUPED_COLUMNS}   # the matched rows' columns

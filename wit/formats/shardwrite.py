@@ -1,17 +1,59 @@
-"""Writing the files of a SHARDS dir: a shard file hashed on its way to disk, and the plot
-of the data distribution over the query list (`wit shard`, `wit filter`)."""
+"""Writing the files of a SHARDS dir: a shard copied from the members of source tars
+(`SourceTars`, `write_shard`), its file hashed on its way to disk, and the plot of the data
+distribution over the query list (`wit shard`, `wit filter`)."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-
-from typing import Iterable
+from typing import BinaryIO, Iterable
 
 import numpy as np
 
 from wit.formats.atomic import atomic_path
-from wit.formats.tars import tar_chunks
+from wit.formats.errors import WitError
+from wit.formats.shards import shard_name
+from wit.formats.tars import Member, read_member, tar_chunks
+
+Sample = tuple[str, list[tuple[str, bytes]]]   # (key, [(extension, bytes), ...])
+
+
+class SourceTars:
+    """The tars a new shard copies members from, each opened once and closed at the end; a
+    member that is no longer where the index found it is a WitError naming the tar (it
+    changed while `command` ran)."""
+
+    def __init__(self, command: str) -> None:
+        self.command, self.files = command, {}
+
+    def read(self, tar: str, key: str, offset: int, size: int) -> bytes:
+        f: BinaryIO = self.files.get(tar) or self.files.setdefault(tar, open(tar, "rb"))
+        try:
+            return read_member(f, Member(key, offset, size))
+        except EOFError as e:
+            raise WitError(f"{tar}: changed while `{self.command}` ran ({e})") from None
+
+    def __enter__(self) -> "SourceTars":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for f in self.files.values():
+            f.close()
+
+
+def write_shard(directory: str, index: int, samples: Iterable[Sample]) -> tuple[int, dict]:
+    """Shard `index` of a SHARDS dir from its samples; (index, its manifest entry)."""
+    count = 0
+
+    def counted():
+        nonlocal count
+        for sample in samples:
+            count += 1
+            yield sample
+
+    name = shard_name(index)
+    size, digest = write_shard_file(os.path.join(directory, name), counted())
+    return index, {"name": name, "samples": count, "bytes": size, "sha256": digest}
 
 
 def write_shard_file(path: str, samples: Iterable[tuple[str, list[tuple[str, bytes]]]]) -> tuple[int, str]:

@@ -35,7 +35,7 @@ from wit.formats.inputs import describe_stat
 from wit.formats.errors import WitError
 from wit.formats.images import REASONS as IMAGE_REASONS, ImageRefused, header_size
 from wit.formats.shards import DATACARD, MANIFEST, SAMPLE_JSON_FIELDS, shard_name, write_sizes
-from wit.formats.shardwrite import plot_distribution, write_shard_file
+from wit.formats.shardwrite import SourceTars, plot_distribution, write_shard as write_shard_to
 from wit.formats.tars import Member, image_extension, read_member, scan_tar
 from wit.formats.processes import worker_pool
 from wit.formats.workdir import Unit, WorkDir, claim
@@ -240,32 +240,20 @@ def _write_all(plan: pa.Table, config: ShardConfig, work: WorkDir, pool: Process
 def write_shard(index: int, rows: pa.Table, out: str) -> tuple[int, dict]:
     """Write shard `index` from its rows (reading image bytes from the source tars),
     hashing the bytes on their way out (no second read of the shard); its manifest entry."""
-    name = shard_name(index)
-    sources: dict[str, BinaryIO] = {}
     columns = rows.to_pydict()
 
-    def samples():
+    def samples(sources: SourceTars):
         for row in range(rows.num_rows):
-            tar = columns["tar"][row]
-            f = sources.get(tar) or sources.setdefault(tar, open(tar, "rb"))
-            try:
-                image = read_member(f, Member(columns["uid"][row], columns["offset"][row], columns["size"][row]))
-            except EOFError as e:
-                raise WitError(f"{tar}: changed while `wit shard` ran ({e})") from None
+            uid = columns["uid"][row]
+            image = sources.read(columns["tar"][row], uid, columns["offset"][row], columns["size"][row])
             meta = {k: columns[k][row] for k in SAMPLE_JSON_FIELDS}
             if columns["texts"][row] is not None:   # image-centric crawls: every text of the image
                 meta["texts"] = json.loads(columns["texts"][row])
-            yield columns["uid"][row], [(columns["extension"][row], image),
-                                        ("json", _JSON.encode(meta).encode()),
-                                        ("txt", columns["text"][row].encode("utf-8"))]
+            yield uid, [(columns["extension"][row], image), ("json", _JSON.encode(meta).encode()),
+                        ("txt", columns["text"][row].encode("utf-8"))]
 
-    try:
-        size, digest = write_shard_file(os.path.join(out, name), samples())
-    finally:
-        for f in sources.values():
-            f.close()
-    shard_info = {"name": name, "samples": rows.num_rows, "bytes": size, "sha256": digest}
-    return index, shard_info
+    with SourceTars("wit shard") as sources:
+        return write_shard_to(out, index, samples(sources))
 
 
 _JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False)
