@@ -15,9 +15,8 @@ over its classification sets, and writes DIR/results.json and DIR/suite.png.
 
 from __future__ import annotations
 
-import argparse
 import sys
-from functools import partial
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,12 +29,12 @@ from train.model.clip import load
 from train.model.encode import Encoder
 from wit.formats import atomic
 from wit.formats.errors import WitError
-from wit.formats.processes import lead
+from wit.formats.flags import option, run_command
 
 PROG = "python -m train.evaluate"
 
 
-def evaluate(args: argparse.Namespace) -> dict:
+def evaluate(args: EvaluateConfig) -> dict:
     """The CLI's work: load the checkpoint, run the requested evaluations, return the report."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     loaded = load(args.checkpoint, device)
@@ -94,47 +93,46 @@ def write_json(path: str, data: dict) -> None:
         raise WitError(f"{path}: cannot write the metrics ({e.strerror or e})") from None
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="a trainer checkpoint (RUN/checkpoints/*.pt)")
-    parser.add_argument("--imagefolder", help="zero-shot (and linear probe test) images: one subdirectory per class")
-    parser.add_argument("--classnames", help="one class name per line, in sorted class folder order; "
-                                             "'imagenet' for OpenCLIP's ImageNet class names")
-    parser.add_argument("--templates", help="prompt templates, one per line with {} for the class name; "
-                                            "'imagenet' for the paper's 80 (default: 'a photo of a {}.')")
-    parser.add_argument("--shards", help="held-out shards for retrieval: a SHARDS dir or a brace pattern")
-    parser.add_argument("--max-samples", type=int, default=EvalConfig.max_samples,
-                        help="retrieval uses the first N samples (default %(default)s)")
-    parser.add_argument("--linear-probe", action="store_true",
-                        help="also fit a linear probe (needs --train-imagefolder)")
-    parser.add_argument("--train-imagefolder", help="the linear probe's training images, same class folders")
-    parser.add_argument("--batch-size", type=int, default=EvalConfig.batch_size)
-    parser.add_argument("--max-pixels", type=int, default=TrainConfig.max_pixels, help="larger images are skipped")
-    parser.add_argument("--suite", help="an evaluation suite (SUITE.yaml, see train/eval/suite.py); not with the flags above")
-    parser.add_argument("--strict", action="store_true", help="a suite's missing dataset is an error (default: skipped)")
-    parser.add_argument("--out", help="write the metrics to this JSON file (with --suite: a directory for "
-                                      "results.json and suite.png, default eval-<suite name>)")
-    return parser
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """One `python -m train.evaluate` run."""
+
+    checkpoint: str = option(help="a trainer checkpoint (RUN/checkpoints/*.pt)", metavar="CKPT")
+    imagefolder: str | None = option(None, "zero-shot (and linear probe test) images: one subdirectory per class")
+    classnames: str | None = option(None, "one class name per line, in sorted class folder order; 'imagenet' for "
+                                          "OpenCLIP's ImageNet class names")
+    templates: str | None = option(None, "prompt templates, one per line with {} for the class name; 'imagenet' for "
+                                         "the paper's 80 (default: 'a photo of a {}.')")
+    shards: str | None = option(None, "held-out shards for retrieval: a SHARDS dir or a brace pattern")
+    max_samples: int = option(EvalConfig.max_samples, "retrieval uses the first N samples")
+    linear_probe: bool = option(False, "also fit a linear probe (needs --train-imagefolder)")
+    train_imagefolder: str | None = option(None, "the linear probe's training images, same class folders")
+    batch_size: int = option(EvalConfig.batch_size, "images or texts per model call")
+    max_pixels: int = option(TrainConfig.max_pixels, "larger images are skipped")
+    suite: str | None = option(None, "an evaluation suite (SUITE.yaml, see train/eval/suite.py); not with the flags "
+                                     "above")
+    strict: bool = option(False, "a suite's missing dataset is an error (default: skipped)")
+    out: str | None = option(None, "write the metrics to this JSON file (with --suite: a directory for results.json "
+                                   "and suite.png, default eval-<suite name>)")
+
+    def __post_init__(self) -> None:
+        if self.suite and (self.imagefolder or self.shards or self.linear_probe):
+            raise WitError("--suite runs alone: not with --imagefolder, --shards or --linear-probe")
+        if not self.imagefolder and not self.shards and not self.suite:
+            raise WitError("give --imagefolder DIR --classnames FILE, and/or --shards GLOB, or --suite SUITE.yaml")
+        if self.imagefolder and not self.classnames and not self.linear_probe:
+            raise WitError("--imagefolder needs --classnames (or --linear-probe)")
+        if self.linear_probe and not (self.imagefolder and self.train_imagefolder):
+            raise WitError("--linear-probe needs --train-imagefolder and --imagefolder (the test images)")
+        if self.batch_size < 1 or self.max_samples < 1:
+            raise WitError("--batch-size and --max-samples must be at least 1")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.suite and (args.imagefolder or args.shards or args.linear_probe):
-        parser.error("--suite runs alone: not with --imagefolder, --shards or --linear-probe")
-    if not args.imagefolder and not args.shards and not args.suite:
-        parser.error("give --imagefolder DIR --classnames FILE, and/or --shards GLOB, or --suite SUITE.yaml")
-    if args.imagefolder and not args.classnames and not args.linear_probe:
-        parser.error("--imagefolder needs --classnames (or --linear-probe)")
-    if args.linear_probe and not (args.imagefolder and args.train_imagefolder):
-        parser.error("--linear-probe needs --train-imagefolder and --imagefolder (the test images)")
-    if args.batch_size < 1 or args.max_samples < 1:
-        parser.error("--batch-size and --max-samples must be at least 1")
-    return lead(PROG, partial(_run, args), resumes=False)
+    return run_command(PROG, __doc__, EvaluateConfig, _run, argv)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: EvaluateConfig) -> int:
     try:
         report = evaluate(args)
         if args.suite:

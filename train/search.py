@@ -15,12 +15,10 @@ the shards holding the top results are read, for their texts and urls.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
 import sys
-from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -39,7 +37,7 @@ from wit.formats.atomic import atomic_open, file_sha256
 from wit.formats.embeddings import read_embeddings, read_summary
 from wit.formats.errors import WitError
 from wit.formats.images import ImageRefused
-from wit.formats.processes import lead
+from wit.formats.flags import option, run_command
 
 PROG = "python -m train.search"
 
@@ -212,7 +210,7 @@ def embedded_results(index: EmbeddedIndex, query: torch.Tensor, k: int) -> list[
             for rank, ((_, score), sample) in enumerate(zip(best, samples), 1)]
 
 
-def search(args: argparse.Namespace) -> list[str]:
+def search(args: SearchConfig) -> list[str]:
     """The CLI's work: the result lines, `rank<TAB>score<TAB>key<TAB>text<TAB>url`."""
     image = None
     if args.image is not None:
@@ -237,32 +235,33 @@ def search(args: argparse.Namespace) -> list[str]:
             for rank, (i, score) in enumerate(top(index, query, args.top), 1)]
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="a trainer checkpoint (RUN/checkpoints/*.pt)")
-    parser.add_argument("--shards", required=True, help="a SHARDS dir or a brace pattern of tar urls")
-    parser.add_argument("--sizes", help="the shards' sizes.json (default: the one next to them)")
-    query = parser.add_mutually_exclusive_group(required=True)
-    query.add_argument("--text", help="find the images that best match this text")
-    query.add_argument("--image", help="find the images most similar to this image file")
-    parser.add_argument("--embeddings", metavar="DIR",
-                        help="`wit embed` output of these shards with this checkpoint: search its vectors with faiss")
-    parser.add_argument("--top", type=int, default=10, help="results to print (default %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=EvalConfig.batch_size)
-    parser.add_argument("--max-pixels", type=int, default=TrainConfig.max_pixels, help="larger images are skipped")
-    return parser
+@dataclass(frozen=True)
+class SearchConfig:
+    """One `python -m train.search` run."""
+
+    checkpoint: str = option(help="a trainer checkpoint (RUN/checkpoints/*.pt)", metavar="CKPT")
+    shards: str = option(help="a SHARDS dir or a brace pattern of tar urls")
+    sizes: str | None = option(None, "the shards' sizes.json (default: the one next to them)")
+    text: str | None = option(None, "find the images that best match this text")
+    image: str | None = option(None, "find the images most similar to this image file")
+    embeddings: str | None = option(None, "`wit embed` output of these shards with this checkpoint: search its "
+                                          "vectors with faiss", metavar="DIR")
+    top: int = option(10, "results to print")
+    batch_size: int = option(EvalConfig.batch_size, "images per model call")
+    max_pixels: int = option(TrainConfig.max_pixels, "larger images are skipped")
+
+    def __post_init__(self) -> None:
+        if (self.text is None) == (self.image is None):
+            raise WitError("give one of --text and --image")
+        if self.top < 1 or self.batch_size < 1:
+            raise WitError("--top and --batch-size must be at least 1")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.top < 1 or args.batch_size < 1:
-        parser.error("--top and --batch-size must be at least 1")
-    return lead(PROG, partial(_run, args), resumes=False)
+    return run_command(PROG, __doc__, SearchConfig, _run, argv)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: SearchConfig) -> int:
     try:
         lines = search(args)
     except WitError as e:

@@ -9,7 +9,7 @@ import sys
 from functools import partial
 
 from wit import __version__
-from wit.flags import add_flags, config_from
+from wit.formats.flags import add_flags, config_from
 from wit.formats.errors import WitError
 from wit.formats.processes import lead
 
@@ -48,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     from wit.filter.run import FilterConfig
     from wit.queries.build import BuildConfig
     from wit.shards.build import ShardConfig
+    from wit.shards.inspect import InspectConfig
 
     parser = argparse.ArgumentParser(prog="wit", description=__doc__)
     parser.add_argument("--version", action="version", version=f"wit {__version__}")
@@ -66,10 +67,8 @@ def _parser() -> argparse.ArgumentParser:
         add_flags(p, config)
         p.set_defaults(run=partial(_run_stage, config, run))
     p = commands.add_parser("inspect", help="summarise and verify a SHARDS dir")
-    p.add_argument("shards", metavar="SHARDS_DIR")
-    p.add_argument("--verify", action="store_true", help="re-hash every tar and read every sample")
-    p.add_argument("--show", type=int, default=0, metavar="N", help="print the first N samples")
-    p.set_defaults(run=_inspect)
+    add_flags(p, InspectConfig)
+    p.set_defaults(run=partial(_run_stage, InspectConfig, _inspect))
     return parser
 
 
@@ -143,11 +142,11 @@ def _filter(config) -> None:
           f"{len(manifest['shards']):,} shards (removed: {removed}) -> {config.out}", file=sys.stderr)
 
 
-def _inspect(args: argparse.Namespace) -> None:
+def _inspect(config) -> None:
     from wit.shards.inspect import InspectFailed, run
 
     try:
-        lines = run(args.shards, args.verify, args.show)
+        lines = run(config)
     except InspectFailed as e:
         print("\n".join(e.lines))
         raise

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from wit import __version__
-from wit.flags import option
+from wit.formats.flags import option
 from wit.formats.atomic import read_json_object, write_json, write_parquet
 from wit.formats.crawl import (CANDIDATES, DOWNLOAD, ENTRY_COUNTS, SELECTED, SHARD_FILES, SUMMARY, finished_shards,
                                unfinished_shards)

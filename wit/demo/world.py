@@ -21,7 +21,6 @@ import argparse
 import hashlib
 import io
 import json
-import math
 import random
 import time
 from dataclasses import dataclass
@@ -31,11 +30,11 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from wit.demo.drawing import EXTENT, SHAPES, SUPERSAMPLE, draw_object, jpeg
 from wit.formats.atomic import atomic_path, remove_temporaries, write_json
 from wit.formats.errors import WitError
 from wit.formats.tars import write_tar
 
-SHAPES = ("circle", "square", "triangle", "star", "cross", "ring", "diamond")
 COLOURS = {  # nominal sRGB; far apart from each other and from the light background
     "red": (215, 35, 35),
     "orange": (245, 135, 20),
@@ -55,8 +54,6 @@ POSITION_PHRASES = {
     "bottom": ("at the bottom", "near the bottom"),
     "centre": ("in the centre", "in the middle"),
 }
-JPEG_QUALITY = 90
-SUPERSAMPLE = 2  # drawn this many times larger, then box-filtered down: smooth edges
 
 # Where the whole of an object lies, for each position (x0, y0, x1, y1 in image units);
 # None: anywhere. "left" objects lie entirely in the left half, and so on.
@@ -153,15 +150,8 @@ def render(scene: Scene, size: int = 64) -> Image.Image:
     image = Image.new("RGB", (big, big), scene.background)
     draw = ImageDraw.Draw(image)
     for x, y, radius, rotation in scene.objects:
-        _draw(draw, scene.shape, x * big, y * big, radius * big, rotation, scene.rgb)
+        draw_object(draw, scene.shape, x * big, y * big, radius * big, rotation, scene.rgb)
     return image.reduce(SUPERSAMPLE)  # a box filter
-
-
-def jpeg(image: Image.Image) -> bytes:
-    """JPEG bytes of an image (no chroma subsampling: thin coloured strokes stay coloured)."""
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=JPEG_QUALITY, subsampling=0)
-    return out.getvalue()
 
 
 def write_shards(out_dir: str | Path, samples: int, seed: int, samples_per_shard: int, image_size: int = 64,
@@ -286,7 +276,7 @@ def _place(rng: random.Random, shape: str, count: int, position: str | None) -> 
     if count == 1:
         radius = rng.uniform(*_SINGLE_RADIUS)
         if position == "centre":
-            reach = radius * _EXTENT[shape] + _CENTRE
+            reach = radius * EXTENT[shape] + _CENTRE
             cells = [(0.5 - reach, 0.5 - reach, 0.5 + reach, 0.5 + reach)]
         else:
             cells = [_REGIONS[position]]
@@ -297,11 +287,11 @@ def _place(rng: random.Random, shape: str, count: int, position: str | None) -> 
         cells = rng.sample([(x0 + i * width + _GAP, y0 + j * height + _GAP,
                              x0 + (i + 1) * width - _GAP, y0 + (j + 1) * height - _GAP)
                             for j in range(rows) for i in range(columns)], count)
-        radius = min(rng.uniform(*_GROUP_RADIUS), (min(width, height) / 2 - _GAP) / _EXTENT[shape])
+        radius = min(rng.uniform(*_GROUP_RADIUS), (min(width, height) / 2 - _GAP) / EXTENT[shape])
     objects = []
     for cx0, cy0, cx1, cy1 in cells:
         r = radius * (rng.uniform(0.9, 1.0) if count > 1 else 1.0)
-        reach = r * _EXTENT[shape]
+        reach = r * EXTENT[shape]
         x, y = _within(rng, cx0 + reach, cx1 - reach), _within(rng, cy0 + reach, cy1 - reach)
         rotation = rng.uniform(-15, 15) if shape in _ROTATES else 0.0
         objects.append((round(x, 4), round(y, 4), round(r, 4), round(rotation, 2)))
@@ -335,49 +325,6 @@ def _caption(rng: random.Random, shape: str, colour: str, count: int, position: 
 
 def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
-
-
-# ---- drawing ---------------------------------------------------------------------------
-
-
-def _draw(draw: ImageDraw.ImageDraw, shape: str, x: float, y: float, r: float, rotation: float,
-          fill: tuple[int, int, int]) -> None:
-    if shape == "circle":
-        draw.ellipse((x - r, y - r, x + r, y + r), fill=fill)
-    elif shape == "ring":
-        draw.ellipse((x - r, y - r, x + r, y + r), outline=fill, width=max(1, round(0.4 * r)))
-    else:
-        draw.polygon(_polygon(shape, x, y, r, rotation), fill=fill)
-
-
-def _polygon(shape: str, x: float, y: float, r: float, rotation: float) -> list[tuple[float, float]]:
-    if shape == "square":
-        points = _regular(4, 1.2, 45)
-    elif shape == "diamond":
-        points = [(0.0, -1.3), (0.95, 0.0), (0.0, 1.3), (-0.95, 0.0)]  # taller than wide
-    elif shape == "triangle":
-        points = _regular(3, 1.3, -90)  # pointing up
-    elif shape == "star":
-        outer, inner = _regular(5, 1.35, -90), _regular(5, 0.55, -54)
-        points = [p for pair in zip(outer, inner) for p in pair]
-    elif shape == "cross":
-        w, arm = 0.36, 1.15
-        points = [(w, -arm), (w, -w), (arm, -w), (arm, w), (w, w), (w, arm),
-                  (-w, arm), (-w, w), (-arm, w), (-arm, -w), (-w, -w), (-w, -arm)]
-    else:
-        raise WitError(f"unknown shape {shape!r} (choose from: {', '.join(SHAPES)})")
-    cos, sin = math.cos(math.radians(rotation)), math.sin(math.radians(rotation))
-    return [(x + r * (px * cos - py * sin), y + r * (px * sin + py * cos)) for px, py in points]
-
-
-def _regular(n: int, radius: float, start: float) -> list[tuple[float, float]]:
-    angles = [math.radians(start + 360 * i / n) for i in range(n)]
-    return [(radius * math.cos(a), radius * math.sin(a)) for a in angles]
-
-
-# How far each shape reaches from its centre, in units of its radius, at any rotation.
-_EXTENT = {shape: max(math.hypot(px, py) for px, py in _polygon(shape, 0, 0, 1, 0))
-           if shape not in ("circle", "ring") else 1.0 for shape in SHAPES}
 
 
 # ---- shards ----------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from wit.flags import option
+from wit.formats.flags import option
 from wit.formats.errors import WitError
 from wit.formats.images import MAX_PIXELS
 

@@ -29,7 +29,7 @@ from wit import __version__
 from wit.filter import clipscore, samples
 from wit.filter.filters import ClipScore, Decontaminate, EvalVectors, NearDup, TextRules, eval_name
 from wit.filter.removal import REMOVED, Removal
-from wit.flags import option
+from wit.formats.flags import option
 from wit.formats.atomic import file_sha256, write_json, write_parquet
 from wit.formats.embeddings import SUMMARY as EMBED_SUMMARY, manifest_sha256
 from wit.formats.inputs import describe_listing

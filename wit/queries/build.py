@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from wit import __version__
-from wit.flags import option
+from wit.formats.flags import option
 from wit.formats.atomic import write_json
 from wit.formats.inputs import describe_file
 from wit.formats.errors import WitError

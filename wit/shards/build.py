@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 from tqdm import tqdm
 
 from wit import __version__
-from wit.flags import option
+from wit.formats.flags import option
 from wit.formats.balance import balanced
 from wit.formats.atomic import write_json
 from wit.formats.crawl import DOWNLOAD, MAX_SAMPLE_JSON_BYTES, downloaded_tars, parse_sample_json, query_count

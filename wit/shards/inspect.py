@@ -21,6 +21,7 @@ from typing import BinaryIO
 from PIL import Image
 
 from wit.formats.atomic import read_json_object
+from wit.formats.flags import option
 from wit.formats.crawl import MAX_SAMPLE_JSON_BYTES
 from wit.formats.errors import WitError
 from wit.formats.images import ImageRefused, header_size
@@ -55,12 +56,24 @@ class _BadSample(ValueError):
     """Why one sample is unusable (the message)."""
 
 
-def run(directory: str, verify: bool, show: int) -> list[str]:
-    """The lines `wit inspect DIRECTORY [--verify] [--show N]` prints: the summary, the
+@dataclass(frozen=True)
+class InspectConfig:
+    """One `wit inspect` run."""
+
+    shards: str = option(help="the SHARDS dir", metavar="SHARDS_DIR", positional=True)
+    verify: bool = option(False, "re-hash every tar and read every sample")
+    show: int = option(0, "print the first N samples", metavar="N")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.show, bool) or not isinstance(self.show, int) or self.show < 0:
+            raise WitError(f"--show: {self.show!r} is not a number of samples (0 or more)")
+
+
+def run(config: InspectConfig) -> list[str]:
+    """The lines `wit inspect SHARDS_DIR [--verify] [--show N]` prints: the summary, the
     first `show` samples and, with `verify`, the verification's result. Raises WitError
     for bad input, InspectFailed (a WitError) when the verification finds problems."""
-    if isinstance(show, bool) or not isinstance(show, int) or show < 0:
-        raise WitError(f"--show: {show!r} is not a number of samples (0 or more)")
+    directory, verify, show = config.shards, config.verify, config.show
     manifest, card = load(directory)
     lines = summary_lines(manifest, card) + _show(directory, manifest, show)
     if verify:

@@ -1,16 +1,22 @@
-"""Command-line flags generated from a stage's config dataclass, and the config built back
-from the parsed flags: each field is one flag (`--field-name`, or the metadata's `flag`),
-its help and metavar in the field's metadata; a field without a default is required;
-`cli: False` hides one."""
+"""The command line of every command (`wit` stages, `train.evaluate`, `train.search`), the
+user's contract with them: flags generated from a config dataclass, and the config built
+back from the parsed flags. Each field is one flag (`--field-name`, or the metadata's
+`flag`; with `positional: True` an argument), its help and metavar in the field's
+metadata; a field without a default is required; `cli: False` hides one."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import math
+import sys
 import types
 import typing
+from functools import partial
 from typing import Any, Callable, TypeVar
+
+from wit.formats.errors import WitError
+from wit.formats.processes import lead
 
 C = TypeVar("C")
 
@@ -28,6 +34,10 @@ def add_flags(parser: argparse.ArgumentParser, config: type) -> None:
         kind, kwargs = hints[f.name], {"dest": f.name, "help": f.metadata.get("help")}
         if "metavar" in f.metadata:
             kwargs["metavar"] = f.metadata["metavar"]
+        if f.metadata.get("positional"):
+            del kwargs["dest"]
+            parser.add_argument(f.name, type=_scalar(kind), **kwargs)
+            continue
         if f.default is dataclasses.MISSING:
             kwargs["required"] = True
         else:
@@ -69,3 +79,20 @@ def config_from(args: argparse.Namespace, config: type[C]) -> C:
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config)
               if getattr(args, f.name, None) is not None or f.default is None}
     return config(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def run_command(prog: str, description: str | None, config: type[C], body: Callable[[C], int],
+                argv: list[str] | None = None) -> int:
+    """A command whose flags are generated from `config` (`train.evaluate`, `train.search`):
+    the flags parsed and the config built (a bad value: one line, exit status 1), then
+    `body(config)` as the leader of its processes (`wit.formats.processes.lead`)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_flags(parser, config)
+    args = parser.parse_args(argv)
+    try:
+        built = config_from(args, config)
+    except WitError as e:
+        print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
+    return lead(prog, partial(body, built), resumes=False)
