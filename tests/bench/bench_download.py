@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.wit.testweb import TestWeb  # noqa: E402
+from tests.support.testweb import TestWeb  # noqa: E402
 
 TARGET = 0.95
 HOSTS = 8

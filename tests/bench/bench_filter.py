@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from tests.wit.test_filter import photo
+from tests.support.images import photo
 from wit.filter.hashes import phash
 from wit.filter.neardup import HashIndex, first_kept
 

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from tests.bench.bench_train_data import textured_jpeg  # noqa: E402
-from tests.train.conftest import write_shards  # noqa: E402
+from tests.support.shards import write_shards  # noqa: E402
 
 TARGET = 1.0
 SHARD = 250

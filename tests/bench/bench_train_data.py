@@ -34,7 +34,7 @@ import torchvision.transforms as T  # noqa: E402
 import open_clip_train.data  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from tests.train.conftest import write_shards  # noqa: E402
+from tests.support.shards import write_shards  # noqa: E402
 from train.data import stream as data  # noqa: E402
 from train.data import preprocess as images  # noqa: E402
 from train.data.shards import list_shards  # noqa: E402

@@ -28,7 +28,7 @@ import torch  # noqa: E402
 
 from tests.bench.bench_train import run_openclip, run_wit  # noqa: E402
 from tests.bench.bench_train_data import textured_jpeg  # noqa: E402
-from tests.train.conftest import write_shards  # noqa: E402
+from tests.support.shards import write_shards  # noqa: E402
 
 TARGET, MFU_TARGET = 1.2, 0.40
 MODEL, SHARD, DISTINCT_IMAGES = "ViT-B-32", 250, 1000

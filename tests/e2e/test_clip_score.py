@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.cli import REPO, run_module
-from tests.wit.cli import run_wit
-from tests.wit.test_shard import Sample, write_download
+from tests.support.crawls import Sample, write_download
+from tests.support.witcli import run_wit
 from wit.demo.world import jpeg, render, sample_scene, write_imagefolder, write_shards
 from wit.formats.embeddings import read_embeddings
 from wit.shards.build import ShardConfig, run as shard

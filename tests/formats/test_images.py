@@ -3,7 +3,7 @@ import io
 import pytest
 from PIL import Image
 
-from tests.wit.testweb import bomb_hdr, bomb_png
+from tests.support.testweb import bomb_hdr, bomb_png
 from wit.formats.images import MAX_PIXELS, ImageRefused, header_size
 
 

@@ -9,18 +9,16 @@ import json
 import tarfile
 from collections import Counter
 
-from PIL import Image
-
-from tests.wit.cli import run_wit
+from tests.support.images import jpeg
+from tests.support.witcli import run_wit
 from train.data.stream import read_samples
 from wit.formats.shards import shard_name
 from wit.formats.uids import url_uid
 
 
-def jpeg(value: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (16, 12), (value, 255 - value, value // 2)).save(buffer, "JPEG")
-    return buffer.getvalue()
+def picture(value: int) -> bytes:
+    """A plain 16x12 JPEG whose colour tells `value`."""
+    return jpeg((value, 255 - value, value // 2), (16, 12), quality=75)
 
 
 def write_hostile_tar(path) -> None:
@@ -28,7 +26,7 @@ def write_hostile_tar(path) -> None:
     one with a repeated member, members escaping the archive, a link."""
     def sample(key: str, value: int, image: str = "jpg") -> list[tuple[str, bytes]]:
         uid = key.rsplit("/", 1)[-1]
-        data = jpeg(value)
+        data = picture(value)
         meta = {"uid": uid, "url": f"http://x/{value}", "query_ids": [0], "width": 16, "height": 12,
                 "original_width": 16, "original_height": 12, "sha256": hashlib.sha256(data).hexdigest()}
         return [(f"{key}.{image}", data), (f"{key}.txt", f"text {value}".encode()),
@@ -39,7 +37,7 @@ def write_hostile_tar(path) -> None:
     both = sample(uids[2], 40)
     members += [(f"{uids[2]}.png", b"\x89PNG\r\n\x1a\n not the image"), *both]           # jpg wins
     members += [*sample(uids[3], 50), (f"{uids[3]}.txt", b"again")]                       # repeated member
-    members += [("../evil.jpg", jpeg(1)), ("/abs/evil.txt", b"x"), *sample(uids[4], 60)]
+    members += [("../evil.jpg", picture(1)), ("/abs/evil.txt", b"x"), *sample(uids[4], 60)]
     members += [*sample(uids[0], 70)]                                                    # uids[0] again, later
     with tarfile.open(path, "w") as tar:
         for name, data in members:

@@ -8,7 +8,7 @@ from contextlib import nullcontext
 
 import pytest
 
-from tests.wit.faults import small_filesystem
+from tests.support.faults import small_filesystem
 from wit.formats.errors import Unfinished, WitError
 from wit.formats import workdir
 from wit.formats.workdir import claim

@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from tests.cli import free_port
+
 PACKAGES = ("slurm-wlm", "munge")
 COMMANDS = ("munged", "slurmctld", "slurmd", "sbatch", "scontrol", "sinfo", "squeue", "scancel", "srun")
 FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
@@ -51,12 +53,6 @@ def ensure_installed(timeout: float = 600) -> None:
     missing = [name for name in COMMANDS if not shutil.which(name)]
     if missing:
         raise SlurmError(f"installed {', '.join(PACKAGES)} but still missing: {', '.join(missing)}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class SlurmCluster:

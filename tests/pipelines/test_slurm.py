@@ -22,10 +22,12 @@ import yaml
 
 from tests.cli import REPO
 from tests.pipelines.slurmcluster import SlurmCluster
-from tests.train.conftest import TINY_MODEL, write_shards
-from tests.wit.cli import run_wit
-from tests.wit.testweb import TestWeb
-from tests.wit.wikidump import WikiPage, write_dump
+from tests.support.checkpoints import TINY_MODEL
+from tests.support.crawls import write_pool
+from tests.support.shards import write_shards
+from tests.support.testweb import TestWeb
+from tests.support.wikidump import WikiPage, write_dump
+from tests.support.witcli import run_wit
 
 SLURM = REPO / "pipelines" / "slurm"
 STEPS = 30
@@ -152,11 +154,6 @@ def test_scancel_checkpoints_without_requeue(cluster, tmp_path):
 # ---- the crawl as a job array, merged, then sharded -----------------------------------
 
 
-def write_pool(path: Path, rows: list[tuple[str, str]]) -> Path:
-    pq.write_table(pa.table({"url": [u for u, _ in rows], "text": [t for _, t in rows]}), path)
-    return path
-
-
 def test_crawl_array_merge_and_shard(cluster, tmp_path):
     queries = tmp_path / "queries"
     queries.mkdir()
@@ -219,8 +216,8 @@ def test_crawl_array_merge_and_shard(cluster, tmp_path):
 
 
 def test_embed_with_two_srun_tasks_equals_one_process(cluster, tmp_path):
-    from tests.train.evalkit import write_checkpoint
-    from tests.train.test_embed import shards_dir
+    from tests.support.checkpoints import write_checkpoint
+    from tests.support.shards import shards_dir
 
     shards = shards_dir(tmp_path / "shards", [5, 4, 6])
     checkpoint = write_checkpoint(tmp_path / "model.pt")

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.pipelines.sparkcluster import SparkStandalone
-from tests.wit.test_crawl import crawl_args, queries_dir, samples, web, wit_crawl, write_pool  # noqa: F401
+from tests.support.crawls import crawl_args, samples, wit_crawl, write_pool
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def applications(cluster) -> int:
 
 
 @pytest.mark.slow
-def test_crawl_on_a_standalone_spark_cluster_equals_multiprocessing(web, queries_dir, cluster, tmp_path):  # noqa: F811
+def test_crawl_on_a_standalone_spark_cluster_equals_multiprocessing(web, queries_dir, cluster, tmp_path):
     rows = [(web.url(f"/img/spark{i}.jpg"), f"a dog number {i}") for i in range(16)]
     rows += [(web.url("/404"), "a dog that is missing"), ("file:///etc/passwd", "a dog on disk")]
     pool = write_pool(tmp_path / "pool.parquet", rows)
@@ -42,7 +42,7 @@ def test_crawl_on_a_standalone_spark_cluster_equals_multiprocessing(web, queries
 
 
 @pytest.mark.slow
-def test_image_grouping_on_a_standalone_spark_cluster(web, queries_dir, cluster, tmp_path):  # noqa: F811
+def test_image_grouping_on_a_standalone_spark_cluster(web, queries_dir, cluster, tmp_path):
     """The groupBy runs in the cluster's executors and writes what a grouping here writes."""
     pool = image_pool(web, tmp_path / "pool.parquet")
     args = ("--unit", "image", "--cap", "20", "--bucket-rows", "40", "--match-only", "--rows-per-partition", "100")
@@ -55,7 +55,7 @@ def test_image_grouping_on_a_standalone_spark_cluster(web, queries_dir, cluster,
     assert applications(cluster) == before + 1
     assert grouped_files(tmp_path / "spark") == grouped_files(tmp_path / "here")
 
-def image_pool(web, path):  # noqa: F811
+def image_pool(web, path):
     """300 rows of 120 images, most on several rows with other texts."""
     rows = [(web.url(f"/img/g{i % 120}.jpg"), ["a dog", "a cat", "red dog", "a bird", "dog and cat"][i % 5] + f" {i % 7}")
             for i in range(300)]
@@ -71,7 +71,7 @@ def grouped_files(crawl):
     return {str(p.relative_to(crawl)): p.read_bytes() for p in names}
 
 
-def test_image_grouping_on_spark_writes_the_files_of_a_grouping_here(web, queries_dir, tmp_path):  # noqa: F811
+def test_image_grouping_on_spark_writes_the_files_of_a_grouping_here(web, queries_dir, tmp_path):
     """--unit image with --distributor pyspark groups by bucket as a Spark groupBy (local
     mode): the same candidates, counts and selection, byte for byte, over 8 buckets."""
     pool = image_pool(web, tmp_path / "pool.parquet")

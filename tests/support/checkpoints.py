@@ -1,21 +1,29 @@
-"""Inputs of the evaluation and search tests: checkpoints of the tiny model (random, or
-fitted to tell colours apart) and ImageFolders of drawn images."""
+"""The tests' tiny OpenCLIP model: its config, training configurations of it, and
+checkpoints of it (random, or fitted to tell colours apart)."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 
-from tests.train.conftest import COLOURS, TINY_MODEL
+from tests.support.images import COLOURS, drawn_image
 from train.data import preprocess as images
 from train.model import clip as models
 from train.config import ModelConfig, TrainConfig
 
+TINY_MODEL = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
 TINY = ModelConfig("wit-test-tiny", TINY_MODEL)
+
+
+def train_config(tiny_model: dict, **kw) -> TrainConfig:
+    """A TrainConfig of the model of the `tiny_model` fixture (tests/train/conftest.py)."""
+    return TrainConfig(shards="s", run_dir="r", model=ModelConfig(tiny_model["name"], tiny_model["config"]), **kw)
 
 
 def save_checkpoint(model: torch.nn.Module, path: Path, step: int) -> Path:
@@ -54,31 +62,3 @@ def write_trained_checkpoint(path: Path, steps: int = 10, seed: int = 0) -> Path
         loss.backward()
         optimizer.step()
     return save_checkpoint(model, path, steps)
-
-
-def drawn_image(colour: tuple[int, int, int], rng: np.random.Generator, fmt: str = "JPEG") -> bytes:
-    """A noisy image of one dominant colour with a random grey rectangle, of a random size."""
-    w, h = int(rng.integers(36, 64)), int(rng.integers(36, 64))
-    noise = rng.integers(-25, 26, (h, w, 3))
-    im = Image.fromarray(np.clip(np.array(colour)[None, None] + noise, 0, 255).astype(np.uint8))
-    x, y = int(rng.integers(0, w // 2)), int(rng.integers(0, h // 2))
-    ImageDraw.Draw(im).rectangle((x, y, x + w // 4, y + h // 4), fill=(128, 128, 128))
-    buf = io.BytesIO()
-    im.save(buf, fmt)
-    return buf.getvalue()
-
-
-def drawing(n: int, colour: tuple[int, int, int]) -> bytes:
-    """Sample n's image for conftest's `write_shards(image=...)`: no two samples look alike."""
-    return drawn_image(colour, np.random.default_rng(n))
-
-
-def write_imagefolder(root: Path, classes: dict[str, tuple[int, int, int]], per_class: int, seed: int = 0) -> Path:
-    """root/<class>/NN.jpg|png: `per_class` drawn images per class (formats alternating)."""
-    rng = np.random.default_rng(seed)
-    for name, colour in classes.items():
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            fmt, ext = ("PNG", "png") if i % 2 else ("JPEG", "jpg")
-            (root / name / f"{i:02d}.{ext}").write_bytes(drawn_image(colour, rng, fmt))
-    return root

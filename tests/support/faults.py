@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from tests.wit.cli import run_wit
+from tests.support.witcli import run_wit
 
 
 @contextmanager

@@ -1,6 +1,6 @@
 """A local web server for crawl tests, run as a separate process on 127.0.0.1.
 
-`python -m tests.wit.testweb --port 0 [--log FILE]` binds a free port, prints one line
+`python -m tests.support.testweb --port 0 [--log FILE]` binds a free port, prints one line
 `PORT <n>` and serves forever, appending each request's path to FILE; tests use `TestWeb`,
 which starts it and stops it by process id, and reads the log (`requests()`).
 
@@ -54,13 +54,13 @@ import time
 import zlib
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from types import TracebackType
 from urllib.parse import parse_qs, urlsplit
 
 from PIL import Image, ImageDraw
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.cli import REPO
+
 DEFAULT_SIZE = (320, 240)
 MAX_SIDE = 8000
 BOMB_SIDE = 30000
@@ -353,9 +353,9 @@ class TestWeb:
         """`robots`: the server's `--robots` mode."""
         self.log = tempfile.NamedTemporaryFile(prefix="testweb-", suffix=".log", delete=False).name
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.wit.testweb", "--port", "0", "--log", self.log, "--host", host,
+            [sys.executable, "-m", "tests.support.testweb", "--port", "0", "--log", self.log, "--host", host,
              "--robots", robots],
-            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0,
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0,
         )
         self.pid: int = self.proc.pid
         try:

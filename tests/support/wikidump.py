@@ -1,8 +1,11 @@
-"""Synthetic MediaWiki exports for tests, in every layout the reader supports."""
+"""Synthetic MediaWiki exports for tests, in every layout the reader supports, and random
+corpora of pages with their reference word counts."""
 
 from __future__ import annotations
 
 import bz2
+import random
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -52,3 +55,22 @@ def write_dump(path: Path, pages: list[WikiPage], layout: str = "xml", per_strea
     else:
         raise ValueError(layout)
     return path
+
+
+WORDS = [f"w{i}" for i in range(60)] + ["Cat", "dog", "New", "York"]
+
+
+def random_corpus(seed: int, pages: int) -> tuple[list[WikiPage], Counter, Counter]:
+    """Pages of words and punctuation, with reference counts made the obvious way."""
+    rng = random.Random(seed)
+    out, unigrams, bigrams = [], Counter(), Counter()
+    for p in range(pages):
+        sentences = []
+        for _ in range(rng.randint(1, 8)):
+            words = [rng.choice(WORDS[: rng.randint(4, len(WORDS))]) for _ in range(rng.randint(1, 9))]
+            unigrams.update(words)
+            bigrams.update(zip(words, words[1:]))
+            sentences.append(" ".join(words) + rng.choice([".", ",", "!", ";", "?"]))
+        markup = rng.choice(["", " {{cite|w1 w2}}", "<ref>w3 w4</ref>", " [[File:a.png|thumb|w5]]"])
+        out.append(WikiPage(f"Title {p}", "\n".join(sentences) + markup))
+    return out, unigrams, bigrams

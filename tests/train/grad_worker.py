@@ -8,7 +8,7 @@ import sys
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from tests.train.conftest import TINY_MODEL
+from tests.support.checkpoints import TINY_MODEL
 from train import dist, optim
 from train.model import clip as models
 from train.config import ModelConfig, TrainConfig

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from tests.cli import assert_one_line_error
-from tests.train.conftest import write_shards
-from tests.train.evalkit import TINY, drawing, save_checkpoint
+from tests.support.checkpoints import TINY, save_checkpoint
+from tests.support.images import drawing
+from tests.support.shards import write_shards
 from train import evaluate, search
 from train.model import clip as models
 from train.config import ModelConfig, TrainConfig

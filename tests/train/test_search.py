@@ -10,8 +10,9 @@ import subprocess
 import pytest
 
 from tests.cli import assert_one_line_error, run_module
-from tests.train.conftest import COLOURS, write_shards
-from tests.train.evalkit import drawing, write_checkpoint, write_trained_checkpoint
+from tests.support.checkpoints import write_checkpoint
+from tests.support.images import COLOURS, drawing
+from tests.support.shards import write_shards
 from train.model import clip as models
 from train.search import main
 
@@ -19,15 +20,11 @@ PROG = "python -m train.search"
 RED = ["000000000", "000000004", "000000008"]   # write_shards colours sample n with COLOURS[n % 4]
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    return write_trained_checkpoint(tmp_path_factory.mktemp("ckpt") / "step_10.pt")
-
-
 @pytest.fixture
-def checkpoint(trained, tmp_path):
-    """A copy of the trained checkpoint of this test's own (its cache goes beside it)."""
-    return shutil.copy(trained, tmp_path / "latest.pt")
+def checkpoint(trained_checkpoint, tmp_path):
+    """A copy of the trained checkpoint (tests/train/conftest.py) of this test's own (its
+    cache goes beside it)."""
+    return shutil.copy(trained_checkpoint, tmp_path / "latest.pt")
 
 
 def search(capsys, *args) -> list[list[str]]:

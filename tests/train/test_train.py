@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from tests.cli import REPO, assert_one_line_error, run_module
-from tests.train.conftest import write_shards
+from tests.support.shards import write_shards
 from train.data import stream as data
 from train.data.shards import list_shards
 

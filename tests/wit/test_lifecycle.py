@@ -18,12 +18,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.cli import run_module
-from tests.train.evalkit import drawing, write_checkpoint
-from tests.train.test_embed import markers, shards_dir
-from tests.wit.cli import assert_one_line_error, run_wit
-from tests.wit.test_crawl import queries_dir, samples, web, write_pool  # noqa: F401 - fixtures
-from tests.wit.test_shard import files, pool, write_download
+from tests.cli import REPO, run_module
+from tests.support.checkpoints import write_checkpoint
+from tests.support.crawls import pool, samples, write_download, write_pool
+from tests.support.images import drawing
+from tests.support.outputs import files, markers
+from tests.support.shards import shards_dir
+from tests.support.witcli import assert_one_line_error, run_wit
 from wit.formats.embeddings import read_embeddings
 from wit.formats.locks import OutputLock
 
@@ -139,7 +140,7 @@ time.sleep(600)
 def test_a_lock_is_refused_while_held_and_taken_over_from_a_dead_holder(tmp_path):
     lock = tmp_path / ".out.lock"
     holder = subprocess.Popen([os.sys.executable, "-c", HOLD, str(lock)], stdout=subprocess.PIPE,
-                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
         assert holder.stdout.readline() == b"held\n"
         with pytest.raises(Exception, match=f"another run is writing it \\(pid {holder.pid} on "):
@@ -157,7 +158,7 @@ def test_a_lock_is_refused_while_held_and_taken_over_from_a_dead_holder(tmp_path
 
 
 @pytest.mark.slow
-def test_two_crawls_on_one_output(web, queries_dir, tmp_path):  # noqa: F811
+def test_two_crawls_on_one_output(web, queries_dir, tmp_path):
     rows = [(web.url(f"/img/c{i}.jpg?delay=0.1"), f"dog {i}") for i in range(20)]
     pool_file = write_pool(tmp_path / "pool.parquet", rows)
     args = ["crawl", "--queries", queries_dir, "--candidates", pool_file, "--allow-private-hosts", "--processes",
@@ -227,7 +228,7 @@ def test_two_query_builds_on_one_output(enwiki_excerpt, wordnet_dir, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig, to_group", [(signal.SIGINT, True), (signal.SIGTERM, False)])
-def test_a_signalled_crawl_ends_non_zero_leaves_no_process_and_resumes(web, queries_dir, tmp_path,  # noqa: F811
+def test_a_signalled_crawl_ends_non_zero_leaves_no_process_and_resumes(web, queries_dir, tmp_path,
                                                                          sig, to_group):
     rows = [(web.url(f"/img/s{i}.jpg?delay=0.2"), f"dog {i}") for i in range(40)]
     pool_file = write_pool(tmp_path / "pool.parquet", rows)
@@ -352,7 +353,7 @@ def merged(directory: Path) -> tuple:
     return links, (directory / "entry_counts.parquet").read_bytes(), summary
 
 
-def test_two_merges_on_one_output(queries_dir, tmp_path):  # noqa: F811
+def test_two_merges_on_one_output(queries_dir, tmp_path):
     args = merge_parts(queries_dir, tmp_path)
     assert run_wit(*args, "--out", tmp_path / "straight").returncode == 0
     first = collide(args, tmp_path / "merged", "merge-crawl", slow=MERGE_SLOWLY)
@@ -362,7 +363,7 @@ def test_two_merges_on_one_output(queries_dir, tmp_path):  # noqa: F811
 
 
 @pytest.mark.parametrize("sig, to_group", [(signal.SIGINT, True), (signal.SIGTERM, False)])
-def test_a_signalled_merge_ends_non_zero_and_resumes(queries_dir, tmp_path, sig, to_group):  # noqa: F811
+def test_a_signalled_merge_ends_non_zero_and_resumes(queries_dir, tmp_path, sig, to_group):
     args = merge_parts(queries_dir, tmp_path)
     assert run_wit(*args, "--out", tmp_path / "straight").returncode == 0
     out, building = tmp_path / "merged", tmp_path / ".merged.partial" / "candidates"

@@ -11,7 +11,8 @@ from collections import Counter
 import pytest
 import torch
 
-from tests.train.conftest import jpeg, write_shards
+from tests.support.images import jpeg
+from tests.support.shards import write_shards
 from train.data import stream as data
 from train.data.stream import read_samples
 from train.data.shards import list_shards

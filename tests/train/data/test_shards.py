@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.train.conftest import jpeg
+from tests.support.images import jpeg
 from train.data.stream import read_samples
 from wit.formats import tars
 

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 
 from tests.cli import REPO, assert_one_line_error, free_port, run_module
-from tests.train.conftest import COLOURS, write_shards
-from tests.train.evalkit import drawing, write_imagefolder, write_trained_checkpoint
+from tests.support.images import COLOURS, drawing, write_imagefolder
+from tests.support.shards import write_shards
 from train.data import preprocess as images
 from train.eval import linear_probe
 from train.eval import retrieval
@@ -36,12 +36,6 @@ from wit.formats.errors import WitError
 
 PROG = "python -m train.evaluate"
 CPU = World(0, 1, 0, torch.device("cpu"))
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """The tiny model, fitted to tell the four colours apart by their names."""
-    return write_trained_checkpoint(tmp_path_factory.mktemp("ckpt") / "step_10.pt")
 
 
 @pytest.fixture
@@ -263,7 +257,7 @@ def test_two_ranks_return_the_metrics_of_one_process(checkpoint, tmp_path):
     cfg = eval_config(root, tmp_path)
     env = {**os.environ, "PYTHONPATH": str(REPO), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
            "MASTER_PORT": str(free_port()), "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1"}
-    workers = [subprocess.Popen([sys.executable, "-m", "tests.train.eval_worker", str(checkpoint),
+    workers = [subprocess.Popen([sys.executable, "-m", "tests.train.eval.eval_worker", str(checkpoint),
                                  json.dumps(dataclasses.asdict(cfg)), str(tmp_path / f"rank{rank}.json")],
                                 cwd=REPO, env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
                                 stderr=subprocess.PIPE, text=True) for rank in (0, 1)]

@@ -18,8 +18,7 @@ import torch
 from PIL import Image
 
 from tests.cli import REPO, assert_one_line_error, free_port, run_module
-from tests.train.conftest import COLOURS
-from tests.train.evalkit import drawn_image, write_imagefolder, write_trained_checkpoint
+from tests.support.images import COLOURS, drawn_image, write_imagefolder
 from train.data import preprocess as images
 from train.eval import prompt_lists
 from train.eval import suite
@@ -36,11 +35,6 @@ from wit.formats.tars import write_tar
 PROG = "python -m train.evaluate"
 CPU = World(0, 1, 0, torch.device("cpu"))
 NAMES = sorted(COLOURS)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return write_trained_checkpoint(tmp_path_factory.mktemp("ckpt") / "step_10.pt")
 
 
 def write_wds(root: Path, samples: list[list[tuple[str, bytes]]], per_shard: int) -> Path:
@@ -201,7 +195,7 @@ def test_two_ranks_return_the_suite_metrics_of_one_process(checkpoint, sets, tmp
     cfg = EvalConfig(suite=str(sets / "suite.yaml"), batch_size=4)
     env = {**os.environ, "PYTHONPATH": str(REPO), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
            "MASTER_PORT": str(free_port()), "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1"}
-    workers = [subprocess.Popen([sys.executable, "-m", "tests.train.suite_worker", str(checkpoint), cfg.suite,
+    workers = [subprocess.Popen([sys.executable, "-m", "tests.train.eval.suite_worker", str(checkpoint), cfg.suite,
                                  str(tmp_path / f"rank{rank}.json")], cwd=REPO,
                                 env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
                                 stderr=subprocess.PIPE, text=True) for rank in (0, 1)]

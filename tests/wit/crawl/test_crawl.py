@@ -7,11 +7,9 @@ import os
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 import urllib.request
 from collections import Counter
-from functools import partial
 from pathlib import Path
 from urllib.parse import quote
 
@@ -19,51 +17,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.wit.cli import assert_one_line_error, run_wit
-from tests.wit.faults import kill_during_overwrite
-from tests.wit.testweb import TestWeb
-from tests.wit.watgen import WatImage, WatPage, write_wat
+from tests.cli import REPO
+from tests.support.crawls import DISGUISED, QUERIES, crawl_args, samples, wit_crawl, write_pool
+from tests.support.faults import kill_during_overwrite
+from tests.support.testweb import TestWeb
+from tests.support.watgen import WatImage, WatPage, write_wat
+from tests.support.witcli import assert_one_line_error
 from wit.crawl import image_fetch as fetch
-from tests.wit.test_urls import DISGUISED
 from wit.crawl.image_fetch import DEADLINE_ERROR, FetchPolicy, download_image
 from wit.crawl.img2dataset_download import failure_reason
 from wit.crawl.urls import NetworkPolicy, refusal
-
-QUERIES = ["dog", "cat", "red dog", "bird"]
-
-
-@pytest.fixture(scope="module")
-def web():
-    with TestWeb() as server:
-        yield server
-
-
-@pytest.fixture
-def queries_dir(tmp_path):
-    directory = tmp_path / "queries"
-    directory.mkdir()
-    pq.write_table(pa.table({"query_id": pa.array(range(len(QUERIES)), pa.int32()), "query": QUERIES}),
-                   directory / "queries.parquet")
-    return directory
-
-
-def write_pool(path: Path, rows: list[tuple[str, str]]) -> Path:
-    pq.write_table(pa.table({"url": [u for u, _ in rows], "text": [t for _, t in rows]}), path)
-    return path
-
-
-wit_crawl = partial(run_wit, "crawl")
-
-
-def samples(download: Path) -> list[dict]:
-    """Every sample's json in the download's tars."""
-    out = []
-    for tar_path in sorted(download.glob("*.tar")):
-        with tarfile.open(tar_path) as tar:
-            for member in tar.getmembers():
-                if member.name.endswith(".json"):
-                    out.append(json.load(tar.extractfile(member)))
-    return out
 
 
 # ---- the download function on its own ------------------------------------------------
@@ -155,7 +118,7 @@ def test_a_large_body_is_cut_and_memory_stays_flat(web):
         "    print(f.download_image((0, url), 30, None, None)[2])\n"
         "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)\n")
     done = subprocess.run([sys.executable, "-c", script, web.url("/big.jpg"), web.url("/big-declared.jpg")],
-                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2],
+                          capture_output=True, text=True, timeout=120, cwd=REPO,
                           env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})
     assert done.returncode == 0, done.stderr
     cut, declared, grown_mb = done.stdout.splitlines()
@@ -179,7 +142,7 @@ def test_a_crawl_of_bombs_and_endless_bodies_keeps_every_process_small(web, quer
             [sys.executable, "-c", measure, sys.executable, "-m", "wit", "crawl", "--queries", queries_dir,
              "--candidates", pool, "--out", tmp_path / name, "--allow-network", "127.0.0.0/8",
              "--processes", "2", "--threads", "8", "--timeout", "30"],
-            capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[2],
+            capture_output=True, text=True, timeout=300, cwd=REPO,
             env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})
         returncode, peaks[name] = map(int, done.stdout.split())
         assert returncode == 0, done.stderr
@@ -300,11 +263,6 @@ def test_wat_source(web, queries_dir, tmp_path):
     assert summary["counts"]["corrupt_records"] == 1
     assert summary["counts"]["matched"] == summary["counts"]["downloaded"] == 5
     assert {s["page_url"] for s in samples(out / "download")} == {p.url for p in pages}
-
-
-def crawl_args(queries_dir, pool, out, *extra):
-    return ["--queries", queries_dir, "--out", out, "--candidates", pool, "--allow-private-hosts",
-            "--processes", "1", "--threads", "2", "--samples-per-shard", "5", "--timeout", "5", *extra]
 
 
 @pytest.mark.slow

@@ -9,10 +9,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tests.wit.cli import run_wit
-from tests.wit.test_crawl import queries_dir, web  # noqa: F401 - fixtures
-from tests.wit.testweb import TestWeb
-from tests.wit.watgen import WatImage, WatPage, write_wat
+from tests.support.testweb import TestWeb
+from tests.support.watgen import WatImage, WatPage, write_wat
+from tests.support.witcli import run_wit
 from wit.formats.uids import url_uid
 
 

@@ -22,7 +22,7 @@ from packaging.version import Version
 import img2dataset
 
 from tests.cli import REPO
-from tests.wit.testweb import TestWeb
+from tests.support.testweb import TestWeb
 
 SOURCE = Path(img2dataset.__file__).parent
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from tests.wit.cli import assert_one_line_error, run_wit
-from tests.wit.faults import kill_during_overwrite
-from tests.wit.test_crawl import queries_dir, samples, web, write_pool  # noqa: F401 (fixtures)
+from tests.support.crawls import samples, write_pool
+from tests.support.faults import kill_during_overwrite
+from tests.support.witcli import assert_one_line_error, run_wit
 
 wit_merge = partial(run_wit, "merge-crawl")
 

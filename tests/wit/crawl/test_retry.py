@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tests.wit.cli import assert_one_line_error, run_wit
-from tests.wit.test_crawl import queries_dir, write_pool  # noqa: F401 - a fixture
-from tests.wit.testweb import TestWeb
+from tests.support.crawls import write_pool
+from tests.support.testweb import TestWeb
+from tests.support.witcli import assert_one_line_error, run_wit
 
 wit_crawl = lambda *args, **popen: run_wit("crawl", *args, **popen)  # noqa: E731
 

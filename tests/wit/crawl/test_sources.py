@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.wit.watgen import WatImage, WatPage, truncate_file, write_wat
+from tests.support.watgen import WatImage, WatPage, truncate_file, write_wat
 from wit.crawl.sources import SourceStats, TableColumns, plan_partitions, read_partition
 from wit.formats.globs import expand
 from wit.formats.errors import WitError

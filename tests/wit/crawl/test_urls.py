@@ -3,6 +3,7 @@ import re
 
 import pytest
 
+from tests.support.crawls import DISGUISED
 from wit.crawl import urls
 from wit.crawl.urls import NetworkPolicy, refusal
 from wit.formats.errors import WitError
@@ -51,12 +52,6 @@ def test_policy(url, reason):
 
 
 # hosts that the HTTP client would decode into another host than the one checked
-DISGUISED = ["http://127.0.0.%31:8000/x.jpg", "http://%31%32%37.0.0.1/", "http://%6cocalhost/",
-             "http://%31%36%39.254.169.254/latest/meta-data", "http://\uff11\uff12\uff17.\uff10.\uff10.\uff11/",
-             "http://127\u30020\u30020\u30021/", "http://127\uff0e0\uff0e0\uff0e1/", "http://[fe80::1%25eth0]/",
-             "http://\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54/", "http://ex%61mple.com/a.jpg"]
-
-
 @pytest.mark.parametrize("url", DISGUISED)
 def test_a_host_the_client_would_decode_otherwise_is_malformed_whatever_is_allowed(url):
     for policy in (NetworkPolicy(), PRIVATE_HOSTS, NetworkPolicy.of(["0.0.0.0/0", "::/0"])):

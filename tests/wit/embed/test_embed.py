@@ -6,7 +6,6 @@ finds."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -17,26 +16,18 @@ import numpy as np
 import pytest
 import torch
 
-from tests.train.conftest import write_shards
-from tests.train.evalkit import TINY, drawing, write_checkpoint, write_trained_checkpoint
-from tests.wit.cli import assert_one_line_error, run_wit
+from tests.support.checkpoints import TINY, write_checkpoint, write_trained_checkpoint
+from tests.support.images import drawing
+from tests.support.outputs import files, markers
+from tests.support.shards import shards_dir
+from tests.support.witcli import assert_one_line_error, run_wit
 from train.model import clip as models
 from train.data.stream import read_samples
-from train.model.encode import Encoder, decode_all, encode_text, inference
+from train.model.encode import Encoder, decode_all, inference
 from train.search import main as search_main
 from wit.formats.embeddings import read_embeddings
 
 BROKEN, NO_TEXT = "000000003", "000000006"
-
-
-def shards_dir(out, sizes, **kwargs):
-    """conftest's shards with the manifest.json of a SHARDS dir."""
-    write_shards(out, sizes, **kwargs)
-    tars = sorted(out.glob("*.tar"))
-    (out / "manifest.json").write_text(json.dumps({"shards": [
-        {"name": t.name, "samples": n, "bytes": t.stat().st_size, "sha256": hashlib.sha256(t.read_bytes()).hexdigest()}
-        for t, n in zip(tars, sizes)]}))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +41,6 @@ def embed(*args, **kwargs):
     result = run_wit("embed", *args, **kwargs)
     assert result.returncode == 0, result.stderr
     return result
-
-
-def files(directory) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
 
 
 def test_embeddings_are_the_encoders_features_and_a_rerun_does_nothing(inputs, tmp_path):
@@ -93,23 +80,6 @@ def test_bf16_weights_give_the_fp32_vectors_to_bf16_precision(inputs, tmp_path):
         assert len(pairs) == 11 and all(b is not None for _, b in pairs)
         cosines = np.array([np.dot(a, b) for a, b in pairs])
         assert cosines.min() > 0.995 and not np.allclose([a for a, _ in pairs], [b for _, b in pairs], atol=1e-6)
-
-
-def test_the_short_text_tower_gives_the_full_ones_features():
-    torch.manual_seed(0)
-    model = models.create(TINY).eval()
-    captions = ["a red picture", "a much longer caption of a yellow picture number 7", "x", "a blue one", "red"]
-    tokens = models.tokenizer(TINY)(captions * 3)
-    assert int(tokens.argmax(-1).max()) + 1 < tokens.shape[1]   # the batch is cut short
-    with torch.no_grad():
-        for chunk in (2, 64):                                   # chunks by length, and one chunk
-            torch.testing.assert_close(encode_text(model, tokens, torch.device("cpu"), chunk),
-                                       model.encode_text(tokens), atol=1e-5, rtol=1e-5)
-
-
-def markers(units) -> dict[str, int]:
-    """The finished units' markers (not a marker being written) and their mtimes."""
-    return {p.name: p.stat().st_mtime_ns for p in units.glob("[!.]*.json")} if units.is_dir() else {}
 
 
 def test_a_killed_run_redoes_only_its_unfinished_shards(tmp_path):

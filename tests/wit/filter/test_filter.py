@@ -12,10 +12,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
+from PIL import Image, ImageEnhance
 
-from tests.wit.cli import assert_one_line_error, run_wit
-from tests.wit.test_shard import Sample, write_download
+from tests.support.crawls import Sample, write_download
+from tests.support.images import encode, photo
+from tests.support.witcli import assert_one_line_error, run_wit
 from wit.filter.neardup import HashIndex, first_kept
 from wit.formats.embeddings import SUMMARY, embedding_file, manifest_sha256, read_embeddings, schema
 from wit.formats.shards import read_manifest
@@ -25,35 +26,6 @@ from wit.shards.build import ShardConfig, run as shard
 
 UNRELATED, GROUPS = 150, 30
 KINDS = ("resized", "recompressed", "cropped", "jitter")
-
-
-def photo(seed: int, size: tuple[int, int] = (256, 192)) -> bytes:
-    """A photo-like JPEG: a two-colour gradient, 4-11 random shapes, blur, sensor noise."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    a, b = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
-    t = np.linspace(0, 1, w)[None, :, None] if rng.random() < 0.5 else np.linspace(0, 1, h)[:, None, None]
-    im = Image.fromarray(((a * (1 - t) + b * t) * np.ones((h, w, 3))).astype(np.uint8))
-    draw = ImageDraw.Draw(im)
-    for _ in range(rng.integers(4, 12)):
-        x, y = rng.integers(-w // 4, w), rng.integers(-h // 4, h)
-        box = (x, y, x + rng.integers(w // 10, w // 2), y + rng.integers(h // 10, h // 2))
-        fill = tuple(int(c) for c in rng.integers(0, 256, 3))
-        kind = rng.integers(3)
-        if kind == 0:
-            draw.ellipse(box, fill=fill)
-        elif kind == 1:
-            draw.rectangle(box, fill=fill)
-        else:
-            draw.polygon([(int(rng.integers(0, w)), int(rng.integers(0, h))) for _ in range(3)], fill=fill)
-    noisy = np.asarray(im.filter(ImageFilter.GaussianBlur(1))).astype(np.int16) + rng.integers(-10, 10, (h, w, 3))
-    return encode(Image.fromarray(noisy.clip(0, 255).astype(np.uint8)))
-
-
-def encode(im: Image.Image, quality: int = 90) -> bytes:
-    buffer = io.BytesIO()
-    im.convert("RGB").save(buffer, "JPEG", quality=quality)
-    return buffer.getvalue()
 
 
 def variant(image: bytes, kind: str, seed: int) -> bytes:
@@ -362,7 +334,7 @@ def test_bad_inputs_are_one_line_errors(texts, world, tmp_path):
 
 
 def test_clip_score_computed_on_the_fly_equals_clip_score_from_wit_embed(texts, tmp_path):
-    from tests.train.evalkit import write_checkpoint
+    from tests.support.checkpoints import write_checkpoint
 
     checkpoint = write_checkpoint(tmp_path / "model.pt")
     embedded = run_wit("embed", "--checkpoint", checkpoint, "--shards", texts, "--out", tmp_path / "embed")
@@ -382,7 +354,7 @@ def test_decontamination_by_embedding_cosine_matches_brute_force(world, tmp_path
     removed once and counted per detector. (The tiny test model maps all photos close
     together, so the threshold here sits just above its unrelated pairs; a real CLIP model
     separates them, see the README.)"""
-    from tests.train.evalkit import write_checkpoint
+    from tests.support.checkpoints import write_checkpoint
     from train.model.clip import load_model
     from train.model.encode import image_embeddings
     from wit.formats.evalsets import open_evalset
@@ -415,7 +387,7 @@ def test_decontamination_by_embedding_cosine_matches_brute_force(world, tmp_path
 def test_a_full_disk_keeps_the_hashed_shards_and_the_rerun_does_not_hash_again(world, tmp_path):
     import subprocess
 
-    from tests.wit.faults import small_filesystem
+    from tests.support.faults import small_filesystem
 
     reference = tmp_path / "reference"
     filter_("--shards", world["clean"], "--out", reference, "--near-dup")

@@ -6,20 +6,18 @@ import hashlib
 import json
 import math
 import os
-import random
 import signal
 import subprocess
 import time
-from collections import Counter
 from functools import partial
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from tests.wit.cli import assert_one_line_error, run_wit
-from tests.wit.faults import kill_during_overwrite, small_filesystem
-from tests.wit.wikidump import WikiPage, write_dump
+from tests.support.faults import kill_during_overwrite, small_filesystem
+from tests.support.wikidump import WikiPage, random_corpus, write_dump
+from tests.support.witcli import assert_one_line_error, run_wit
 from wit.formats.errors import WitError
 from wit.queries.build import BuildConfig, run as build_queries
 
@@ -99,25 +97,6 @@ def test_lowercase(tmp_path):
     build_queries(BuildConfig(wiki_dumps=(str(dump),), out=str(tmp_path / "q"), min_count=3,
                               min_pmi=100, lowercase=True, workers=1))
     assert [(q["query"], q["count"]) for q in read_queries(tmp_path / "q")] == [("dog", 3), ("the", 3)]
-
-
-WORDS = [f"w{i}" for i in range(60)] + ["Cat", "dog", "New", "York"]
-
-
-def random_corpus(seed: int, pages: int) -> tuple[list[WikiPage], Counter, Counter]:
-    """Pages of words and punctuation, with reference counts made the obvious way."""
-    rng = random.Random(seed)
-    out, unigrams, bigrams = [], Counter(), Counter()
-    for p in range(pages):
-        sentences = []
-        for _ in range(rng.randint(1, 8)):
-            words = [rng.choice(WORDS[: rng.randint(4, len(WORDS))]) for _ in range(rng.randint(1, 9))]
-            unigrams.update(words)
-            bigrams.update(zip(words, words[1:]))
-            sentences.append(" ".join(words) + rng.choice([".", ",", "!", ";", "?"]))
-        markup = rng.choice(["", " {{cite|w1 w2}}", "<ref>w3 w4</ref>", " [[File:a.png|thumb|w5]]"])
-        out.append(WikiPage(f"Title {p}", "\n".join(sentences) + markup))
-    return out, unigrams, bigrams
 
 
 @pytest.mark.parametrize("layout", ["xml", "bz2", "multistream"])

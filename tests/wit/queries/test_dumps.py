@@ -2,7 +2,7 @@ import bz2
 
 import pytest
 
-from tests.wit.wikidump import WikiPage, write_dump
+from tests.support.wikidump import WikiPage, write_dump
 from wit.formats.errors import WitError
 from wit.queries.dumps import iter_pages, open_dump, plan_chunks, read_chunk_xml, check_footer
 

@@ -2,9 +2,8 @@ import gzip
 
 import pytest
 
-from tests.wit.cli import assert_one_line_error, run_wit
-from tests.wit.test_build_queries import random_corpus
-from tests.wit.wikidump import write_dump
+from tests.support.wikidump import random_corpus, write_dump
+from tests.support.witcli import assert_one_line_error, run_wit
 from wit.formats.errors import WitError
 from wit.formats.globs import expand
 from wit.queries.pageviews import read_pageviews

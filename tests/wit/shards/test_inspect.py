@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from tests.wit.cli import assert_one_line_error, run_wit
-from tests.wit.testweb import BOMB_SIDE, bomb_png
+from tests.support.images import noise_jpeg
+from tests.support.testweb import BOMB_SIDE, bomb_png
+from tests.support.witcli import assert_one_line_error, run_wit
 from wit.formats.atomic import write_json
 from wit.formats.errors import WitError
 from wit.formats.shards import DATACARD, MANIFEST, SIZES, shard_name
@@ -28,13 +28,6 @@ CAP = 10
 SIZE = (16, 12)
 
 
-def jpeg(seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    out = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, size=(SIZE[1], SIZE[0], 3), dtype=np.uint8)).save(out, "JPEG")
-    return out.getvalue()
-
-
 def meta(n: int, image: bytes, width: int = SIZE[0], height: int = SIZE[1]) -> dict:
     return {"uid": f"{n:032x}", "url": f"http://example.invalid/{n}.jpg", "query_ids": [n % 2],
             "width": width, "height": height, "original_width": width, "original_height": height,
@@ -42,7 +35,7 @@ def meta(n: int, image: bytes, width: int = SIZE[0], height: int = SIZE[1]) -> d
 
 
 def sample(n: int, key: str | None = None) -> tuple[str, list[tuple[str, bytes]]]:
-    image = jpeg(n)
+    image = noise_jpeg(n, SIZE)
     return (key or f"{n:09d}"), [("jpg", image), ("json", json.dumps(meta(n, image)).encode()),
                                  ("txt", f"caption {n}".encode())]
 

@@ -3,94 +3,29 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import signal
 import subprocess
 import tarfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
-from PIL import Image
 
-from tests.wit.cli import assert_one_line_error, run_wit
-from tests.wit.faults import kill_during_overwrite, small_filesystem
-from tests.wit.testweb import bomb_png
+from tests.support.crawls import add, pool, write_download
+from tests.support.faults import kill_during_overwrite, small_filesystem
+from tests.support.images import noise_jpeg
+from tests.support.outputs import files
+from tests.support.testweb import bomb_png
+from tests.support.witcli import assert_one_line_error, run_wit
 from wit.formats.balance import draws, uid_keys
 from wit.formats.uids import url_uid
 
 
-@dataclass
-class Sample:
-    url: str
-    text: str
-    query_ids: list[int]
-    image: bytes
-
-    @property
-    def uid(self) -> str:
-        return url_uid(self.url)
-
-
-def jpeg(seed: int, size: tuple[int, int] = (32, 24)) -> bytes:
-    rng = np.random.default_rng(seed)
-    buffer = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, size=(size[1], size[0], 3), dtype=np.uint8)).save(buffer, "JPEG")
-    return buffer.getvalue()
-
-
-def add(tar: tarfile.TarFile, name: str, data: bytes, kind: bytes = tarfile.REGTYPE, link: str = "") -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.type, info.linkname = (len(data) if kind == tarfile.REGTYPE else 0), kind, link
-    tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
-
-
-def write_download(crawl: Path, shards: list[list[Sample]], extra=None, queries: int = 3) -> Path:
-    """img2dataset-style download/NNNNN.tar (+ _stats.json) for the given samples, and the
-    crawl.json that says how many queries the crawl had."""
-    download = crawl / "download"
-    download.mkdir(parents=True, exist_ok=True)
-    (crawl / "crawl.json").write_text(json.dumps({"tool": "wit crawl", "queries": queries}))
-    for shard_id, samples in enumerate(shards):
-        with tarfile.open(download / f"{shard_id:05d}.tar", "w") as tar:
-            for i, s in enumerate(samples):
-                key = f"{shard_id:05d}{i:04d}"
-                meta = {"uid": s.uid, "query_ids": s.query_ids, "caption": s.text, "url": s.url, "key": key,
-                        "status": "success", "width": 32, "height": 24, "original_width": 64,
-                        "original_height": 48, "sha256": hashlib.sha256(s.image).hexdigest()}
-                add(tar, f"{key}.jpg", s.image)
-                add(tar, f"{key}.txt", s.text.encode())
-                add(tar, f"{key}.json", json.dumps(meta).encode())
-            if extra:
-                extra(tar)
-        (download / f"{shard_id:05d}_stats.json").write_text(json.dumps({"count": len(samples)}))
-    return crawl
-
-
-def pool() -> tuple[list[list[Sample]], dict]:
-    """400 head samples (query 0), 20 and 10 tail samples (queries 1, 2), 5 repeated uids,
-    4 repeated images under new urls."""
-    head = [Sample(f"http://h.example/{i}.jpg", f"dog {i}", [0], jpeg(i)) for i in range(400)]
-    tail = [Sample(f"http://t.example/{i}.jpg", f"cat {i}", [1], jpeg(1000 + i)) for i in range(20)]
-    tail += [Sample(f"http://u.example/{i}.jpg", f"bird {i}", [2, 0] if i < 3 else [2], jpeg(2000 + i))
-             for i in range(10)]
-    same_uid = [Sample(s.url, s.text + " again", s.query_ids, jpeg(5000 + i)) for i, s in enumerate(tail[:5])]
-    same_image = [Sample(f"http://copy.example/{i}.jpg", "copy", [1], tail[10 + i].image) for i in range(4)]
-    unique = head + tail
-    return [head[:200], head[200:] + tail[:15], tail[15:] + same_uid + same_image], {
-        "unique": unique, "dup_uid": 5, "dup_sha": 4}
-
-
 wit = run_wit
-
-
-def files(directory: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
 
 
 def test_cap_dedup_and_outputs(tmp_path):
@@ -211,7 +146,7 @@ def test_corrupt_tar_and_unsafe_members(tmp_path):
                           ("slash", {"uid": good[:30] + "/a"}), ("dots", {"uid": "../" + good[3:]}),
                           ("nul", {"uid": good[:31] + "\0"}), ("dotdot", {"uid": ".."}),
                           ("huge", {"uid": good, "query_ids": [0] * 400_000})):   # 1.2 MB: never parsed
-            add(tar, f"{key}.jpg", jpeg(7))
+            add(tar, f"{key}.jpg", noise_jpeg(7))
             add(tar, f"{key}.txt", b"dog")
             add(tar, f"{key}.json", meta.encode() if isinstance(meta, str) else json.dumps(meta).encode())
         hdr = b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 10000 +X 10000\n" + bytes(1000)
