@@ -12,7 +12,7 @@ DEBIAN_PACKAGES := wordnet-base openjdk-17-jre-headless time slurm-wlm munge doc
 DEMO := demo
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: demo test bench system-packages clean
+.PHONY: demo test test-quick bench system-packages clean
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || $(MAKE) --no-print-directory system-packages PACKAGES=python3-venv
@@ -37,8 +37,16 @@ demo: $(BIN)/.installed
 	@$(MAKE) --no-print-directory system-packages PACKAGES=wordnet-base || echo "WordNet not installed: building the query list without it"
 	$(BIN)/python pipelines/demo.py --out $(DEMO)
 
+# The whole suite (what CI runs), after the layering contract (import-linter, pyproject.toml).
 test: $(BIN)/.installed system-packages
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q
+
+# The quick tier for day-to-day work (a few minutes): the layering contract and every test
+# not marked slow (the end-to-end runs, clusters, crawls and trainings are).
+test-quick: $(BIN)/.installed system-packages
+	$(BIN)/lint-imports
+	$(BIN)/pytest -q -m "not slow"
 
 bench: $(BIN)/.installed system-packages
 	$(BIN)/pip install -q -e '.[bench]'

@@ -55,6 +55,7 @@ def test_shard_inspect_and_trainer_read_the_same_samples(tmp_path):
     (crawl / "crawl.json").write_text(json.dumps({"queries": 1}))
     tar = crawl / "download" / "00000.tar"
     write_hostile_tar(tar)
+    (crawl / "download" / "00000_stats.json").write_text("{}")   # img2dataset's mark of a finished shard
     counts: Counter[str] = Counter()
     trainer = [(s.key, s.image) for s in read_samples(str(tar), 0, counts)]
     assert [k.rsplit("/", 1)[-1] for k, _ in trainer] == [url_uid(str(i)) for i in (0, 1, 1, 2, 4)]

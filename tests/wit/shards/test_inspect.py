@@ -21,7 +21,7 @@ from wit.formats.errors import WitError
 from wit.formats.shards import DATACARD, MANIFEST, SIZES, shard_name
 from wit.formats.tars import write_tar
 from wit.shards.datacard import datacard
-from wit.shards.inspect import PROBLEMS_IN_MESSAGE, InspectFailed, run
+from wit.shards.inspect import PROBLEMS_IN_MESSAGE, InspectConfig, InspectFailed, run
 
 TIMEOUT = 60  # a hang (a FIFO opened, /dev/zero hashed) fails the test instead of stalling it
 CAP = 10
@@ -99,7 +99,8 @@ def test_valid_dir_verifies_and_shows(tmp_path):
     assert [line.split()[0] for line in shown] == ["000000000", "000000001", "000000002"]
     assert shown[0] == f"000000000  {SIZE[0]}x{SIZE[1]}  queries [0]  'caption 0'"
     assert lines[-1] == "verified: 2 shards, 5 samples, all hashes match"
-    assert run(str(out), True, 4)[-1] == lines[-1] and len(run(str(out), False, 4)) == 3 + 4
+    assert run(InspectConfig(str(out), True, 4))[-1] == lines[-1]
+    assert len(run(InspectConfig(str(out), False, 4))) == 3 + 4
 
 
 def test_undecodable_key_is_shown_escaped(tmp_path):
@@ -196,7 +197,7 @@ def test_verify_lists_every_problem(tmp_path):
                           "000000.tar: sample 000000001: json is an array", "000000.tar: 2 good samples",
                           "000001.tar: sample 000000003: no image", "000001.tar: 1 good samples")
     with pytest.raises(InspectFailed) as failed:
-        run(str(out), True, 0)
+        run(InspectConfig(str(out), True, 0))
     problems = [line for line in failed.value.lines if line.startswith("problem: ")]
     assert len(problems) == 4 and all(p.split(": ")[-1] for p in problems)
     assert failed.value.lines[0].startswith("shards: 2, samples: 5")
@@ -206,7 +207,7 @@ def test_verify_message_names_the_first_problems(tmp_path):
     shards = [[replace_part(sample(n), "jpg", None) for n in range(PROBLEMS_IN_MESSAGE + 2)]]
     out = write_shards(tmp_path / "shards", shards)
     with pytest.raises(InspectFailed) as failed:
-        run(str(out), True, 0)
+        run(InspectConfig(str(out), True, 0))
     assert str(failed.value).endswith("; and 3 more") and "\n" not in str(failed.value)
     assert len([line for line in failed.value.lines if line.startswith("problem: ")]) == PROBLEMS_IN_MESSAGE + 3
 
@@ -231,7 +232,7 @@ def test_show_needs_a_count(tmp_path):
     out = write_shards(tmp_path / "shards", valid())
     assert_one_line_error(inspect(out, "--show", "-1"), "inspect", "--show: -1 is not a number of samples")
     with pytest.raises(WitError, match="--show"):
-        run(str(out), False, -2)
+        run(InspectConfig(str(out), False, -2))
 
 
 # ---- only regular files are read ---------------------------------------------------------
