@@ -297,6 +297,7 @@ def broken_paths(path: Path) -> list[str]:
 
 # --- the tests --------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", pages(), ids=lambda p: str(p.relative_to(REPO)))
 def test_documented_flags_exist(page):
     flags, _ = documented(page)

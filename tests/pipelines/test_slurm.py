@@ -86,6 +86,7 @@ def straight_run(cluster, tmp_path_factory):
     return record, run_dir, log
 
 
+@pytest.mark.slow
 def test_train_with_two_gloo_tasks_completes(straight_run):
     record, run_dir, log = straight_run
     output = log.read_text()
@@ -101,6 +102,7 @@ def test_train_with_two_gloo_tasks_completes(straight_run):
     assert all(math.isfinite(m["loss"]) for m in metrics)
 
 
+@pytest.mark.slow
 def test_time_limit_signal_checkpoints_requeues_and_resumes_exactly(cluster, straight_run, tmp_path):
     job, run_dir, log = submit_train(cluster, tmp_path, "preempted", f"steps={STEPS}")
     metrics = run_dir / "metrics.jsonl"
@@ -136,6 +138,7 @@ def test_time_limit_signal_checkpoints_requeues_and_resumes_exactly(cluster, str
     assert all(torch.equal(final["state_dict"][k], reference[k]) for k in reference)
 
 
+@pytest.mark.slow
 def test_scancel_checkpoints_without_requeue(cluster, tmp_path):
     job, run_dir, log = submit_train(cluster, tmp_path, "cancelled", f"steps={STEPS * 10}")
     metrics = run_dir / "metrics.jsonl"
@@ -154,6 +157,7 @@ def test_scancel_checkpoints_without_requeue(cluster, tmp_path):
 # ---- the crawl as a job array, merged, then sharded -----------------------------------
 
 
+@pytest.mark.slow
 def test_crawl_array_merge_and_shard(cluster, tmp_path):
     queries = tmp_path / "queries"
     queries.mkdir()
@@ -215,6 +219,7 @@ def test_crawl_array_merge_and_shard(cluster, tmp_path):
 # ---- embeddings, one task per GPU (here: 2 gloo tasks) ------------------------------------
 
 
+@pytest.mark.slow
 def test_embed_with_two_srun_tasks_equals_one_process(cluster, tmp_path):
     from tests.support.checkpoints import write_checkpoint
     from tests.support.shards import shards_dir

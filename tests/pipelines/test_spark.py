@@ -71,6 +71,7 @@ def grouped_files(crawl):
     return {str(p.relative_to(crawl)): p.read_bytes() for p in names}
 
 
+@pytest.mark.slow
 def test_image_grouping_on_spark_writes_the_files_of_a_grouping_here(web, queries_dir, tmp_path):
     """--unit image with --distributor pyspark groups by bucket as a Spark groupBy (local
     mode): the same candidates, counts and selection, byte for byte, over 8 buckets."""

@@ -14,6 +14,7 @@ from train.dist import World
 from wit.formats.errors import WitError
 
 
+@pytest.mark.slow
 def test_low_precision_optimizer_state_round_trips_through_a_weights_only_checkpoint(tmp_path, tiny_model):
     pytest.importorskip("torchao")
     cfg = train_config(tiny_model, optimizer_state="8bit")

@@ -88,6 +88,7 @@ def test_image_search_finds_the_same_image_first(checkpoint, tmp_path, capsys):
         assert results[0][:3] == ["1", "1.0000", f"{n:09d}"] and len(results) == 2
 
 
+@pytest.mark.slow
 def test_missing_image_is_one_line_error(checkpoint, tmp_path):
     write_shards(tmp_path / "shards", [2], image=drawing)
     result = run_module("train.search", "--checkpoint", checkpoint, "--shards", tmp_path / "shards",

@@ -47,6 +47,7 @@ def shards(tmp_path) -> Path:
     return tmp_path / "shards"
 
 
+@pytest.mark.slow
 def test_loss_and_gradients_do_not_depend_on_the_process_count_or_accumulation(tmp_path):
     results = {}
     for nproc, accum in [(1, 1), (2, 1), (1, 2), (2, 2)]:
@@ -68,6 +69,7 @@ def test_loss_and_gradients_do_not_depend_on_the_process_count_or_accumulation(t
         assert got["grads"]["logit_scale"].abs().item() > 0
 
 
+@pytest.mark.slow
 def test_a_run_stopped_by_a_signal_or_killed_resumes_exactly(tmp_path, shards, tiny_model):
     straight = tmp_path / "straight"
     done = run_module("train", "--config", write_config(tmp_path / "a.yaml", shards, straight, tiny_model))
@@ -124,6 +126,7 @@ def _wait_for_step(metrics: Path, step: int, proc: subprocess.Popen) -> None:
     raise AssertionError(f"step {step} not reached")
 
 
+@pytest.mark.slow
 def test_two_ranks_on_uneven_shards_finish_every_epoch_without_hanging(tmp_path, tiny_model):
     write_shards(tmp_path / "shards", [3, 21, 2, 17, 6, 1, 12, 4])   # 66 samples, very uneven
     run_dir = tmp_path / "run"
@@ -143,6 +146,7 @@ def test_two_ranks_on_uneven_shards_finish_every_epoch_without_hanging(tmp_path,
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
 
 
+@pytest.mark.slow
 def test_the_checkpoint_loads_in_openclip(tmp_path, shards, tiny_model):
     run_dir = tmp_path / "run"
     done = run_module("train", "--config", write_config(tmp_path / "c.yaml", shards, run_dir, tiny_model,
@@ -156,6 +160,7 @@ def test_the_checkpoint_loads_in_openclip(tmp_path, shards, tiny_model):
 
 @pytest.mark.parametrize("case", ["too_few_shards", "unusable_shard", "bad_key", "no_sizes", "bad_batch",
                                   "model_name_is_a_path"])
+@pytest.mark.slow
 def test_bad_input_is_a_one_line_error(tmp_path, tiny_model, case):
     shards = tmp_path / "shards"
     keys = write_shards(shards, [8, 8, 8])
@@ -194,6 +199,7 @@ def test_shipped_configs_resolve():
     assert tiny.steps == 5 and tiny.model.config is not None
 
 
+@pytest.mark.slow
 def test_resume_with_another_worker_count_continues_at_the_same_step(tmp_path, shards, tiny_model):
     run_dir = tmp_path / "run"
     config = write_config(tmp_path / "c.yaml", shards, run_dir, tiny_model, steps=10, save_every=3, workers=2)
@@ -208,6 +214,7 @@ def test_resume_with_another_worker_count_continues_at_the_same_step(tmp_path, s
     assert steps == list(range(1, 11))   # what the killed run logged past its checkpoint is logged once
 
 
+@pytest.mark.slow
 def test_a_data_error_on_one_rank_stops_every_rank_with_the_error(tmp_path, tiny_model):
     shards = tmp_path / "shards"
     keys = write_shards(shards, [8, 8, 8, 8])
@@ -224,6 +231,7 @@ def test_a_data_error_on_one_rank_stops_every_rank_with_the_error(tmp_path, tiny
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_changed_seed_or_batch(tmp_path, shards, tiny_model):
     run_dir = tmp_path / "run"
     config = write_config(tmp_path / "c.yaml", shards, run_dir, tiny_model, steps=2, save_every=0, workers=0)
@@ -235,6 +243,7 @@ def test_resume_refuses_a_changed_seed_or_batch(tmp_path, shards, tiny_model):
     assert final_state(run_dir)["position"]["step"] == 2
 
 
+@pytest.mark.slow
 def test_a_missing_latest_resumes_from_the_newest_step_file(tmp_path, shards, tiny_model):
     run_dir = tmp_path / "run"
     config = write_config(tmp_path / "c.yaml", shards, run_dir, tiny_model, steps=4, save_every=2, workers=0)
@@ -254,6 +263,7 @@ def test_a_missing_latest_resumes_from_the_newest_step_file(tmp_path, shards, ti
     assert (run_dir / "checkpoints" / "step_6.pt").exists()
 
 
+@pytest.mark.slow
 def test_a_diverged_run_sets_its_checkpoints_aside_and_a_lower_lr_continues(tmp_path, shards, tiny_model):
     run_dir = tmp_path / "run"
     config = write_config(tmp_path / "c.yaml", shards, run_dir, tiny_model, steps=4, save_every=2, workers=0,
@@ -273,6 +283,7 @@ def test_a_diverged_run_sets_its_checkpoints_aside_and_a_lower_lr_continues(tmp_
     assert final_state(run_dir)["position"]["step"] == 6
 
 
+@pytest.mark.slow
 def test_a_changed_lr_on_resume_takes_effect_and_is_logged(tmp_path, shards, tiny_model):
     run_dir = tmp_path / "run"
     config = write_config(tmp_path / "c.yaml", shards, run_dir, tiny_model, steps=6, save_every=3, workers=0)
@@ -288,6 +299,7 @@ def test_a_changed_lr_on_resume_takes_effect_and_is_logged(tmp_path, shards, tin
     assert all(ours[s] == pytest.approx(expected[s], rel=1e-6) for s in (4, 5, 6))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
 def test_non_finite_floats_are_refused(tmp_path, shards, tiny_model, value):
     config = write_config(tmp_path / "c.yaml", shards, tmp_path / "run", tiny_model)
@@ -297,6 +309,7 @@ def test_non_finite_floats_are_refused(tmp_path, shards, tiny_model, value):
     assert_one_line_error(done, PROG, "betas[1] must be a finite number")
 
 
+@pytest.mark.slow
 def test_a_second_run_on_a_run_dir_is_refused_and_a_signal_ends_the_run(tmp_path, shards, tiny_model):
     run_dir = tmp_path / "run"
     config = write_config(tmp_path / "c.yaml", shards, run_dir, tiny_model, steps=400, save_every=0)
@@ -316,6 +329,7 @@ def test_a_second_run_on_a_run_dir_is_refused_and_a_signal_ends_the_run(tmp_path
     assert 2 <= final_state(run_dir)["position"]["step"] < 400
 
 
+@pytest.mark.slow
 def test_million_letter_captions_train_as_fast_as_short_ones(tmp_path, tiny_model):
     import random
 

@@ -173,6 +173,7 @@ def test_two_crawls_on_one_output(web, queries_dir, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["crawl", "pool.parquet", "queries", "straight"]
 
 
+@pytest.mark.slow
 def test_two_shard_runs_on_one_output_and_a_killed_holder(tmp_path):
     shards, _ = pool()
     crawl = write_download(tmp_path / "crawl", shards)
@@ -198,6 +199,7 @@ def test_two_shard_runs_on_one_output_and_a_killed_holder(tmp_path):
     assert strip(again) == strip(tmp_path / "straight") and not lock_of(again).exists()
 
 
+@pytest.mark.slow
 def test_two_filter_runs_on_one_output(tmp_path):
     shards, _ = pool()
     crawl = write_download(tmp_path / "crawl", shards)
@@ -212,6 +214,7 @@ def test_two_filter_runs_on_one_output(tmp_path):
                                                                                 "removed.parquet")
 
 
+@pytest.mark.slow
 def test_two_query_builds_on_one_output(enwiki_excerpt, wordnet_dir, tmp_path):
     args = ["build-queries", "--wiki-dump", enwiki_excerpt, "--wordnet", wordnet_dir, "--min-count", "5",
             "--workers", "2", "--chunk-mb", "0.5"]
@@ -248,6 +251,7 @@ def test_a_signalled_crawl_ends_non_zero_leaves_no_process_and_resumes(web, quer
 
 @pytest.mark.parametrize("sig, to_group", [(signal.SIGINT, True), (signal.SIGTERM, False), (signal.SIGTERM, True),
                                            (signal.SIGINT, False)])
+@pytest.mark.slow
 def test_a_signalled_shard_run_ends_non_zero_leaves_no_process_and_resumes(tmp_path, sig, to_group):
     shards, _ = pool()
     crawl = write_download(tmp_path / "crawl", shards)
@@ -263,6 +267,7 @@ def test_a_signalled_shard_run_ends_non_zero_leaves_no_process_and_resumes(tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["crawl", "shards", "straight"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signalled_query_build_ends_non_zero_leaves_no_process_and_resumes(enwiki_excerpt, wordnet_dir,
                                                                              tmp_path, sig):
@@ -292,6 +297,7 @@ def embedding(tmp_path_factory):
     return args, read_embeddings(str(root / "straight"))
 
 
+@pytest.mark.slow
 def test_two_embed_runs_on_one_output(embedding, tmp_path):
     args, straight = embedding
     first = collide(args, tmp_path / "E", "embed")
@@ -300,6 +306,7 @@ def test_two_embed_runs_on_one_output(embedding, tmp_path):
     assert read_embeddings(str(tmp_path / "E")).equals(straight)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, to_group", [(signal.SIGINT, True), (signal.SIGTERM, False)])
 def test_a_signalled_embed_run_ends_non_zero_leaves_no_process_and_resumes(embedding, tmp_path, sig, to_group):
     args, straight = embedding
@@ -311,6 +318,7 @@ def test_a_signalled_embed_run_ends_non_zero_leaves_no_process_and_resumes(embed
     assert read_embeddings(str(out)).equals(straight)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, to_group", [(signal.SIGTERM, True), (signal.SIGINT, False)])
 def test_a_signalled_filter_run_ends_non_zero_leaves_no_process_and_resumes(tmp_path, sig, to_group):
     shards, _ = pool()
@@ -353,6 +361,7 @@ def merged(directory: Path) -> tuple:
     return links, (directory / "entry_counts.parquet").read_bytes(), summary
 
 
+@pytest.mark.slow
 def test_two_merges_on_one_output(queries_dir, tmp_path):
     args = merge_parts(queries_dir, tmp_path)
     assert run_wit(*args, "--out", tmp_path / "straight").returncode == 0
@@ -362,6 +371,7 @@ def test_two_merges_on_one_output(queries_dir, tmp_path):
     assert merged(tmp_path / "merged") == merged(tmp_path / "straight") and len(merged(tmp_path / "merged")[0]) > 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, to_group", [(signal.SIGINT, True), (signal.SIGTERM, False)])
 def test_a_signalled_merge_ends_non_zero_and_resumes(queries_dir, tmp_path, sig, to_group):
     args = merge_parts(queries_dir, tmp_path)

@@ -155,7 +155,10 @@ class WorkDir:
                     collect(in_flight - 1)
                 pending[pool.submit(task, *args)] = u
             collect(0)
-        except BaseException:
+        except Exception:
+            # queued tasks are dropped on an error; not on a signal: the leader is stopping the
+            # workers, and a pool whose workers died fails every future itself (Python 3.11's
+            # raises InvalidStateError in its manager thread on one already cancelled, and hangs)
             for future in pending:
                 future.cancel()
             raise

@@ -249,6 +249,7 @@ def test_evaluator_restores_the_training_mode_and_reuses_its_data(checkpoint, fo
     assert disabled.run(loaded.model) == {}
 
 
+@pytest.mark.slow
 def test_two_ranks_return_the_metrics_of_one_process(checkpoint, tmp_path):
     root = write_imagefolder(tmp_path / "val", COLOURS, per_class=2, seed=4)   # 8 images, 8 prompts, 8 pairs:
     (tmp_path / "classes.txt").write_text("".join(f"{c}\n" for c in sorted(COLOURS)))   # with batch 4, each rank
@@ -275,6 +276,7 @@ def test_two_ranks_return_the_metrics_of_one_process(checkpoint, tmp_path):
 
 # --- bad input: one line, exit status 1 -----------------------------------------------------
 
+@pytest.mark.slow
 def test_class_names_count_mismatch_is_one_line_error(checkpoint, folder, tmp_path):
     (tmp_path / "three.txt").write_text("red\ngreen\nblue\n")
     result = run_module("train.evaluate", "--checkpoint", checkpoint, "--imagefolder", folder,
@@ -282,6 +284,7 @@ def test_class_names_count_mismatch_is_one_line_error(checkpoint, folder, tmp_pa
     assert_one_line_error(result, PROG, tmp_path / "three.txt", "3 class names", "4 class folders")
 
 
+@pytest.mark.slow
 def test_template_without_placeholder_is_one_line_error(checkpoint, folder, tmp_path):
     (tmp_path / "bad.txt").write_text("a photo of a {}.\na photo of something\n")
     result = run_module("train.evaluate", "--checkpoint", checkpoint, "--imagefolder", folder,
@@ -289,6 +292,7 @@ def test_template_without_placeholder_is_one_line_error(checkpoint, folder, tmp_
     assert_one_line_error(result, PROG, tmp_path / "bad.txt", "line 2")
 
 
+@pytest.mark.slow
 def test_missing_checkpoint_is_one_line_error(folder, tmp_path):
     result = run_module("train.evaluate", "--checkpoint", tmp_path / "nope.pt", "--imagefolder", folder,
                         "--classnames", tmp_path / "classes.txt")

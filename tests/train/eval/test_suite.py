@@ -191,6 +191,7 @@ def test_without_clip_benchmark_a_lookup_says_how_to_install_it(tmp_path, monkey
         prompt_lists.lists.cache_clear()
 
 
+@pytest.mark.slow
 def test_two_ranks_return_the_suite_metrics_of_one_process(checkpoint, sets, tmp_path, capsys):
     cfg = EvalConfig(suite=str(sets / "suite.yaml"), batch_size=4)
     env = {**os.environ, "PYTHONPATH": str(REPO), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
@@ -228,6 +229,7 @@ def test_a_config_saved_before_eval_suite_existed_still_loads():
 
 # --- bad input: one line, exit status 1 -----------------------------------------------------
 
+@pytest.mark.slow
 def test_strict_makes_a_missing_set_an_error(checkpoint, sets):
     result = run_module("train.evaluate", "--checkpoint", checkpoint, "--suite", sets / "suite.yaml", "--strict",
                         "--out", sets / "strict")

@@ -105,6 +105,7 @@ def test_a_name_resolving_inside_is_refused_at_connect_time(web, monkeypatch, in
     assert inner.requests() == ["/img/rebind.jpg"]
 
 
+@pytest.mark.slow
 def test_a_large_body_is_cut_and_memory_stays_flat(web):
     """A fast 1 GiB body, with and without Content-Length: refused at 32 MiB, the process's
     peak memory (in a fresh interpreter) far below the body."""
@@ -126,6 +127,7 @@ def test_a_large_body_is_cut_and_memory_stays_flat(web):
     assert int(grown_mb) < 100
 
 
+@pytest.mark.slow
 def test_a_crawl_of_bombs_and_endless_bodies_keeps_every_process_small(web, queries_dir, tmp_path):
     """The peak RSS over the whole crawl's process tree (the crawl and img2dataset's
     workers) is about the same with 1 GiB bodies and TIFF, PNG and HDR bombs in the pool as
@@ -174,6 +176,7 @@ def test_formats_without_a_readable_header_are_refused_before_decoding(web, monk
 # ---- the whole stage ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_crawl_exact_counts(web, queries_dir, tmp_path):
     good = [(web.url(f"/img/dog{i}.jpg?w=600&h=400"), f"a red dog, number {i}") for i in range(8)]
     good += [(web.url(f"/img/cat{i}.png"), f"A cat. Cat number {i}") for i in range(3)]
@@ -251,6 +254,7 @@ def test_balancing_caps_head_queries(web, queries_dir, tmp_path):
     assert "download" not in json.loads((out / "crawl.json").read_text())
 
 
+@pytest.mark.slow
 def test_wat_source(web, queries_dir, tmp_path):
     pages = [WatPage(web.url(f"/page/p{i}.html"), [WatImage(f"/img/p{i}.jpg", alt=f"a dog on page {i}"),
                                                    WatImage(f"/img/q{i}.jpg", alt=None)]) for i in range(5)]
@@ -320,6 +324,7 @@ def one_line_error(result, *fragments):
     assert_one_line_error(result, "crawl", *fragments)
 
 
+@pytest.mark.slow
 def test_input_errors(web, queries_dir, tmp_path):
     pool = write_pool(tmp_path / "pool.parquet", [(web.url("/img/a.jpg"), "dog")])
     out = tmp_path / "out"
@@ -344,6 +349,7 @@ def test_input_errors(web, queries_dir, tmp_path):
         assert not out.exists()
 
 
+@pytest.mark.slow
 def test_output_from_another_configuration_is_refused_and_kept(web, queries_dir, tmp_path):
     pool = write_pool(tmp_path / "pool.parquet", [(web.url(f"/img/o{i}.jpg"), "dog") for i in range(3)])
     out = tmp_path / "out"
@@ -380,6 +386,7 @@ def test_kill_9_during_overwrite_leaves_the_old_or_the_new_output(web, queries_d
                           tmp_path / "crawl", crawl_outputs, fractions=(0.2, 0.6, 0.9, 1.0))
 
 
+@pytest.mark.slow
 def test_the_partitioning_is_part_of_the_fingerprint(queries_dir, tmp_path):
     """Partition markers of one partitioning are never reused under another."""
     rows = [(f"http://example.com/r{i}.jpg", f"dog {i}") for i in range(50)]
@@ -419,6 +426,7 @@ def test_a_stalling_robots_txt_allows_after_the_timeout(monkeypatch):
         assert server.requests() == ["/robots.txt", "/private/a.jpg", "/img/b.jpg"]
 
 
+@pytest.mark.slow
 def test_the_stage_counts_robots_refusals_and_bounds_requests_per_host(queries_dir, tmp_path):
     def crawl(server: TestWeb, name: str, *extra) -> dict:
         rows = [(server.url(f"/{'private' if i % 4 == 0 else 'img'}/h{i}.jpg?delay=0.2"), f"dog {i}")
@@ -445,6 +453,7 @@ def test_the_stage_counts_robots_refusals_and_bounds_requests_per_host(queries_d
         assert int(urllib.request.urlopen(server.url("/concurrency")).read()) > 4
 
 
+@pytest.mark.slow
 def test_robots_txt_failures_are_counted_and_crawl_delay_is_not_honoured(queries_dir, tmp_path):
     """A robots.txt that fails (500) or stalls allows everything and is counted; a missing
     one is counted as missing; `Crawl-delay: 30` does not slow the crawl (documented)."""
@@ -470,6 +479,7 @@ def test_robots_txt_failures_are_counted_and_crawl_delay_is_not_honoured(queries
                 assert ("HTTP Error 500" if mode == "error" else fetch.DEADLINE_ERROR) in example
 
 
+@pytest.mark.slow
 def test_metaclip_lists_and_line_files_match_like_a_queries_dir(queries_dir, tmp_path):
     """`--queries` takes a QUERIES dir, a dir with only MetaCLIP's metadata.json, the file
     itself or a text file with one query per line: the same candidates."""
@@ -493,6 +503,7 @@ def test_metaclip_lists_and_line_files_match_like_a_queries_dir(queries_dir, tmp
                              "--match-only"), "bad.json: not a JSON list of strings")
 
 
+@pytest.mark.slow
 def test_a_download_after_match_only_reuses_the_matched_partitions(web, queries_dir, tmp_path):
     pool = write_pool(tmp_path / "pool.parquet", [(web.url(f"/img/m{i}.jpg"), f"dog {i}") for i in range(4)])
     args = ["--queries", queries_dir, "--candidates", pool, "--out", tmp_path / "out",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from tests.support.testweb import TestWeb
 from tests.support.watgen import WatImage, WatPage, write_wat
@@ -34,6 +35,7 @@ def shard_json(shards: Path) -> dict[str, dict]:
     return out
 
 
+@pytest.mark.slow
 def test_an_image_on_several_pages_is_one_candidate_with_all_its_texts(queries_dir, tmp_path):
     """QUERIES: dog, cat, red dog, bird. /img/a.jpg appears on three pages (WAT) with the
     texts "a red dog" (twice), "a cat" (as a title) and "nothing": one image, downloaded
@@ -80,6 +82,7 @@ def test_an_image_on_several_pages_is_one_candidate_with_all_its_texts(queries_d
     assert samples["img/a.jpg"]["query_ids"] == texts[selected_a["text"]]
 
 
+@pytest.mark.slow
 def test_grouping_does_not_depend_on_partitions_workers_or_buckets(web, queries_dir, tmp_path):
     """The same selection for 1 and 3 processes, other partition sizes, and buckets far
     smaller than the pool (the pool is then grouped in many pieces)."""

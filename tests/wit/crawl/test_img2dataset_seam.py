@@ -109,6 +109,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
 def test_a_private_address_is_refused_through_img2datasets_download(tmp_path, host):
     (tmp_path / "selected").mkdir()

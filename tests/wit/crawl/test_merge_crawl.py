@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from tests.support.crawls import samples, write_pool
 from tests.support.faults import kill_during_overwrite
@@ -50,6 +51,7 @@ def texts(prefix: str, n: int) -> list[str]:
     return [f"{kinds[(i * 7 + len(prefix)) % len(kinds)]} ({prefix} {i})" for i in range(n)]
 
 
+@pytest.mark.slow
 def test_merged_counts_equal_a_whole_pool_crawl(queries_dir, tmp_path):
     for f in range(5):
         rows = [(f"http://127.0.0.1:9/img/p{f}-{i}.jpg", t) for i, t in enumerate(texts(f"file {f}", 6 + 3 * f))]
@@ -97,6 +99,7 @@ def test_merged_counts_equal_a_whole_pool_crawl(queries_dir, tmp_path):
     assert pq.read_table(merged / "entry_counts.parquet").to_pylist() == entry
 
 
+@pytest.mark.slow
 def test_refuses_missing_unfinished_and_half_downloaded_parts(web, queries_dir, tmp_path):
     for f in range(3):
         delay = "?delay=1" if f == 1 else ""   # part 1 downloads slowly: it is killed downloading
@@ -137,6 +140,7 @@ def test_refuses_missing_unfinished_and_half_downloaded_parts(web, queries_dir, 
     assert sorted(p.name for p in (merged / "download").glob("*.tar")) == [f"{n:05d}.tar" for n in range(12)]
 
 
+@pytest.mark.slow
 def test_refuses_parts_of_other_crawls(queries_dir, tmp_path):
     for name in ("0", "a", "b", "c"):
         write_pool(tmp_path / f"{name}.parquet", [(f"http://127.0.0.1:9/{name}-{i}.jpg", "a dog") for i in range(3)])
@@ -173,6 +177,7 @@ def shard_samples(shards: Path) -> list[tuple]:
     return sorted((m["uid"], m["sha256"], tuple(m["query_ids"])) for m in samples(shards))
 
 
+@pytest.mark.slow
 def test_shard_of_merged_parts_equals_shard_of_a_whole_pool_crawl(web, queries_dir, tmp_path):
     for f in range(3):   # 3 files over 2 parts: part 0 takes files 0 and 2, part 1 file 1
         rows = [(web.url(f"/img/w{f}-{i}.jpg"), f"a dog, number {i} of file {f}") for i in range(4)]
@@ -219,6 +224,7 @@ def merged_outputs(directory: Path):
     return links, pq.read_table(directory / "entry_counts.parquet").to_pylist()
 
 
+@pytest.mark.slow
 def test_kill_9_during_overwrite_leaves_the_old_or_the_new_output(queries_dir, tmp_path):
     for f in range(4):
         write_pool(tmp_path / f"pool-{f}.parquet", [(f"http://127.0.0.1:9/{f}-{i}.jpg", t)

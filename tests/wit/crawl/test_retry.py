@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
+
 from tests.support.crawls import write_pool
 from tests.support.testweb import TestWeb
 from tests.support.witcli import assert_one_line_error, run_wit
@@ -36,6 +38,7 @@ def requested(url: str) -> str:
     return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
+@pytest.mark.slow
 def test_only_transient_failures_are_downloaded_again_into_new_shards(queries_dir, tmp_path):
     """503, 429, 500 and a dropped connection are retried, once each; a 404 and an HTML
     page are not; the shards there before are not touched; the result equals a crawl in
@@ -97,6 +100,7 @@ def test_retry_needs_a_finished_crawl_with_the_same_settings(queries_dir, tmp_pa
                                     "--match-only"), "crawl", "--retry-failed")
 
 
+@pytest.mark.slow
 def test_kill_9_during_a_retry_leaves_the_crawl_before_or_after_it(queries_dir, tmp_path):
     """Killed at any moment, the CRAWL dir is the one before the retry or the one after it
     (never a part of the new shards); a rerun finishes the retry."""
@@ -134,6 +138,7 @@ def test_kill_9_during_a_retry_leaves_the_crawl_before_or_after_it(queries_dir, 
         assert not [p for p in tmp_path.iterdir() if p.name.startswith(".crawl.")]
 
 
+@pytest.mark.slow
 def test_an_image_centric_crawl_retries_each_image_once_with_all_its_texts(queries_dir, tmp_path):
     with TestWeb() as server:
         flaky = server.url("/flaky/m.jpg?fails=2")

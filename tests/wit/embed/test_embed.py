@@ -43,6 +43,7 @@ def embed(*args, **kwargs):
     return result
 
 
+@pytest.mark.slow
 def test_embeddings_are_the_encoders_features_and_a_rerun_does_nothing(inputs, tmp_path):
     root, shards, checkpoint = inputs
     out = tmp_path / "E"
@@ -69,6 +70,7 @@ def test_embeddings_are_the_encoders_features_and_a_rerun_does_nothing(inputs, t
     assert "nothing to do" in again.stderr and files(out) == before
 
 
+@pytest.mark.slow
 def test_bf16_weights_give_the_fp32_vectors_to_bf16_precision(inputs, tmp_path):
     root, shards, checkpoint = inputs
     for precision in ("fp32", "bf16"):
@@ -82,6 +84,7 @@ def test_bf16_weights_give_the_fp32_vectors_to_bf16_precision(inputs, tmp_path):
         assert cosines.min() > 0.995 and not np.allclose([a for a, _ in pairs], [b for _, b in pairs], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_killed_run_redoes_only_its_unfinished_shards(tmp_path):
     shards = shards_dir(tmp_path / "shards", [40] * 8, image=lambda n, c: drawing(n, c))
     checkpoint = write_checkpoint(tmp_path / "ckpt.pt")
@@ -104,6 +107,7 @@ def test_a_killed_run_redoes_only_its_unfinished_shards(tmp_path):
     assert read_embeddings(str(out)).equals(read_embeddings(str(clean)))
 
 
+@pytest.mark.slow
 def test_an_openclip_state_dict_with_model_gives_the_checkpoints_vectors(inputs, tmp_path):
     root, shards, checkpoint = inputs
     state = torch.load(checkpoint, weights_only=True)["state_dict"]
@@ -121,6 +125,7 @@ def test_an_openclip_state_dict_with_model_gives_the_checkpoints_vectors(inputs,
         assert summary["model"] == "wit-test-tiny" and summary["dim"] == 32
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_one_line_errors_and_leave_no_output(inputs, tmp_path):
     root, shards, checkpoint = inputs
     (tmp_path / "plain").mkdir()
@@ -142,6 +147,7 @@ def test_bad_inputs_are_one_line_errors_and_leave_no_output(inputs, tmp_path):
         assert not any(p.name.startswith((".E", "E")) for p in tmp_path.iterdir()), result.stderr
 
 
+@pytest.mark.slow
 def test_search_with_embeddings_gives_the_results_of_search_without(inputs, tmp_path, capsys):
     root, shards, checkpoint = inputs
     embed("--checkpoint", checkpoint, "--shards", shards, "--out", tmp_path / "E")
@@ -165,6 +171,7 @@ def test_search_with_embeddings_gives_the_results_of_search_without(inputs, tmp_
     assert "embeddings made with another checkpoint" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_two_ranks_under_torchrun_embed_every_shard_once(inputs, tmp_path):
     from tests.cli import run_module
 

@@ -113,6 +113,7 @@ def world(tmp_path_factory):
 # ---- near-duplicates -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_near_dup_finds_planted_copies_and_nothing_else(world, tmp_path):
     out = tmp_path / "out"
     result = filter_("--shards", world["clean"], "--out", out, "--near-dup")
@@ -149,6 +150,7 @@ def read_uids(shards: Path) -> list[str]:
     return [key for entry in read_manifest(str(shards))["shards"] for key, _ in scan_tar(str(shards / entry["name"])).samples]
 
 
+@pytest.mark.slow
 def test_output_is_a_byte_for_byte_subset_and_reruns_are_identical(world, tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
     for out in (first, second):
@@ -298,6 +300,7 @@ def test_clip_score_min_score_and_keep_fraction(texts, tmp_path):
 # ---- bad input -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_one_line_errors(texts, world, tmp_path):
     out = tmp_path / "out"
     cases = [
@@ -333,6 +336,7 @@ def test_bad_inputs_are_one_line_errors(texts, world, tmp_path):
 # ---- the model-based paths (--checkpoint) ----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_clip_score_computed_on_the_fly_equals_clip_score_from_wit_embed(texts, tmp_path):
     from tests.support.checkpoints import write_checkpoint
 
@@ -348,6 +352,7 @@ def test_clip_score_computed_on_the_fly_equals_clip_score_from_wit_embed(texts, 
     assert not (tmp_path / "fly" / ".wit" / "scratch").exists()   # the embeddings were scratch
 
 
+@pytest.mark.slow
 def test_decontamination_by_embedding_cosine_matches_brute_force(world, tmp_path):
     """With --checkpoint, evaluation images are matched by embedding cosine too: exactly the
     (evaluation image, data image) pairs a brute-force cosine finds at the threshold, each
@@ -384,6 +389,7 @@ def test_decontamination_by_embedding_cosine_matches_brute_force(world, tmp_path
     assert {reasons[u] for u in expected - planted} <= {"embedding"}
 
 
+@pytest.mark.slow
 def test_a_full_disk_keeps_the_hashed_shards_and_the_rerun_does_not_hash_again(world, tmp_path):
     import subprocess
 

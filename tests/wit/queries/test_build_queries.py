@@ -125,6 +125,7 @@ def test_counts_equal_reference_whatever_the_layout_chunking_and_workers(tmp_pat
 wit = partial(run_wit, "build-queries")
 
 
+@pytest.mark.slow
 def test_kill_and_resume_gives_the_same_outputs(tmp_path):
     pages, _, _ = random_corpus(2, 3000)
     dump = write_dump(tmp_path / "dump.xml.bz2", pages, "bz2")

@@ -46,6 +46,7 @@ def reference_counts(path) -> dict[str, int]:
     return counts
 
 
+@pytest.mark.slow
 def test_pages_and_sources(excerpt_queries):
     stats, queries, out = excerpt_queries
     assert stats["pages"]["pages"] == 206
@@ -67,6 +68,7 @@ def test_no_markup_residue_in_wikipedia_entries(excerpt_queries):
         assert word not in wiki
 
 
+@pytest.mark.slow
 def test_well_known_words_have_plausible_counts(excerpt_queries, enwiki_excerpt):
     stats, queries, _ = excerpt_queries
     counts = {q["query"]: q["count"] for q in queries}

@@ -172,6 +172,7 @@ def _control_key(shards):
     (_duplicate_member, ("000000.tar: 1 member or sample refused by the tar reader (duplicate_member)",)),
     (_control_key, ("000000.tar: sample bad\\nkey: no image",)),
 ], ids=lambda v: v.__name__.strip("_") if callable(v) else None)
+@pytest.mark.slow
 def test_verify_names_the_sample_and_the_problem(tmp_path, damage, fragments):
     shards = valid()
     damage(shards)
@@ -311,6 +312,7 @@ def _drop(*path):
 ], ids=["manifest_list", "manifest_no_counts", "manifest_no_samples_read", "shard_no_sha256", "shard_dev_zero",
         "shard_path", "manifest_not_json", "manifest_nested", "manifest_fifo", "datacard_missing", "datacard_fifo",
         "datacard_directory", "datacard_not_json", "datacard_list", "datacard_no_head"])
+@pytest.mark.slow
 def test_damaged_manifest_or_datacard(tmp_path, damage, problem):
     out = write_shards(tmp_path / "shards", valid())
     damage(out)

@@ -85,6 +85,7 @@ def test_cap_dedup_and_outputs(tmp_path):
     assert (out / "datacard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_byte_identical_and_idempotent(tmp_path):
     shards, _ = pool()
     crawl = write_download(tmp_path / "crawl", shards)
@@ -263,6 +264,7 @@ def test_out_inside_the_crawl_or_holding_other_files_is_refused(tmp_path):
     assert files(crawl / "download") == before and files(user) == {"holiday.tar": b"the user's own tar"}
 
 
+@pytest.mark.slow
 def test_full_disk_is_one_line_and_keeps_the_earlier_output(tmp_path):
     shards, _ = pool()
     crawl = write_download(tmp_path / "crawl", shards)
