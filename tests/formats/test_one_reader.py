@@ -4,12 +4,11 @@ hostile tar (the same keys, the same image bytes, the same members refused)."""
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import tarfile
 from collections import Counter
 
 from tests.support.images import jpeg
+from tests.support.shards import write_raw_tar
 from tests.support.witcli import run_wit
 from train.data.stream import read_samples
 from wit.formats.shards import shard_name
@@ -39,14 +38,7 @@ def write_hostile_tar(path) -> None:
     members += [*sample(uids[3], 50), (f"{uids[3]}.txt", b"again")]                       # repeated member
     members += [("../evil.jpg", picture(1)), ("/abs/evil.txt", b"x"), *sample(uids[4], 60)]
     members += [*sample(uids[0], 70)]                                                    # uids[0] again, later
-    with tarfile.open(path, "w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-        link = tarfile.TarInfo("link.jpg")
-        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
-        tar.addfile(link)
+    write_raw_tar(path, members)
 
 
 def test_shard_inspect_and_trainer_read_the_same_samples(tmp_path):

@@ -58,3 +58,20 @@ def shards_dir(out, sizes, **kwargs):
         {"name": t.name, "samples": n, "bytes": t.stat().st_size, "sha256": hashlib.sha256(t.read_bytes()).hexdigest()}
         for t, n in zip(tars, sizes)]}))
     return out
+
+
+def write_raw_tar(path: Path, members: list[tuple[str, bytes]], device: bool = False) -> None:
+    """A tar of `members` (name, bytes) as given, names unchecked (path tricks included),
+    then a symbolic link `link.jpg` to /etc/passwd and, with `device`, a character device
+    `dev.jpg`: what a hostile shard holds."""
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            _add(tar, name, data)
+        link = tarfile.TarInfo("link.jpg")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+        if device:
+            dev = tarfile.TarInfo("dev.jpg")
+            dev.type = tarfile.CHRTYPE
+            tar.addfile(dev)
+

@@ -3,16 +3,14 @@ exact resume from worker positions, determinism, and the clear errors."""
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from collections import Counter
 
 import pytest
 import torch
 
 from tests.support.images import jpeg
-from tests.support.shards import write_shards
+from tests.support.shards import write_raw_tar, write_shards
 from train.data import stream as data
 from train.data.stream import read_samples
 from train.data.shards import list_shards
@@ -141,18 +139,8 @@ def test_sizes_come_from_sizes_json_or_the_manifest_never_guessed(tmp_path):
 
 def test_readers_refuse_path_tricks_links_and_devices(tmp_path):
     path = tmp_path / "000000.tar"
-    with tarfile.open(path, "w") as tar:
-        for name, data_ in [("../evil.jpg", jpeg((1, 2, 3))), ("/abs.txt", b"x"), ("ok.jpg", jpeg((9, 9, 9))),
-                            ("ok.txt", b"fine")]:
-            info = tarfile.TarInfo(name)
-            info.size = len(data_)
-            tar.addfile(info, io.BytesIO(data_))
-        link = tarfile.TarInfo("link.jpg")
-        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
-        tar.addfile(link)
-        dev = tarfile.TarInfo("dev.jpg")
-        dev.type = tarfile.CHRTYPE
-        tar.addfile(dev)
+    write_raw_tar(path, [("../evil.jpg", jpeg((1, 2, 3))), ("/abs.txt", b"x"), ("ok.jpg", jpeg((9, 9, 9))),
+                         ("ok.txt", b"fine")], device=True)
     counts: Counter = Counter()
     samples = list(read_samples(str(path), counts=counts))
     assert [(s.key, s.text) for s in samples] == [("ok", "fine")]
