@@ -37,15 +37,20 @@ STATS_SUFFIX = "_stats.json"
 
 def finished_shards(download_dir: str) -> list[str]:
     """The ids (`NNNNN`) of the finished download shards in `download_dir`, sorted."""
-    names = os.listdir(download_dir) if os.path.isdir(download_dir) else []
-    return sorted(n[: -len(STATS_SUFFIX)] for n in names if n.endswith(STATS_SUFFIX))
+    return _shard_ids(download_dir)[0]
 
 
 def unfinished_shards(download_dir: str) -> list[str]:
     """The ids of the download shards with a tar but no stats file (a killed or failed
     download left them), sorted."""
+    return _shard_ids(download_dir)[1]
+
+
+def _shard_ids(download_dir: str) -> tuple[list[str], list[str]]:
+    """(finished, unfinished) shard ids, from one listing of the dir."""
     names = os.listdir(download_dir) if os.path.isdir(download_dir) else []
-    return sorted({n[: -len(".tar")] for n in names if n.endswith(".tar")} - set(finished_shards(download_dir)))
+    finished = {n[: -len(STATS_SUFFIX)] for n in names if n.endswith(STATS_SUFFIX)}
+    return sorted(finished), sorted({n[: -len(".tar")] for n in names if n.endswith(".tar")} - finished)
 
 
 def downloaded_tars(crawl_dir: str) -> list[str]:
