@@ -1,11 +1,12 @@
 """Search: text and image queries over shards with a tiny model that knows its colours, the
-feature cache beside the checkpoint (reused, rebuilt when the shards or the checkpoint
-change), and one-line errors."""
+EMBED dir it searches (a cache beside the checkpoint, reused, rebuilt when the shards or
+the checkpoint change; or built where --embeddings says), and one-line errors."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,7 @@ from tests.support.images import COLOURS, drawing
 from tests.support.shards import write_shards
 from train.model import clip as models
 from train.search import main
+from wit.formats.embeddings import read_summary
 
 PROG = "python -m train.search"
 RED = ["000000000", "000000004", "000000008"]   # write_shards colours sample n with COLOURS[n % 4]
@@ -27,14 +29,19 @@ def checkpoint(trained_checkpoint, tmp_path):
     return shutil.copy(trained_checkpoint, tmp_path / "latest.pt")
 
 
+def caches_of(checkpoint) -> list:
+    """The EMBED dirs search keeps beside a checkpoint."""
+    return sorted(p for p in Path(f"{checkpoint}.search").iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def search(capsys, *args) -> list[list[str]]:
-    """The command in this process: its result lines split into fields."""
-    assert main([str(a) for a in args]) == 0
+    """The command in this process (decoding in it too): its result lines split into fields."""
+    assert main([str(a) for a in args] + ["--workers", "0"]) == 0
     return [line.split("\t") for line in capsys.readouterr().out.splitlines()]
 
 
 def in_process(capsys, *args) -> subprocess.CompletedProcess:
-    code = main([str(a) for a in args])
+    code = main([str(a) for a in args] + ["--workers", "0"])
     captured = capsys.readouterr()
     return subprocess.CompletedProcess(args, code, captured.out, captured.err)
 
@@ -50,12 +57,14 @@ def test_text_search_finds_the_colour_and_reuses_the_cached_features(checkpoint,
     assert scores == sorted(scores, reverse=True)
     for _, _, key, text, url in results:
         assert text == f"a red picture number {int(key)}" and url == f"http://demo.invalid/{key}.jpg"
-    caches = list((tmp_path / "latest.pt.search").glob("*.pt"))
+    caches = caches_of(tmp_path / "latest.pt")
     assert len(caches) == 1
-    written = caches[0].stat().st_mtime_ns
+    summary = read_summary(str(caches[0]))                        # an EMBED dir, as `wit embed` writes
+    assert (summary["samples"], summary["images"], summary["undecodable_images"]) == (9, 8, 1)
+    written = (caches[0] / "embed.json").stat().st_mtime_ns
 
     assert search(capsys, *query) == results
-    assert caches[0].stat().st_mtime_ns == written               # read, not rebuilt
+    assert (caches[0] / "embed.json").stat().st_mtime_ns == written   # read, not rebuilt
     everything = search(capsys, *query[:-1], 100)
     assert len(everything) == 8                                   # 9 samples, one undecodable
 
@@ -68,14 +77,38 @@ def test_cache_is_rebuilt_when_the_shards_or_the_checkpoint_change(checkpoint, t
     write_shards(tmp_path / "shards", [5, 6], image=drawing)               # a shard grows: sizes.json changes
     grown = search(capsys, *query)
     assert len(grown) == 11 and {"000000009", "000000010"} <= {r[2] for r in grown}
-    caches = sorted((tmp_path / "latest.pt.search").glob("*.pt"), key=lambda p: p.stat().st_mtime_ns)
+    caches = sorted(caches_of(tmp_path / "latest.pt"), key=lambda p: (p / "embed.json").stat().st_mtime_ns)
     assert len(caches) == 2
-    before = caches[-1].stat().st_mtime_ns
+    before = read_summary(str(caches[-1]))
 
     write_checkpoint(checkpoint, seed=1)                          # the checkpoint is replaced by another model
     other = search(capsys, *query)
-    assert caches[-1].stat().st_mtime_ns != before
+    after = read_summary(str(caches[-1]))
+    assert after["checkpoint_sha256"] != before["checkpoint_sha256"] and caches_of(tmp_path / "latest.pt") == sorted(caches)
     assert [r[1] for r in other] != [r[1] for r in grown]
+
+
+def test_embeddings_are_built_where_given_then_searched_there(checkpoint, tmp_path, capsys):
+    write_shards(tmp_path / "shards", [4, 4], image=drawing)
+    pattern = f"{tmp_path}/shards/{{000000..000001}}.tar"            # a pattern: no manifest to record
+    query = ("--checkpoint", checkpoint, "--shards", pattern, "--text", "a photo of a red colour.", "--top", 2)
+    results = search(capsys, *query, "--embeddings", tmp_path / "E")
+    assert sorted(r[2] for r in results) == RED[:2]
+    summary = read_summary(str(tmp_path / "E"))
+    assert summary["shards_dir"] == pattern and [s["name"] for s in summary["shards"]] == ["000000.tar", "000001.tar"]
+    assert not (tmp_path / "latest.pt.search").exists()            # no second copy beside the checkpoint
+    written = (tmp_path / "E" / "embed.json").stat().st_mtime_ns
+    assert search(capsys, *query, "--embeddings", tmp_path / "E") == results
+    assert (tmp_path / "E" / "embed.json").stat().st_mtime_ns == written
+    assert search(capsys, *query) == results                       # the cache beside the checkpoint agrees
+
+
+def test_two_shards_of_one_name_are_refused(checkpoint, tmp_path, capsys):
+    for name in ("a", "b"):
+        write_shards(tmp_path / name, [2], image=drawing)
+    refused = in_process(capsys, "--checkpoint", checkpoint, "--shards", f"{tmp_path}/{{a,b}}/000000.tar",
+                         "--sizes", tmp_path / "a" / "sizes.json", "--text", "x")
+    assert_one_line_error(refused, PROG, "two shards are named 000000.tar")
 
 
 def test_image_search_finds_the_same_image_first(checkpoint, tmp_path, capsys):

@@ -30,7 +30,7 @@ from train.model.clip import Loaded, load_model, openclip_config
 from train.model.encode import decode_all, embed_dim, encode_text
 from wit import __version__
 from wit.formats.atomic import file_sha256, write_json, write_parquet
-from wit.formats.embeddings import SUMMARY, embedding_file, manifest_sha256, read_summary, schema
+from wit.formats.embeddings import SUMMARY, embedding_file, is_local, read_summary, schema, shards_sha256
 from wit.formats.errors import WitError
 from wit.formats.images import MAX_PIXELS
 from wit.formats.workdir import WorkDir, claim
@@ -40,16 +40,23 @@ log = logging.getLogger("wit.embed")
 
 def embed_shards_dir(checkpoint: str, shards_dir: str, out: str, model: str = "", batch_size: int = 256,
                      device: str = "auto", precision: str = "auto", workers: int = 0, max_pixels: int = MAX_PIXELS,
-                     overwrite: bool = False) -> dict:
-    """Build (or finish, or confirm) the EMBED dir `out` of a SHARDS dir (`wit embed`'s
-    flags of the same names); return its summary (embed.json)."""
+                     overwrite: bool = False, sizes: str | None = None) -> dict:
+    """Build (or finish, or confirm) the EMBED dir `out` of a SHARDS dir, or of any shards
+    `train.data.shards.list_shards` reads (a brace pattern, urls, `pipe:` commands, with
+    `sizes`), with `wit embed`'s flags of the same names; return its summary (embed.json)."""
     started = time.time()
-    shards_dir = os.path.normpath(shards_dir)
-    manifest = manifest_sha256(shards_dir)
-    shards = list_shards(shards_dir)
-    missing = next((s.url for s in shards if not os.path.isfile(s.url)), None)
+    local = is_local(shards_dir)
+    shards_dir = os.path.normpath(shards_dir) if local else shards_dir
+    shards = list_shards(shards_dir, sizes)
+    missing = next((s.url for s in shards if is_local(s.url) and not os.path.isfile(s.url)), None)
     if missing:
         raise WitError(f"{missing}: shard listed in sizes.json is missing")
+    names = Counter(os.path.basename(s.url) for s in shards)
+    twice = next((name for name, n in names.items() if n > 1), None)
+    if twice:
+        raise WitError(f"{shards_dir}: two shards are named {twice}, and each shard's embeddings are named "
+                       "after it; embed them separately")
+    manifest = shards_sha256(shards_dir, [(s.url, s.samples) for s in shards])
     if model:
         openclip_config(model)        # an unknown name fails before anything is written
     checkpoint_sha256 = file_sha256(checkpoint, "checkpoint")
@@ -57,10 +64,11 @@ def embed_shards_dir(checkpoint: str, shards_dir: str, out: str, model: str = ""
     precision = precision if precision != "auto" else "bf16" if world.device.type == "cuda" else "fp32"
     fingerprint = {"checkpoint_sha256": checkpoint_sha256, "model": model, "manifest_sha256": manifest,
                    "precision": precision, "max_pixels": max_pixels}
+    inputs = (shards_dir,) if local and os.path.isdir(shards_dir) else ()
     with ExitStack() as stack:
         if not world.is_main:                # rank 0 claims (and may start the build dir) first
             dist.barrier(world)
-        work = stack.enter_context(claim(out, "embed", fingerprint, overwrite, inputs=(shards_dir,),
+        work = stack.enter_context(claim(out, "embed", fingerprint, overwrite, inputs=inputs,
                                          lock=world.is_main))
         if world.is_main:
             dist.barrier(world)
@@ -86,7 +94,7 @@ def embed_shards_dir(checkpoint: str, shards_dir: str, out: str, model: str = ""
             "tool": "wit embed", "version": __version__, "model": loaded.name, "dim": dim,
             "checkpoint": os.path.abspath(checkpoint), "checkpoint_sha256": checkpoint_sha256,
             "precision": precision, "max_pixels": max_pixels,
-            "shards_dir": os.path.abspath(shards_dir), "manifest_sha256": manifest, "shards": done,
+            "shards_dir": os.path.abspath(shards_dir) if local else shards_dir, "manifest_sha256": manifest, "shards": done,
             **{k: sum(d[k] for d in done) for k in ("samples", "images", "undecodable_images", "no_text")},
             "seconds": round(time.time() - started, 3),
         }
@@ -99,8 +107,6 @@ def embed_shards_dir(checkpoint: str, shards_dir: str, out: str, model: str = ""
 def _unit(url: str) -> str:
     """A shard's unit of work: its tar name."""
     return os.path.basename(url)
-
-
 
 
 def embed_shards(loaded: Loaded, shards: list[Shard], work: WorkDir, dim: int, batch_size: int, workers: int,

@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass
 
 from wit.formats.flags import option
+from wit.formats.embeddings import manifest_sha256
 from wit.formats.errors import WitError
 from wit.formats.images import MAX_PIXELS
 
@@ -64,6 +65,7 @@ def run(config: EmbedConfig) -> dict:
     """Build (or finish, or confirm) the EMBED dir; return its summary (embed.json)."""
     from train.model.shard_embeddings import embed_shards_dir
 
+    manifest_sha256(config.shards)   # a finished `wit shard` output, else a one-line error naming its manifest
     return embed_shards_dir(config.checkpoint, config.shards, config.out, model=config.model,
                             batch_size=config.batch_size, device=config.device, precision=config.precision,
                             workers=config.workers, max_pixels=config.max_pixels, overwrite=config.overwrite)

@@ -4,13 +4,19 @@
   `text`, each a fixed-size list of float32, L2-normalised, one row per sample of the
   shard in shard order; a sample whose image cannot be decoded has a null `image`.
 - `embed.json`: what made them (tool, model, checkpoint sha256, dim, the SHARDS dir and
-  its manifest's sha256, per-shard counts), written last.
-`wit filter --clip-score` and `train.search` read them back with `read_embeddings`.
+  its manifest's sha256, per-shard counts), written last. Of shards that are not a
+  finished `wit shard` output (a brace pattern, urls, `pipe:` commands), `shards_dir` is
+  the pattern and `manifest_sha256` the sha256 of their listing (`shards_sha256`).
+`wit filter --clip-score` and `train.search` read them back with `read_embeddings`;
+`train.search` builds one for the shards it searches when given none.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+from typing import Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -37,6 +43,27 @@ def manifest_sha256(shards_dir: str) -> str:
     """The sha256 of a SHARDS dir's manifest.json: what embeddings and filters record of
     their input."""
     return file_sha256(os.path.join(shards_dir, MANIFEST), "shard manifest (not a finished `wit shard` output?)")
+
+
+def is_local(url: str) -> bool:
+    """A shard url naming a file here (not an fsspec url or a `pipe:` command)."""
+    return "://" not in url and not url.startswith("pipe:")
+
+
+def shards_sha256(spec: str, shards: Sequence[tuple[str, int]]) -> str:
+    """What embeddings record of the shards they are of: for a SHARDS dir with its manifest,
+    the manifest's sha256; for any other listing of (url, samples), the sha256 of the urls
+    (local paths made absolute), the sample counts and the local files' sizes and
+    modification times."""
+    if is_local(spec) and os.path.isfile(os.path.join(spec, MANIFEST)):
+        return manifest_sha256(spec)
+    listing = []
+    for url, samples in shards:
+        local = is_local(url)
+        stat = os.stat(url) if local and os.path.exists(url) else None
+        listing.append([os.path.abspath(url) if local else url, samples,
+                        [stat.st_size, stat.st_mtime_ns] if stat else None])
+    return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
 
 
 def read_summary(embed_dir: str) -> dict:

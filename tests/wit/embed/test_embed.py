@@ -148,7 +148,7 @@ def test_bad_inputs_are_one_line_errors_and_leave_no_output(inputs, tmp_path):
 
 
 @pytest.mark.slow
-def test_search_with_embeddings_gives_the_results_of_search_without(inputs, tmp_path, capsys):
+def test_search_over_wit_embed_output_gives_the_results_of_its_own_cache(inputs, tmp_path, capsys):
     root, shards, checkpoint = inputs
     embed("--checkpoint", checkpoint, "--shards", shards, "--out", tmp_path / "E")
     (tmp_path / "query.jpg").write_bytes(drawing(6, (30, 180, 30)))
@@ -158,7 +158,7 @@ def test_search_with_embeddings_gives_the_results_of_search_without(inputs, tmp_
         return capsys.readouterr().out.splitlines()
 
     for query in (("--text", "a photo of a red colour."), ("--image", tmp_path / "query.jpg")):
-        common = ("--checkpoint", checkpoint, "--shards", shards, *query, "--top", 5)
+        common = ("--checkpoint", checkpoint, "--shards", shards, *query, "--top", 5, "--workers", 0)
         with_cache, with_faiss = search(*common), search(*common, "--embeddings", tmp_path / "E")
         assert with_faiss == with_cache and len(with_faiss) == 5
     everything = search("--checkpoint", checkpoint, "--shards", shards, "--text", "x", "--top", 100,
