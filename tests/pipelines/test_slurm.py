@@ -34,7 +34,7 @@ STEPS = 30
 CPU_TASKS = ["--gpus-per-node=0", "--ntasks-per-node=2", "--cpus-per-task=1"]   # 2 gloo ranks on the 2-CPU node
 
 # slurmd runs as root (SlurmUser=root) and the packages are installed by apt-get: root only
-pytestmark = [pytest.mark.timeout(600),
+pytestmark = [pytest.mark.timeout(600), pytest.mark.xdist_group("slurm"),   # one cluster at a time
               pytest.mark.skipif(os.geteuid() != 0, reason="the single-node SLURM cluster runs slurmd as root")]
 
 
