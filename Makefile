@@ -37,16 +37,19 @@ demo: $(BIN)/.installed
 	@$(MAKE) --no-print-directory system-packages PACKAGES=wordnet-base || echo "WordNet not installed: building the query list without it"
 	$(BIN)/python pipelines/demo.py --out $(DEMO)
 
-# The whole suite (what CI runs), after the layering contract (import-linter, pyproject.toml).
+# The whole suite (what CI runs), after the layering contract (import-linter, pyproject.toml):
+# one pytest-xdist worker per core, a test file per worker at a time, the files with slow
+# tests first (tests/conftest.py).
+PYTEST_PARALLEL := -n auto --dist loadfile --no-loadscope-reorder
 test: $(BIN)/.installed system-packages
 	$(BIN)/lint-imports
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(PYTEST_PARALLEL)
 
 # The quick tier for day-to-day work (a few minutes): the layering contract and every test
 # not marked slow (the end-to-end runs, clusters, crawls and trainings are).
 test-quick: $(BIN)/.installed system-packages
 	$(BIN)/lint-imports
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -m "not slow" $(PYTEST_PARALLEL)
 
 bench: $(BIN)/.installed system-packages
 	$(BIN)/pip install -q -e '.[bench]'

@@ -43,3 +43,12 @@ def queries_dir(tmp_path):
 @pytest.fixture(autouse=True)
 def _quiet_albumentations():
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+
+def pytest_collection_modifyitems(items):
+    """The files that hold slow tests first, each file's tests kept together and in order
+    (a stable sort), so that under pytest-xdist (`make test`: one worker per core, a file
+    per worker at a time, `--no-loadscope-reorder`) the long files start early and the
+    quick ones fill in at the end."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 from tests import cli
 
 
@@ -14,3 +16,14 @@ def run_wit(*args, timeout: float = 300, **popen):
 def assert_one_line_error(result, command: str, *fragments) -> None:
     """Exit status 1 and exactly one `wit COMMAND: error: ...` line holding every fragment."""
     cli.assert_one_line_error(result, f"wit {command}", *fragments)
+
+
+def wit_in_process(capsys, *args) -> subprocess.CompletedProcess:
+    """`wit ARGS` run by `wit.cli.main` in this process (no interpreter start-up): what it
+    printed, as `run_wit` returns it. For checks of errors; `run_wit` for the command a user runs."""
+    from wit.cli import main
+
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(["wit", *map(str, args)], code, captured.out, captured.err)

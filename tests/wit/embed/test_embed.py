@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import time
+from functools import partial
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from tests.support.checkpoints import TINY, write_checkpoint, write_trained_chec
 from tests.support.images import drawing
 from tests.support.outputs import files, markers
 from tests.support.shards import shards_dir
-from tests.support.witcli import assert_one_line_error, run_wit
+from tests.support.witcli import assert_one_line_error, run_wit, wit_in_process
 from train.model import clip as models
 from train.data.stream import read_samples
 from train.model.encode import Encoder, decode_all, inference
@@ -126,7 +127,7 @@ def test_an_openclip_state_dict_with_model_gives_the_checkpoints_vectors(inputs,
 
 
 @pytest.mark.slow
-def test_bad_inputs_are_one_line_errors_and_leave_no_output(inputs, tmp_path):
+def test_bad_inputs_are_one_line_errors_and_leave_no_output(inputs, tmp_path, capsys):
     root, shards, checkpoint = inputs
     (tmp_path / "plain").mkdir()
     (tmp_path / "other.json").write_text(json.dumps({**TINY.config, "embed_dim": 16}))
@@ -141,8 +142,9 @@ def test_bad_inputs_are_one_line_errors_and_leave_no_output(inputs, tmp_path):
          [tmp_path / "bare.pt", "not weights of the model other"]),
         (("--checkpoint", tmp_path / "junk.pt", "--shards", shards), [tmp_path / "junk.pt", "not a readable"]),
     ]
-    for args, fragments in cases:
-        result = run_wit("embed", *args, "--out", tmp_path / "E")
+    for n, (args, fragments) in enumerate(cases):   # the first as a user runs it, the others in this process
+        run = run_wit if n == 0 else partial(wit_in_process, capsys)
+        result = run("embed", *args, "--out", tmp_path / "E")
         assert_one_line_error(result, "embed", *fragments)
         assert not any(p.name.startswith((".E", "E")) for p in tmp_path.iterdir()), result.stderr
 
