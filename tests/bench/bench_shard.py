@@ -60,7 +60,8 @@ def unique(jpeg: bytes, i: int) -> bytes:
 
 
 def write_crawl(crawl: Path, samples: int) -> None:
-    """img2dataset-style download/ with `samples` samples, PER_TAR to a tar."""
+    """img2dataset-style download/ with `samples` samples, PER_TAR to a tar, each finished
+    (its `_stats.json` written, as img2dataset does when a shard is done)."""
     download = crawl / "download"
     download.mkdir(parents=True)
     (crawl / "crawl.json").write_text(json.dumps({"tool": "wit crawl", "queries": 1000}))
@@ -77,6 +78,8 @@ def write_crawl(crawl: Path, samples: int) -> None:
                     info = tarfile.TarInfo(f"{i:09d}.{ext}")
                     info.size = len(data)
                     tar.addfile(info, io.BytesIO(data))
+        done = min(start + PER_TAR, samples) - start
+        (download / f"{start // PER_TAR:05d}_stats.json").write_text(json.dumps({"count": done, "successes": done}))
 
 
 def first_part(crawl: Path, part: Path, tars: int) -> None:
@@ -85,6 +88,7 @@ def first_part(crawl: Path, part: Path, tars: int) -> None:
     os.link(crawl / "crawl.json", part / "crawl.json")
     for path in sorted((crawl / "download").glob("*.tar"))[:tars]:
         os.link(path, part / "download" / path.name)
+        os.link(path.with_name(f"{path.stem}_stats.json"), part / "download" / f"{path.stem}_stats.json")
 
 
 def size_of(crawl: Path) -> int:
