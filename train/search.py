@@ -48,13 +48,14 @@ def cache_dir(checkpoint: str | Path, shards: list[Shard]) -> Path:
     return Path(f"{checkpoint}.search") / hashlib.sha256(listing.encode()).hexdigest()
 
 
-def embeddings_of(config: SearchConfig, shards: list[Shard]) -> str:
+def embeddings_of(config: SearchConfig, shards: list[Shard]) -> tuple[str, bool]:
     """The EMBED dir to search: --embeddings when finished, else built there, or the cache
-    beside the checkpoint, built or brought up to date."""
+    beside the checkpoint, built or brought up to date; and whether it was made or confirmed
+    here for these shards and this checkpoint (else `embedded_index` checks it)."""
     given = config.embeddings is not None
     out = config.embeddings if given else str(cache_dir(config.checkpoint, shards))
     if given and os.path.exists(os.path.join(out, SUMMARY)):
-        return out
+        return out, False
     try:
         summary = embed_shards_dir(config.checkpoint, config.shards, out, batch_size=config.batch_size,
                                    workers=config.workers, max_pixels=config.max_pixels, overwrite=not given,
@@ -64,7 +65,7 @@ def embeddings_of(config: SearchConfig, shards: list[Shard]) -> str:
                        "give --embeddings DIR somewhere writable") from None
     print(f"{PROG}: {out}: {summary['images']} images embedded of {summary['samples']} samples",
           file=sys.stderr)
-    return out
+    return out, True
 
 
 def _text(sample: Sample) -> str:
@@ -96,9 +97,12 @@ class EmbeddedIndex:
     shards: list[str]
 
 
-def embedded_index(embed_dir: str, checkpoint: str, shards: list[Shard], shards_arg: str) -> EmbeddedIndex:
+def embedded_index(embed_dir: str, checkpoint: str, shards: list[Shard], shards_arg: str,
+                   checked: bool = False) -> EmbeddedIndex:
     """The index of `wit embed`'s output for these shards and this checkpoint (else a
-    one-line error): the rows with an image embedding, in a faiss IndexFlatIP."""
+    one-line error; `checked`: the embedding engine has just confirmed the checkpoint and
+    the shards, so they are not hashed again): the rows with an image embedding, in a faiss
+    IndexFlatIP."""
     import faiss
     import pyarrow.compute as pc
 
@@ -106,10 +110,10 @@ def embedded_index(embed_dir: str, checkpoint: str, shards: list[Shard], shards_
     names = [str(s.get("name")) for s in summary["shards"]]
     if names != [os.path.basename(s.url) for s in shards]:
         raise WitError(f"{embed_dir}: embeddings of other shards than {shards_arg} ({len(names)} shards)")
-    if summary.get("checkpoint_sha256") != file_sha256(checkpoint, "checkpoint"):
+    if not checked and summary.get("checkpoint_sha256") != file_sha256(checkpoint, "checkpoint"):
         raise WitError(f"{embed_dir}: embeddings made with another checkpoint ({summary.get('checkpoint')})")
     listing = [(s.url, s.samples) for s in shards]
-    if os.path.isdir(shards_arg) and summary["manifest_sha256"] != shards_sha256(shards_arg, listing):
+    if not checked and os.path.isdir(shards_arg) and summary["manifest_sha256"] != shards_sha256(shards_arg, listing):
         raise WitError(f"{embed_dir}: embeddings of another version of {summary['shards_dir']} "
                        f"(its manifest changed; run `wit embed` again)")
     table = read_embeddings(embed_dir)
@@ -160,8 +164,8 @@ def search(args: SearchConfig) -> list[str]:
         query = query_features(loaded, encoder, args.text, image, args.max_pixels)
     except ImageRefused as e:
         raise WitError(f"{args.image}: {e}") from None
-    embed_dir = embeddings_of(args, shards)
-    return embedded_results(embedded_index(embed_dir, args.checkpoint, shards, args.shards), query, args.top)
+    embed_dir, checked = embeddings_of(args, shards)
+    return embedded_results(embedded_index(embed_dir, args.checkpoint, shards, args.shards, checked), query, args.top)
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,8 @@ def embed_shards_dir(checkpoint: str, shards_dir: str, out: str, model: str = ""
             "tool": "wit embed", "version": __version__, "model": loaded.name, "dim": dim,
             "checkpoint": os.path.abspath(checkpoint), "checkpoint_sha256": checkpoint_sha256,
             "precision": precision, "max_pixels": max_pixels,
-            "shards_dir": os.path.abspath(shards_dir) if local else shards_dir, "manifest_sha256": manifest, "shards": done,
+            "shards_dir": os.path.abspath(shards_dir) if local else shards_dir, "manifest_sha256": manifest,
+            "shards": done,
             **{k: sum(d[k] for d in done) for k in ("samples", "images", "undecodable_images", "no_text")},
             "seconds": round(time.time() - started, 3),
         }
