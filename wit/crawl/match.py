@@ -13,6 +13,19 @@ ids (only where a window starts with a query's first word and holds query words 
 looked up in a hash table of the queries' hashes and verified id by id. All of it is NumPy,
 with no per-text Python loop. Queries with an empty word (leading, trailing or double
 spaces) cannot be expressed as tokens and go through a pyahocorasick automaton.
+
+Worldwide lists (MetaCLIP 2, `worldwide=True`): an entry e matches when its pattern
+`wit.formats.text.spaced_entry(e)` occurs in spaced(t): padded with a space only on a side
+whose character is neither punctuation nor CJK-like. Then every CJK-like or punctuation
+character is also a token of its own: a *virtual* boundary is put between two characters
+where either is one and neither is a space, in the texts and the entries alike, and each
+token records whether a real space or a virtual boundary comes before it. A pattern occurs
+exactly when the entry's tokens are consecutive tokens of the text with the same kind of
+boundary between each two, a real space before the first when the entry is padded on the
+left and after the last when it is padded on the right. So worldwide matching is the same
+vectorised token matching, at character granularity where the scripts have no spaces.
+Where MetaCLIP 2's automaton keeps one id of entries with the same pattern (the last one
+added), so does this.
 """
 
 from __future__ import annotations
@@ -26,7 +39,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from wit.formats.text import spaced_bytes
+from wit.formats.text import (ASCII_PUNCTUATION, CJK_LIKE_BLOCKS, KANA_BLOCKS, WIDE_PUNCTUATION,
+                               spaced_bytes, spaced_entry)
 
 SEPARATOR = "\x00"  # between texts in a batch; never in a matched query
 STAND_IN = "\x01"   # for a NUL inside a text: like NUL for MetaCLIP, a character of a word, never in a query
@@ -57,32 +71,44 @@ class _Groups:
 class QueryMatcher:
     """Finds, for each text, the ascending ids of the queries it contains."""
 
-    def __init__(self, queries: Sequence[str], lowercase: bool = False) -> None:
+    def __init__(self, queries: Sequence[str], lowercase: bool = False, worldwide: bool = False,
+                 kana: bool = False) -> None:
         self.lowercase = lowercase
         self.query_count = len(queries)
-        by_words: dict[tuple[str, ...], list[int]] = {}
+        self.bounds = _Boundaries(kana) if worldwide else None
+        by_words: dict[tuple, list[int]] = {}
         by_pattern: dict[str, list[int]] = {}
         for query_id, query in enumerate(queries):
             key = query.lower() if lowercase else query
             if not key or SEPARATOR in key or STAND_IN in key:
                 continue
-            words = tuple(key.split(" "))
-            if "" in words:
-                by_pattern.setdefault(f" {key} ", []).append(query_id)
+            if self.bounds is None:
+                words, pattern = (tuple(key.split(" ")), (), True, True), f" {key} "
+            else:
+                words, pattern = self.bounds.entry(key), spaced_entry(key, kana)
+            if "" in words[0]:
+                by_pattern.setdefault(pattern, []).append(query_id)
             else:
                 by_words.setdefault(words, []).append(query_id)
+        if worldwide:   # one id per pattern, the last, as MetaCLIP 2's automaton keeps
+            by_words = {k: ids[-1:] for k, ids in by_words.items()}
+            by_pattern = {k: ids[-1:] for k, ids in by_pattern.items()}
         self.vocabulary: dict[str, int] = {SEPARATOR: _BREAK}
-        for words in by_words:
+        for words, _, _, _ in by_words:
             for word in words:
                 self.vocabulary.setdefault(word, len(self.vocabulary) - 1)
         self._encoded = {word.encode("utf-8", "surrogatepass"): i for word, i in self.vocabulary.items()}
         self._by_length: dict[int, _Words | _Windows] = {}
-        for length, group in itertools.groupby(sorted(by_words, key=len), key=len):
+        for length, group in itertools.groupby(sorted(by_words, key=lambda k: len(k[0])), key=lambda k: len(k[0])):
             keys = list(group)
-            ids = np.array([[self.vocabulary[w] for w in k] for k in keys], dtype=np.int64)
+            ids = np.array([[self.vocabulary[w] for w in k[0]] for k in keys], dtype=np.int64)
+            inner = np.array([k[1] or (True,) * (length - 1) for k in keys], dtype=bool).reshape(len(keys), length - 1)
+            sides = _Sides(np.array([k[2] for k in keys]), np.array([k[3] for k in keys]))
             groups = _Groups([by_words[k] for k in keys])
-            kind = _Words if length == 1 else _Windows
-            self._by_length[length] = kind(ids, groups, len(self.vocabulary))
+            if length == 1:
+                self._by_length[length] = _Words(ids, groups, len(self.vocabulary), sides)
+            else:
+                self._by_length[length] = _Windows(ids, inner, groups, len(self.vocabulary), sides)
         self._automaton = _automaton(by_pattern) if by_pattern else None
 
     def match(self, texts: Sequence[str]) -> pa.ListArray:
@@ -98,11 +124,12 @@ class QueryMatcher:
         # UTF-8 bytes (spacing bytes is several times faster than a str with non-ASCII text).
         separator = SEPARATOR.encode()
         haystack = spaced_bytes(joined.encode("utf-8", "surrogatepass").replace(separator, b" " + separator + b" "))
-        ids = self._token_ids(haystack)
+        tokens, real = (haystack, None) if self.bounds is None else self.bounds.split(haystack)
+        ids = self._token_ids(tokens)
         text_of_token = np.cumsum(ids == _BREAK)
         found_texts, found_ids = [], []
         for windows in self._by_length.values():
-            starts, group = windows.find(ids)
+            starts, group = windows.find(ids, real)
             text, query = windows.groups.expand(text_of_token[starts], group)
             found_texts.append(text)
             found_ids.append(query)
@@ -130,30 +157,49 @@ class QueryMatcher:
         return groups.expand(np.searchsorted(separators, hits[:, 0]), hits[:, 1])
 
 
+class _Sides:
+    """Whether a worldwide pattern needs a real space before its first token and after its
+    last (it is padded there); the boundaries inside it are part of its tokens' key."""
+
+    def __init__(self, left: np.ndarray, right: np.ndarray) -> None:
+        self.left, self.right = left, right
+
+    def keep(self, starts: np.ndarray, query: np.ndarray, length: int, real: np.ndarray | None) -> np.ndarray:
+        """Which hits (a window at `starts` equal to `query`'s tokens) have its boundaries."""
+        if real is None:   # MetaCLIP 1: every boundary is a space and every pattern padded
+            return np.ones(len(starts), dtype=bool)
+        return (real[starts] | ~self.left[query]) & (real[starts + length] | ~self.right[query])
+
+
 class _Words:
     """The one-word queries: a table from word id to group (-1: not a one-word query)."""
 
     length = 1
 
-    def __init__(self, words: np.ndarray, groups: _Groups, vocabulary_size: int) -> None:
-        self.groups = groups
+    def __init__(self, words: np.ndarray, groups: _Groups, vocabulary_size: int, sides: _Sides) -> None:
+        self.groups, self.sides = groups, sides
         self.table = np.full(vocabulary_size + 2, -1, dtype=np.int64)  # ids -2 and -1 -> slots 0, 1
         self.table[words[:, 0] + 2] = np.arange(len(words))
 
-    def find(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def find(self, ids: np.ndarray, real: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         group = self.table[ids + 2]
         starts = np.flatnonzero(group >= 0)
-        return starts, group[starts]
+        group = group[starts]
+        keep = self.sides.keep(starts, group, 1, real)
+        return starts[keep], group[keep]
 
 
 class _Windows:
-    """The k-word queries for one k > 1: their word ids, hashed so that windows of k tokens
-    can be looked up (a hash table of the queries' hashes, with a multiplier that keeps
-    them distinct); a hit is verified word by word."""
+    """The k-word queries for one k > 1: their word ids and the kinds of the boundaries
+    between them (`_keys`), hashed so that windows of k tokens can be looked up (a hash
+    table of the queries' hashes, with a multiplier that keeps them distinct); a hit is
+    verified word by word."""
 
-    def __init__(self, words: np.ndarray, groups: _Groups, vocabulary_size: int) -> None:
-        self.length = words.shape[1]
-        self.groups = groups
+    def __init__(self, ids: np.ndarray, inner: np.ndarray, groups: _Groups, vocabulary_size: int,
+                 sides: _Sides) -> None:
+        self.length = ids.shape[1]
+        self.groups, self.sides = groups, sides
+        words = _keys(ids, inner)
         self.words = words
         for prime in _PRIMES:
             self.prime = np.uint64(prime)
@@ -164,7 +210,7 @@ class _Windows:
             raise RuntimeError("query hashes collide under every multiplier")
         self.index = pd.Index(hashes)
         self.starts_query = np.zeros(vocabulary_size + 2, dtype=bool)  # ids -2 and -1 -> slots 0, 1
-        self.starts_query[words[:, 0] + 2] = True
+        self.starts_query[ids[:, 0] + 2] = True
 
     def _hashes(self, rows: np.ndarray) -> np.ndarray:
         hashes = np.zeros(len(rows), dtype=np.uint64)
@@ -173,8 +219,9 @@ class _Windows:
                 hashes = hashes * self.prime + column.astype(np.uint64)
         return hashes
 
-    def find(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Start positions of token windows equal to one of the queries, and its group."""
+    def find(self, ids: np.ndarray, real: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Start positions of token windows equal to one of the queries (and with its
+        boundaries, `_Sides`), and its group."""
         count = len(ids) - self.length + 1
         if count <= 0:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
@@ -184,12 +231,83 @@ class _Windows:
         for offset in range(1, self.length):
             keep &= words[offset : offset + count]
         starts = np.flatnonzero(keep)
-        windows = ids[starts[:, None] + np.arange(self.length)]
+        span = starts[:, None] + np.arange(self.length)
+        windows = _keys(ids[span], real[span[:, 1:]] if real is not None else None)
         position = self.index.get_indexer(self._hashes(windows))
         found = position >= 0
         starts, windows, position = starts[found], windows[found], position[found]
         exact = (windows == self.words[position]).all(axis=1)  # never trust a hash alone
-        return starts[exact], position[exact]
+        starts, position = starts[exact], position[exact]
+        keep = self.sides.keep(starts, position, self.length, real)
+        return starts[keep], position[keep]
+
+
+class _Boundaries:
+    """The virtual boundaries of worldwide matching (module docstring): around each
+    CJK-like or punctuation character (MetaCLIP 2's classes; `kana`: kana too), where no
+    space is."""
+
+    def __init__(self, kana: bool) -> None:
+        blocks = CJK_LIKE_BLOCKS + (KANA_BLOCKS if kana else ())
+        self.low = np.array([low for low, _ in blocks], dtype=np.int64)
+        self.high = np.array([high for _, high in blocks], dtype=np.int64)
+        self.ascii = np.zeros(128, dtype=bool)
+        self.ascii[[ord(c) for c in ASCII_PUNCTUATION]] = True
+        self.wide = np.array(sorted(ord(c) for c in WIDE_PUNCTUATION), dtype=np.int64)
+
+    def split(self, data: bytes) -> tuple[bytes, np.ndarray]:
+        """`data` (UTF-8) with a space at each virtual boundary, and per token of its
+        split(b" ") whether a real space (not a virtual boundary) comes before it; one
+        more entry, True, stands for the space after the last token."""
+        raw = np.frombuffer(data, dtype=np.uint8)
+        starts = np.flatnonzero((raw & 0xC0) != 0x80)          # where each character starts
+        points = self._code_points(raw, starts)
+        bare = self._bare(points)
+        space = points == 0x20
+        need = (bare[1:] | bare[:-1]) & ~space[1:] & ~space[:-1]
+        at = starts[1:][need]                                  # byte offsets of the virtual boundaries
+        spaced = np.insert(raw, at, 0x20)
+        virtual = np.zeros(len(spaced) + 1, dtype=bool)
+        virtual[at + np.arange(len(at))] = True
+        separators = np.flatnonzero(spaced == 0x20)
+        real = np.concatenate([[True], ~virtual[separators], [True]])
+        return spaced.tobytes(), real
+
+    def entry(self, key: str) -> tuple[tuple[str, ...], tuple[bool, ...], bool, bool]:
+        """An entry's tokens, the kinds of its inner boundaries, and whether it is padded on
+        the left and on the right (needs a real space there)."""
+        data, real = self.split(key.encode("utf-8", "surrogatepass"))
+        words = tuple(w.decode("utf-8", "surrogatepass") for w in data.split(b" "))
+        bare = self._bare(np.array([ord(key[0]), ord(key[-1])], dtype=np.int64))
+        return words, tuple(bool(r) for r in real[1:len(words)]), not bare[0], not bare[1]
+
+    def _bare(self, points: np.ndarray) -> np.ndarray:
+        """Punctuation or CJK-like: no padding on that side, a token of its own."""
+        inside = np.zeros(len(points), dtype=bool)
+        for low, high in zip(self.low, self.high):
+            inside |= (points >= low) & (points <= high)
+        ascii_punct = (points < 128) & self.ascii[np.minimum(points, 127)]
+        wide = np.isin(points, self.wide)
+        return inside | ascii_punct | wide
+
+    @staticmethod
+    def _code_points(raw: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        """The code point of the character starting at each of `starts` (valid UTF-8, or
+        lone surrogates written with surrogatepass)."""
+        padded = np.concatenate([raw, np.zeros(3, np.uint8)]).astype(np.int64)
+        b0, b1, b2, b3 = (padded[starts + i] for i in range(4))
+        return np.select(
+            [b0 < 0x80, b0 < 0xE0, b0 < 0xF0],
+            [b0, ((b0 & 0x1F) << 6) | (b1 & 0x3F), ((b0 & 0x0F) << 12) | ((b1 & 0x3F) << 6) | (b2 & 0x3F)],
+            ((b0 & 0x07) << 18) | ((b1 & 0x3F) << 12) | ((b2 & 0x3F) << 6) | (b3 & 0x3F))
+
+
+def _keys(ids: np.ndarray, inner: np.ndarray | None) -> np.ndarray:
+    """Rows of k token ids as lookup keys: after the first, each id doubled plus the kind of
+    the boundary before it (1: a real space; always 1 without worldwide boundaries)."""
+    keys = ids.copy()
+    keys[:, 1:] = 2 * ids[:, 1:] + (1 if inner is None else inner.astype(np.int64))
+    return keys
 
 
 def _lists(texts: np.ndarray, query_ids: np.ndarray, text_count: int, query_count: int) -> pa.ListArray:
