@@ -83,3 +83,42 @@ def balanced(uids: pa.Array | pa.ChunkedArray, query_ids: pa.Array | pa.ChunkedA
     keep = np.zeros(len(lists), dtype=bool)
     keep[parents[hit]] = True
     return keep
+
+
+# Per-language thresholds (MetaCLIP 2): English keeps its t; every other language gets the
+# t at which the share of its matched counts in the tail (entries below t) is nearest to
+# English's share below t_en, so every language is flattened as much as English.
+
+
+def tail_share(counts: np.ndarray, t: float) -> float:
+    """The share of all matches that fall on entries matched fewer than t times (MetaCLIP 2's
+    `t_to_p`)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    total = counts.sum()
+    return float(counts[counts < t].sum() / total) if total else 0.0
+
+
+def threshold_for_share(counts: np.ndarray, share: float) -> float:
+    """The count t at which the cumulative share of the sorted counts is nearest `share`
+    (MetaCLIP 2's `p_to_t`; the first such count on a tie)."""
+    ordered = np.sort(np.asarray(counts, dtype=np.float64))
+    total = ordered.sum()
+    if not total:
+        return 0.0
+    return float(ordered[np.abs(np.cumsum(ordered) / total - share).argmin()])
+
+
+def language_thresholds(counts: dict[str, np.ndarray], t_en: float, english: str = "en") -> dict[str, float]:
+    """Each language's t from its per-entry matched counts: `t_en` for English, and for the
+    others the t of English's tail share at t_en. Without English matches there is no share
+    to carry over, and every language gets t_en."""
+    if english not in counts or not np.asarray(counts[english]).sum():
+        return {lang: float(t_en) for lang in counts}
+    share = tail_share(counts[english], t_en)
+    return {lang: float(t_en) if lang == english else threshold_for_share(c, share) for lang, c in counts.items()}
+
+
+def entry_probabilities(counts: np.ndarray, t: float) -> np.ndarray:
+    """min(1, t / count) per entry (MetaCLIP 2's `count_to_prob`); 1 for an entry never matched."""
+    counts = np.asarray(counts, dtype=np.float64)
+    return t / np.maximum(counts, t) if t > 0 else (counts == 0).astype(np.float64)

@@ -4,6 +4,7 @@ import ahocorasick
 import pytest
 
 from wit.crawl.match import QueryMatcher
+from tests.support import metaclip2
 from wit.formats.text import spaced
 
 
@@ -77,3 +78,43 @@ def test_identical_to_metaclip_on_random_texts(lowercase):
     ))
     texts = [" ".join(rng.choice(vocab) for _ in range(rng.randint(0, 15))) for _ in range(2000)]
     assert match(queries, texts, lowercase) == metaclip_reference(queries, texts, lowercase)
+
+
+# ---- worldwide lists (MetaCLIP 2) ----------------------------------------------------------
+
+
+def worldwide(entries, texts, kana=False):
+    return QueryMatcher(entries, worldwide=True, kana=kana).match(texts).to_pylist()
+
+
+def test_worldwide_entries_are_padded_only_on_sides_that_are_not_cjk_like_or_punctuation():
+    entries = ["猫", "iPhone手机", "dog", "(film)", "東京タワー", "ねこ", "แมว", "New York", "U.S."]
+    texts = ["我爱猫咪", "买iPhone手机", "新 iPhone手机很贵", "hotdog", "a dog!", "Heat(film)2", "東京タワーは高い",
+             "かわいいねこだ", "ねこ だ", "แมวดำ", "New York，东京", "the U.S. army"]
+    got = worldwide(entries, texts)
+    assert got == [metaclip2.substr_match(metaclip2.automaton(entries), t) for t in texts]
+    # "東京タワー" ends in a kana (ー), so it is padded on the right and not found before は
+    assert got == [[0], [], [1], [], [2], [3], [], [], [5], [6], [7], []]
+
+
+def test_kana_as_cjk_like_is_an_option():
+    entries = ["ねこ", "タワー"]
+    texts = ["かわいいねこだ", "東京タワーは高い", "ねこ だ"]
+    assert worldwide(entries, texts) == [[], [], [0]]
+    assert worldwide(entries, texts, kana=True) == [[0], [1], [0]]
+
+
+def test_worldwide_duplicates_keep_the_last_id_as_the_automaton_does():
+    entries = ["猫", "dog", "猫", "dog"]
+    assert worldwide(entries, ["猫 dog"]) == [[2, 3]]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_worldwide_is_identical_to_metaclip2_on_random_mixed_script_texts(seed):
+    rng = random.Random(seed)
+    alphabet = list("ab c") + list("猫狗手机") + list("ねこ") + list(",.()'-!`，。「」—") + ["ก", "ข", "\t", "  ", "\n"]
+    entries = [e for e in ("".join(rng.choice(alphabet) for _ in range(rng.randint(1, 5))).strip("\t\n")
+                           for _ in range(200)) if e.strip(" ")]
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(3000)]
+    built = metaclip2.automaton(entries)
+    assert worldwide(entries, texts) == [metaclip2.substr_match(built, t) for t in texts]
