@@ -90,11 +90,12 @@ def worldwide(entries, texts, kana=False):
 def test_worldwide_entries_are_padded_only_on_sides_that_are_not_cjk_like_or_punctuation():
     entries = ["猫", "iPhone手机", "dog", "(film)", "東京タワー", "ねこ", "แมว", "New York", "U.S."]
     texts = ["我爱猫咪", "买iPhone手机", "新 iPhone手机很贵", "hotdog", "a dog!", "Heat(film)2", "東京タワーは高い",
-             "かわいいねこだ", "ねこ だ", "แมวดำ", "New York，东京", "the U.S. army"]
+             "かわいいねこだ", "ねこ だ", "แมวดำ", "New York，东京", "New York 东京", "the U.S. army"]
     got = worldwide(entries, texts)
     assert got == [metaclip2.substr_match(metaclip2.automaton(entries), t) for t in texts]
-    # "東京タワー" ends in a kana (ー), so it is padded on the right and not found before は
-    assert got == [[0], [], [1], [], [2], [3], [], [], [5], [6], [7], []]
+    # "東京タワー" ends in a kana (ー) and "New York" in a letter: padded on the right, neither
+    # is found before a character that is not a space (は, the full-width comma)
+    assert got == [[0], [], [1], [], [2], [3], [], [], [5], [6], [], [7], []]
 
 
 def test_kana_as_cjk_like_is_an_option():
