@@ -1,7 +1,8 @@
 import numpy as np
 import pyarrow as pa
 
-from wit.formats.balance import balanced, draws, uid_keys
+from tests.support import metaclip2
+from wit.formats.balance import balanced, draws, entry_probabilities, language_thresholds, uid_keys
 from wit.formats.uids import url_uid
 
 
@@ -67,3 +68,18 @@ def test_kept_counts_per_query_within_statistical_bounds():
     only_head = np.array([len(l) == 1 for l in lists])
     kept_only_head = keep[only_head].sum()  # candidates the head query alone decides
     assert abs(kept_only_head - only_head.sum() * p) < 4 * np.sqrt(only_head.sum() * p * (1 - p))
+
+
+def test_language_thresholds_equal_metaclip2s_t_to_p_and_p_to_t():
+    rng = np.random.default_rng(3)
+    counts = {lang: np.concatenate([np.zeros(50), rng.zipf(a, size=n).astype(np.float64)])
+              for lang, a, n in (("en", 1.3, 20000), ("ja", 1.5, 3000), ("zh", 1.2, 8000), ("th", 1.8, 500))}
+    for t_en in (20.0, 170.0, 1000.0):
+        thresholds = language_thresholds(counts, t_en)
+        share = metaclip2.t_to_p(counts["en"], t_en)
+        assert thresholds["en"] == t_en
+        for lang in ("ja", "zh", "th"):
+            assert thresholds[lang] == metaclip2.p_to_t(counts[lang], share)
+            np.testing.assert_array_equal(entry_probabilities(counts[lang][50:], thresholds[lang]),
+                                          metaclip2.count_to_prob(counts[lang][50:], thresholds[lang]))
+    assert language_thresholds({"de": counts["ja"]}, 170.0) == {"de": 170.0}   # no English: t_en for all
