@@ -81,6 +81,10 @@ def _build_queries(config) -> None:
     from wit.queries.build import run
 
     stats = run(config)
+    if config.merge:
+        print(f"wit build-queries: {stats['queries']:,} queries in {stats['languages']} languages "
+              f"({', '.join(stats['inputs'])}) -> {config.out}", file=sys.stderr)
+        return
     if config.import_list:
         print(f"wit build-queries: {stats['queries']:,} queries imported from {config.import_list} "
               f"({stats['duplicates']['entries']:,} duplicated, {stats['never_matching']['entries']:,} never "

@@ -143,3 +143,57 @@ def never_matching(queries: list[str]) -> list[int]:
     "U.S.") never occurs in a spaced text."""
     return [query_id for query_id, query in enumerate(queries)
             if any(_SPACED.search(word) and len(word) > 1 for word in query.split(" "))]
+
+
+# ---- worldwide query lists (MetaCLIP 2) ----------------------------------------------------
+# A directory of per-language lists in MetaCLIP 2's layout: `{lang}.json`, a JSON list of
+# strings, one file per Wikipedia language code (`de`, `ja`, `zh_yue`, `simple`, ...). A
+# query is (lang, its index in that file).
+
+LANGUAGE_CODE = re.compile(r"[a-z]{2,3}(?:_[a-z]+)*|simple")
+WORLDWIDE_FORMAT = "a worldwide query list: a dir of {lang}.json files (MetaCLIP 2's layout)"
+
+
+@dataclass(frozen=True)
+class WorldwideQueries:
+    lists: dict[str, QueryList]   # by language code, sorted
+    path: str
+    sha256: str                   # of the (language, list sha256) pairs: what a fingerprint records
+
+    @property
+    def query_count(self) -> int:
+        return sum(len(q.queries) for q in self.lists.values())
+
+
+def language_files(path: str) -> dict[str, str]:
+    """The `{lang}.json` files of a dir, by language code (empty when it holds none)."""
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return {}
+    return {name[:-5]: os.path.join(path, name) for name in sorted(names)
+            if name.endswith(".json") and LANGUAGE_CODE.fullmatch(name[:-5])}
+
+
+def is_worldwide(path: str) -> bool:
+    """A dir of `{lang}.json` files, without a single list (queries.parquet, metadata.json) in it."""
+    return (os.path.isdir(path) and not any(os.path.exists(os.path.join(path, n)) for n in (TABLE, METADATA))
+            and bool(language_files(path)))
+
+
+def read_worldwide(path: str) -> WorldwideQueries:
+    """Every per-language list of a worldwide dir, each checked like any list (`check_entries`)."""
+    files = language_files(path)
+    if not files:
+        raise WitError(f"{path}: no {{lang}}.json file in it; give {WORLDWIDE_FORMAT}")
+    lists = {lang: read_queries(file) for lang, file in files.items()}
+    digest = hashlib.sha256(json.dumps([[lang, q.sha256] for lang, q in lists.items()]).encode()).hexdigest()
+    return WorldwideQueries(lists, os.path.abspath(path), digest)
+
+
+def write_worldwide(directory: str, lists: dict[str, list[str]]) -> None:
+    """One `{lang}.json` per language (atomically, each), in MetaCLIP 2's layout."""
+    for lang, queries in lists.items():
+        if not LANGUAGE_CODE.fullmatch(lang):
+            raise WitError(f"{lang!r}: not a Wikipedia language code (e.g. de, ja, zh_yue)")
+        write_json(os.path.join(directory, f"{lang}.json"), queries)

@@ -53,6 +53,10 @@ class BuildConfig:
     import_list: str = option("", "instead of building: import this query list (MetaCLIP's metadata.json, or a "
                                   "text file with one query per line) as a QUERIES dir", flag="import",
                               metavar="FILE")
+    merge: tuple[str, ...] = option((), "instead of building: combine per-language lists into one worldwide list "
+                                        "(MetaCLIP 2's {lang}.json layout); LANG=LIST, repeated (a QUERIES dir, a "
+                                        "metadata.json or a text file), or *=DIR for a worldwide dir",
+                                    metavar="LANG=LIST")
     titles: str = option("articles", "which page-view titles are queries: `articles` (non-redirect articles of "
                                      "the given dump) or `all` (MetaCLIP's rule: every title with enough views, "
                                      "redirect names such as UK or NYC too)")
@@ -73,6 +77,11 @@ class BuildConfig:
                                     "swapped in when complete)")
 
     def __post_init__(self) -> None:
+        if self.merge:
+            if self.import_list or self.wiki_dumps or self.pageviews or self.wordnet:
+                raise WitError("--merge: combines finished lists; not with --import, --wiki-dump, --pageviews "
+                               "or --wordnet")
+            return
         if self.import_list:
             if self.wiki_dumps or self.pageviews or self.wordnet:
                 raise WitError("--import: imports a finished list; not with --wiki-dump, --pageviews or --wordnet")
@@ -98,6 +107,10 @@ class BuildConfig:
 def run(config: BuildConfig) -> dict:
     """Run the whole stage; return the stats also written to `OUT/stats.json`."""
     started = time.time()
+    if config.merge:
+        from wit.queries.merged import merge_queries
+
+        return merge_queries(config.merge, config.out, config.overwrite, started)
     if config.import_list:
         from wit.queries.imported import import_queries
 
@@ -126,7 +139,8 @@ def _fingerprint(config: BuildConfig, dumps: list[DumpFile], views: PageViews,
     wordnet_files = [] if wordnet is None else [os.path.join(wordnet.source, n) for n in DATA_FILES] \
         if os.path.isdir(wordnet.source) else [wordnet.source]
     settings = {f.name: getattr(config, f.name) for f in fields(config)
-                if f.name not in ("wiki_dumps", "out", "pageviews", "wordnet", "workers", "overwrite", "import_list")}
+                if f.name not in ("wiki_dumps", "out", "pageviews", "wordnet", "workers", "overwrite", "import_list",
+                              "merge")}
     return {"wiki_dumps": [identity(d.path) for d in dumps], "pageviews": [identity(p) for p in views.files],
             "wordnet": [identity(p) for p in wordnet_files], **settings}
 
