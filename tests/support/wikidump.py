@@ -34,19 +34,28 @@ def page_xml(page: WikiPage, page_id: int) -> str:
     )
 
 
+def site_header(lang: str, namespaces: dict[int, str]) -> str:
+    """The export header of another language's wiki, with its namespace names in <siteinfo>."""
+    names = "".join(f'      <namespace key="{key}" case="first-letter">{escape(name)}</namespace>\n'
+                    for key, name in namespaces.items())
+    return (f'<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" version="0.10" xml:lang="{lang}">\n'
+            f"  <siteinfo>\n    <sitename>Wikipedia</sitename>\n    <dbname>{lang}wiki</dbname>\n"
+            f"    <namespaces>\n{names}    </namespaces>\n  </siteinfo>\n")
+
+
 def write_dump(path: Path, pages: list[WikiPage], layout: str = "xml", per_stream: int = 2,
-               stream_bytes: int = 300) -> Path:
+               stream_bytes: int = 300, header: str = HEADER) -> Path:
     """Write `pages` as `layout`: "xml", "bz2" (one stream), "multistream" (Wikipedia's:
     header, `per_stream` pages per stream, footer) or "split-streams" (pbzip2-like:
     fixed-size byte blocks, so streams cut pages anywhere)."""
     parts = [page_xml(p, i + 1) for i, p in enumerate(pages)]
-    xml = HEADER + "".join(parts) + FOOTER
+    xml = header + "".join(parts) + FOOTER
     if layout == "xml":
         path.write_text(xml, encoding="utf-8")
     elif layout == "bz2":
         path.write_bytes(bz2.compress(xml.encode()))
     elif layout == "multistream":
-        groups = [HEADER] + ["".join(parts[i : i + per_stream]) for i in range(0, len(parts), per_stream)]
+        groups = [header] + ["".join(parts[i : i + per_stream]) for i in range(0, len(parts), per_stream)]
         path.write_bytes(b"".join(bz2.compress(g.encode()) for g in groups + [FOOTER]))
     elif layout == "split-streams":
         data = xml.encode()

@@ -148,7 +148,7 @@ def _fingerprint(config: BuildConfig, dumps: list[DumpFile], views: PageViews,
 def _count_all(dumps: list[DumpFile], work: WorkDir, config: BuildConfig) -> tuple[ChunkStats, list[str], int]:
     """Count every chunk not already done, at most two per worker in flight; return the
     page counts, every chunk's id and how many chunks an earlier run had finished."""
-    units = (Unit(chunk.chunk_id, (chunk, work.scratch(), config.lowercase),
+    units = (Unit(chunk.chunk_id, (chunk, work.scratch(), config.lowercase, d.hidden_namespaces),
                   [os.path.relpath(f, work.root) for f in chunk_files(work.scratch(), chunk.chunk_id).values()],
                   chunk.end - chunk.start)
              for i, d in enumerate(dumps) for chunk in plan_chunks(d, i, config.chunk_bytes))

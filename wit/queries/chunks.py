@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import pyarrow as pa
 
 from wit.formats.atomic import write_parquet
-from wit.queries.dumps import Chunk, check_footer, iter_pages, read_chunk_xml
+from wit.queries.dumps import ENGLISH_HIDDEN, Chunk, check_footer, iter_pages, read_chunk_xml
 from wit.queries.ngrams import count_ngrams
 from wit.queries.wikitext import wikitext_to_text
 
@@ -40,8 +40,11 @@ def chunk_files(scratch: str, chunk_id: str) -> dict[str, str]:
     return {kind: f"{base}.{kind}.parquet" for kind in ("unigrams", "bigrams", "titles")}
 
 
-def count_chunk(chunk: Chunk, scratch: str, lowercase: bool) -> tuple[str, ChunkStats]:
-    """Clean and count the articles of `chunk`, write its files; its id and page counts."""
+def count_chunk(chunk: Chunk, scratch: str, lowercase: bool,
+                hidden: tuple[str, ...] = ENGLISH_HIDDEN) -> tuple[str, ChunkStats]:
+    """Clean and count the articles of `chunk` (links into the namespaces `hidden` are not
+    prose), write its files; its id and page counts."""
+    hidden_names = frozenset(hidden)
     xml, own_length = read_chunk_xml(chunk)
     check_footer(chunk, xml)
     stats = ChunkStats(input_bytes=chunk.end - chunk.start)
@@ -56,7 +59,7 @@ def count_chunk(chunk: Chunk, scratch: str, lowercase: bool) -> tuple[str, Chunk
             stats.articles += 1
             stats.wikitext_bytes += len(page.text.encode("utf-8"))
             titles.append(page.title)
-            texts.append(wikitext_to_text(page.text))
+            texts.append(wikitext_to_text(page.text, hidden_names))
     unigrams, bigrams = count_ngrams(texts, lowercase)
     files = chunk_files(scratch, chunk.chunk_id)
     write_parquet(files["unigrams"], unigrams)

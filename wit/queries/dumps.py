@@ -12,8 +12,10 @@ it the same way and can skip the chunks it has finished:
 from __future__ import annotations
 
 import bz2
+import html
 import mmap
 import os
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Iterator
@@ -29,6 +31,11 @@ _BLOCK_MAGIC = b"1AY&SY"  # 0x314159265359, the first block of a stream follows 
 _READ_BLOCK = 1 << 20
 _SNIFF_BYTES = 1 << 16
 BZ2_RATIO = 4  # about how many bytes of XML one byte of bz2 holds
+# Namespaces whose links are not prose: media (-2), file (6) and category (14). English
+# names work on every wiki; each dump's own names come from its <siteinfo>.
+HIDDEN_NAMESPACE_KEYS = (-2, 6, 14)
+ENGLISH_HIDDEN = ("media", "file", "image", "category")
+_NAMESPACE = re.compile(rb'<namespace\b[^>]*\bkey="(-?\d+)"[^>]*>([^<]*)</namespace>')
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,7 @@ class DumpFile:
     mtime_ns: int
     compressed: bool
     stream_offsets: tuple[int, ...] = ()
+    hidden_namespaces: tuple[str, ...] = ENGLISH_HIDDEN   # lower-cased link prefixes that are not prose
 
     @property
     def multistream(self) -> bool:
@@ -80,7 +88,17 @@ def open_dump(path: str) -> DumpFile:
     if ROOT_OPEN not in head:
         raise WitError(f"{path}: not a MediaWiki XML export (no <mediawiki> root element)")
     offsets = _stream_offsets(path) if compressed else ()
-    return DumpFile(path, stat.st_size, stat.st_mtime_ns, compressed, offsets)
+    return DumpFile(path, stat.st_size, stat.st_mtime_ns, compressed, offsets, hidden_namespaces(head))
+
+
+def hidden_namespaces(head: bytes) -> tuple[str, ...]:
+    """The lower-cased names of the media, file and category namespaces in the dump's
+    <siteinfo> (`Datei`, `Kategorie`, `ファイル`, ...), with the English ones every wiki takes."""
+    names = dict.fromkeys(ENGLISH_HIDDEN)
+    for key, name in _NAMESPACE.findall(head.split(b"<page>", 1)[0]):
+        if int(key) in HIDDEN_NAMESPACE_KEYS and name.strip():
+            names[html.unescape(name.decode("utf-8", "replace")).strip().lower()] = None
+    return tuple(names)
 
 
 def _sniff(path: str, compressed: bool) -> bytes:

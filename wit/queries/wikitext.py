@@ -34,20 +34,22 @@ _MAGIC_WORD = re.compile(r"__[A-Z]+__")
 _TAG = re.compile(r"</?[A-Za-z][^<>]*>")
 _LINE_MARKUP = re.compile(r"^(?:[*#:;]+[ \t]*|-{4,})", re.M)
 _PARENTHETICAL = re.compile(r"\s*\([^()]*\)$")
-# Namespaces whose links are not prose, and interlanguage prefixes like "de" or "zh-min-nan".
+# Namespaces whose links are not prose (English names; a dump's own come from its siteinfo,
+# `wit.queries.dumps.hidden_namespaces`), and interlanguage prefixes like "de" or "zh-min-nan".
 _HIDDEN_NAMESPACES = frozenset({"file", "image", "media", "category"})
 _LANGUAGE_PREFIX = re.compile(r"[a-z]{2,3}(?:-[a-z]+)*")
 
 
-def wikitext_to_text(wikitext: str) -> str:
-    """Return the prose of a page's wikitext, one paragraph or list item per line."""
+def wikitext_to_text(wikitext: str, hidden: frozenset[str] = _HIDDEN_NAMESPACES) -> str:
+    """Return the prose of a page's wikitext, one paragraph or list item per line; links
+    into the namespaces `hidden` (lower-cased names) are dropped."""
     text = _COMMENT.sub("", wikitext)
     text = _DROPPED.sub("", text)
     if "{{{" in text:
         text = _PARAMETER.sub("", text)
     text = _drop_balanced(text, _TEMPLATE_BRACES, "{{")
     text = _drop_balanced(text, _TABLE_MARKS, "{|")
-    text = _replace_links(text)
+    text = _replace_links(text, hidden)
     text = _EXTERNAL_LINK.sub(r"\1", text)
     text = _BARE_URL.sub("", text)
     text = text.replace("'''", "").replace("''", "")  # bold, italic; 5 quotes are both
@@ -85,24 +87,24 @@ def _drop_balanced(text: str, marks: re.Pattern, opener: str) -> str:
     return "".join(kept)
 
 
-def _replace_links(text: str) -> str:
+def _replace_links(text: str, hidden: frozenset[str]) -> str:
     """Replace internal links by their visible text, innermost first (captions nest links)."""
     while "[[" in text:
-        replaced = _INNER_LINK.sub(_link_text, text)
+        replaced = _INNER_LINK.sub(lambda match: _link_text(match, hidden), text)
         if replaced == text:
             break
         text = replaced
     return text
 
 
-def _link_text(match: re.Match) -> str:
+def _link_text(match: re.Match, hidden: frozenset[str]) -> str:
     target, has_label, label = match.group(1).partition("|")
     target = target.strip()
     if target.startswith(":"):  # [[:Category:X]] is a visible link, not a categorisation
         target = target[1:]
     elif ":" in target:
         prefix = target.split(":", 1)[0].strip().lower()
-        if prefix in _HIDDEN_NAMESPACES or _LANGUAGE_PREFIX.fullmatch(prefix):
+        if prefix in hidden or _LANGUAGE_PREFIX.fullmatch(prefix):
             return ""
     if has_label:
         return label if label.strip() else _PARENTHETICAL.sub("", target)  # pipe trick

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.support.faults import kill_during_overwrite, small_filesystem
-from tests.support.wikidump import WikiPage, random_corpus, write_dump
+from tests.support.wikidump import WikiPage, random_corpus, site_header, write_dump
 from tests.support.witcli import assert_one_line_error, run_wit
 from wit.formats.errors import WitError
 from wit.queries.build import BuildConfig, run as build_queries
@@ -81,6 +81,18 @@ def test_hand_computed_list(tmp_path):
     assert stats["sources"]["wordnet"]["qualified"] == 6 and stats["queries"] == 7
     assert json.loads((tmp_path / "q" / "stats.json").read_text()) == stats
     assert sorted(os.listdir(tmp_path / "q")) == [".wit", "metadata.json", "queries.parquet", "stats.json"]
+
+
+def test_namespaces_come_from_the_dumps_siteinfo(tmp_path):
+    """A German dump's `Datei:` and `Kategorie:` links are not prose, as `File:` and
+    `Category:` are not in English (whose names every wiki also takes)."""
+    header = site_header("de", {-2: "Medium", 6: "Datei", 14: "Kategorie", 1: "Diskussion"})
+    page = WikiPage("Hund", "Der Hund bellt. [[Datei:Hund.jpg|mini|Bildtext Wort]] [[Kategorie:Tiere]] "
+                            "[[File:X.jpg|mini|Anderer Text]] [[Diskussion:Hund|Gesprochen]]")
+    dump = write_dump(tmp_path / "dewiki.xml", [page], header=header)
+    build_queries(BuildConfig(wiki_dumps=(str(dump),), out=str(tmp_path / "q"), min_count=1, min_pmi=100,
+                              workers=1))
+    assert sorted(q["query"] for q in read_queries(tmp_path / "q")) == ["Der", "Gesprochen", "Hund", "bellt"]
 
 
 def test_pmi_threshold_and_min_bigram_count(tmp_path):
