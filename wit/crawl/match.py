@@ -108,7 +108,8 @@ class QueryMatcher:
             if length == 1:
                 self._by_length[length] = _Words(ids, groups, len(self.vocabulary), sides)
             else:
-                self._by_length[length] = _Windows(ids, inner, groups, len(self.vocabulary), sides)
+                self._by_length[length] = _Windows(ids, inner if worldwide else None, groups, len(self.vocabulary),
+                                                   sides)
         self._automaton = _automaton(by_pattern) if by_pattern else None
 
     def match(self, texts: Sequence[str]) -> pa.ListArray:
@@ -185,6 +186,8 @@ class _Words:
         group = self.table[ids + 2]
         starts = np.flatnonzero(group >= 0)
         group = group[starts]
+        if real is None:   # MetaCLIP 1: nothing more to check
+            return starts, group
         keep = self.sides.keep(starts, group, 1, real)
         return starts[keep], group[keep]
 
@@ -195,11 +198,12 @@ class _Windows:
     table of the queries' hashes, with a multiplier that keeps them distinct); a hit is
     verified word by word."""
 
-    def __init__(self, ids: np.ndarray, inner: np.ndarray, groups: _Groups, vocabulary_size: int,
+    def __init__(self, ids: np.ndarray, inner: np.ndarray | None, groups: _Groups, vocabulary_size: int,
                  sides: _Sides) -> None:
         self.length = ids.shape[1]
         self.groups, self.sides = groups, sides
-        words = _keys(ids, inner)
+        self.worldwide = inner is not None   # else every boundary is a space: the ids are the keys
+        words = _keys(ids, inner) if self.worldwide else ids
         self.words = words
         for prime in _PRIMES:
             self.prime = np.uint64(prime)
@@ -232,12 +236,14 @@ class _Windows:
             keep &= words[offset : offset + count]
         starts = np.flatnonzero(keep)
         span = starts[:, None] + np.arange(self.length)
-        windows = _keys(ids[span], real[span[:, 1:]] if real is not None else None)
+        windows = _keys(ids[span], real[span[:, 1:]]) if self.worldwide else ids[span]
         position = self.index.get_indexer(self._hashes(windows))
         found = position >= 0
         starts, windows, position = starts[found], windows[found], position[found]
         exact = (windows == self.words[position]).all(axis=1)  # never trust a hash alone
         starts, position = starts[exact], position[exact]
+        if real is None:
+            return starts, position
         keep = self.sides.keep(starts, position, self.length, real)
         return starts[keep], position[keep]
 
