@@ -60,7 +60,7 @@ def main() -> None:
     probability = CAP / np.maximum(matched, CAP)
 
     started = time.perf_counter()
-    ours = sum(int(balanced(uids[i : i + CHUNK], query_ids[i : i + CHUNK], matched, CAP, seed=0).sum())
+    ours = sum(int(balanced(uids[i : i + CHUNK], query_ids[i : i + CHUNK], probability, seed=0).sum())
                for i in range(0, args.candidates, CHUNK))
     our_seconds = time.perf_counter() - started
 

@@ -34,14 +34,14 @@ def test_draws_are_uniform_and_depend_on_seed_uid_query():
 def test_same_selection_whatever_the_partitioning_and_order():
     uids, query_ids, lists = pool(30000, 50)
     matched = np.bincount(np.concatenate(lists), minlength=50)
-    whole = balanced(uids, query_ids, matched, cap=500, seed=3)
+    whole = balanced(uids, query_ids, entry_probabilities(matched, 500), seed=3)
     for size, upto in ((1, 3000), (7, None), (1000, None), (29999, None)):
         end = upto or len(uids)
-        parts = [balanced(uids[i:i + size], query_ids[i:i + size], matched, 500, 3)
+        parts = [balanced(uids[i:i + size], query_ids[i:i + size], entry_probabilities(matched, 500), 3)
                  for i in range(0, end, size)]
         assert np.array_equal(np.concatenate(parts), whole[:end])
     order = np.random.default_rng(1).permutation(len(uids))
-    shuffled = balanced(uids.take(order), query_ids.take(order), matched, 500, 3)
+    shuffled = balanced(uids.take(order), query_ids.take(order), entry_probabilities(matched, 500), 3)
     assert np.array_equal(shuffled, whole[order])
 
 
@@ -55,7 +55,7 @@ def test_kept_counts_per_query_within_statistical_bounds():
     lists = [[0, int(t)] if rng.random() < 0.1 else [0] for t in tails]
     uids = pa.array([url_uid(f"http://example.com/{i}.jpg") for i in range(n)])
     matched = np.bincount(np.concatenate(lists), minlength=100)
-    keep = balanced(uids, pa.array(lists, pa.list_(pa.int32())), matched, cap, seed=0)
+    keep = balanced(uids, pa.array(lists, pa.list_(pa.int32())), entry_probabilities(matched, cap), seed=0)
     kept = np.bincount(np.concatenate([l for l, k in zip(lists, keep) if k]), minlength=100)
 
     with_tail = sum(len(l) == 2 for l in lists)

@@ -24,8 +24,10 @@ NOT_DECIDING = ("queries", "out", "candidates", "wat", "processes", "threads", "
 class CrawlConfig:
     """One `wit crawl` run."""
 
-    queries: str = option(help="the query list: a QUERIES dir (wit build-queries), MetaCLIP's metadata.json, or "
-                               "a text file with one query per line", metavar="PATH")
+    queries: str = option(help="the query list: a QUERIES dir (wit build-queries), MetaCLIP's metadata.json, "
+                               "a text file with one query per line, or a worldwide list (a dir of {lang}.json, "
+                               "MetaCLIP 2's layout: each text matched against its language's list)",
+                          metavar="PATH")
     out: str = option(help="CRAWL output directory", metavar="DIR")
     candidates: tuple[str, ...] = option((), "Parquet/CSV/TSV/JSONL files (local or fsspec urls) of url + text",
                                          metavar="GLOB")
@@ -45,6 +47,11 @@ class CrawlConfig:
     bucket_rows: int = option(500_000, "--unit image: matched rows grouped in memory at a time (the pool is "
                                        "cut into buckets of about this size by uid; about 1 KB of memory a row)")
     lowercase: bool = option(False, "case-insensitive matching")
+    lang_col: str = option("", "worldwide lists: the candidate files' column with each text's language (e.g. "
+                               "LAION-2B-multi's LANGUAGE; codes read as Wikipedia's), instead of identifying it "
+                               "with the offline language-ID model", metavar="COL")
+    kana_as_cjk: bool = option(False, "worldwide lists: treat Japanese kana (and the long-vowel mark) as CJK-like, "
+                                      "so kana entries are not padded with spaces (MetaCLIP 2 pads them)")
     allow_network: tuple[str, ...] = option((), "fetch from this network too (CIDR, repeatable), e.g. "
                                                 "127.0.0.0/8 for a local web; loopback, private and link-local "
                                                 "addresses are refused otherwise", metavar="CIDR")
@@ -103,6 +110,8 @@ class CrawlConfig:
             raise WitError("--timeout must be positive and --retries not negative")
         if self.retry_failed and (self.match_only or self.overwrite):
             raise WitError("--retry-failed: revises a finished crawl; not with --match-only or --overwrite")
+        if self.lang_col and self.wat:
+            raise WitError("--lang-col: WAT records have no language column; the language is identified instead")
         if self.part:
             self.part_of()
         self.network_policy()

@@ -9,7 +9,8 @@ attribute or column it came from and up to MAX_PAGES distinct page urls. Then:
 - one text per image is drawn, fixed by (seed, uid) (`wit.formats.balance.pick`);
 - the image is kept by the per-entry draws over the drawn text's queries (the same
   `balanced` as pair mode: kept when any draw u(seed, uid, q) < t / max(matched[q], t),
-  i.e. with probability 1 - prod(1 - p_q)).
+  i.e. with probability 1 - prod(1 - p_q)); with a worldwide list each text has its
+  language, its query ids index that language's list and t is the language's own.
 `selected/BBBBB.parquet` holds one row per kept image, in uid order: the drawn text as
 `text` and `query_ids`, and `texts`, its distinct texts (the drawn one first, at most
 MAX_TEXTS) with their query ids, which img2dataset puts in each sample's json.
@@ -28,17 +29,22 @@ import pyarrow.parquet as pq
 from wit.formats.atomic import atomic_path, write_parquet
 from wit.formats.balance import balanced, pick, uid_keys
 from wit.formats.crawl import write_query_counts
+from wit.formats.queries import EntrySpace
 from wit.formats.shards import MAX_TEXTS
 
 MAX_PAGES = 16   # page urls kept per (image, text)
-GROUPED_COLUMNS = ("uid", "url", "text", "query_ids", "text_attr", "page_url")
+GROUPED_COLUMNS = ("uid", "url", "text", "query_ids", "text_attr", "page_url", "lang")
 TEXT_TYPE = pa.struct([("text", pa.string()), ("query_ids", pa.list_(pa.int32()))])
+WORLDWIDE_TEXT_TYPE = pa.struct([("text", pa.string()), ("query_ids", pa.list_(pa.int32())), ("lang", pa.string())])
 ENTRY_TYPE = pa.struct([("text", pa.string()), ("query_ids", pa.list_(pa.int32())), ("text_attr", pa.string()),
-                        ("page_urls", pa.list_(pa.string()))])
+                        ("page_urls", pa.list_(pa.string())), ("lang", pa.string())])
 IMAGES_SCHEMA = pa.schema([("uid", pa.string()), ("url", pa.string()), ("texts", pa.list_(ENTRY_TYPE))])
 SELECTED_SCHEMA = pa.schema([("uid", pa.string()), ("url", pa.string()), ("text", pa.string()),
                              ("query_ids", pa.list_(pa.int32())), ("text_attr", pa.string()),
                              ("page_url", pa.string()), ("texts", pa.list_(TEXT_TYPE))])
+# a worldwide crawl's selection: the drawn text's language, and each text's
+WORLDWIDE_SELECTED_SCHEMA = pa.schema([*(f for f in SELECTED_SCHEMA if f.name != "texts"), ("lang", pa.string()),
+                                       ("texts", pa.list_(WORLDWIDE_TEXT_TYPE))])
 
 
 def bucket_count(matched_rows: int, bucket_rows: int) -> int:
@@ -76,14 +82,18 @@ def read_bucket(parts: list[tuple[str, int]]) -> pa.Table:
     return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
 
 
-def group_rows(rows: pa.Table, query_count: int) -> tuple[pa.Table, np.ndarray]:
+def group_rows(rows: pa.Table, space: EntrySpace) -> tuple[pa.Table, np.ndarray]:
     """The images of one bucket's matched rows (any order), in uid order, and `matched`
-    over their (image, distinct text) pairs."""
+    over their (image, distinct text) pairs (by dense id, see EntrySpace)."""
     if rows.num_rows == 0:
-        return IMAGES_SCHEMA.empty_table(), np.zeros(query_count, np.int64)
-    if "page_url" not in rows.column_names:
-        rows = rows.append_column("page_url", pa.nulls(rows.num_rows, pa.string()))
-    rows = rows.sort_by([("uid", "ascending"), ("text", "ascending"), ("page_url", "ascending")])
+        return IMAGES_SCHEMA.empty_table(), np.zeros(space.size, np.int64)
+    for name in ("page_url", "lang"):
+        if name not in rows.column_names:
+            rows = rows.append_column(name, pa.nulls(rows.num_rows, pa.string()))
+    # a text has one language (identified from the text, or the pool's where it says):
+    # where the pool says two, the first in code order is kept
+    rows = rows.sort_by([("uid", "ascending"), ("text", "ascending"), ("lang", "ascending"),
+                         ("page_url", "ascending")])
     uid, text, page = (rows[c].combine_chunks() for c in ("uid", "text", "page_url"))
     first = _starts(uid, text)                          # the first row of each (image, text)
     pair_of_row = np.cumsum(first) - 1
@@ -91,11 +101,12 @@ def group_rows(rows: pa.Table, query_count: int) -> tuple[pa.Table, np.ndarray]:
     pairs = rows.filter(pa.array(first))
     image_start = _starts(pairs["uid"].combine_chunks())
     query_ids = pairs["query_ids"].combine_chunks()
-    matched = np.bincount(pc.list_flatten(query_ids).to_numpy(zero_copy_only=False), minlength=query_count)
+    matched = np.bincount(space.dense(query_ids, pairs["lang"])[0], minlength=space.size)
     offsets = np.append(np.flatnonzero(image_start), len(image_start)).astype(np.int32)
     entries = pa.StructArray.from_arrays(
         [pairs["text"].combine_chunks(), query_ids.cast(pa.list_(pa.int32())),
-         pairs["text_attr"].combine_chunks(), pages], fields=list(ENTRY_TYPE))
+         pairs["text_attr"].combine_chunks(), pages, pairs["lang"].combine_chunks().cast(pa.string())],
+        fields=list(ENTRY_TYPE))
     starts = pa.array(image_start)
     images = pa.table({"uid": pairs["uid"].filter(starts), "url": pairs["url"].filter(starts),
                        "texts": pa.ListArray.from_arrays(pa.array(offsets), entries)}, schema=IMAGES_SCHEMA)
@@ -135,25 +146,29 @@ def write_bucket(images_path: str, counts_path: str, images: pa.Table, matched: 
             "image_texts": int(pc.sum(pc.list_value_length(images["texts"])).as_py() or 0)}
 
 
-def select_images(images: pa.Table, matched: np.ndarray, cap: float, seed: int) -> pa.Table:
-    """The kept images of one bucket: the drawn text, its queries and the texts for the json."""
+def select_images(images: pa.Table, probabilities: np.ndarray, seed: int, space: EntrySpace) -> pa.Table:
+    """The kept images of one bucket: the drawn text, its queries (and language) and the
+    texts for the json."""
+    schema = WORLDWIDE_SELECTED_SCHEMA if space.worldwide else SELECTED_SCHEMA
     if images.num_rows == 0:
-        return SELECTED_SCHEMA.empty_table()
+        return schema.empty_table()
     texts = images["texts"].combine_chunks()
     counts = pc.list_value_length(texts).to_numpy()
     starts = texts.offsets.to_numpy()[:-1]
     drawn = starts + pick(uid_keys(images["uid"]), counts, seed)
     entries = pc.list_flatten(texts)
     chosen = entries.take(pa.array(drawn))
-    keep = balanced(images["uid"], chosen.field("query_ids"), matched, cap, seed)
+    keep = balanced(images["uid"], chosen.field("query_ids"), probabilities, seed, chosen.field("lang"), space)
     kept = images.filter(pa.array(keep))
     chosen = chosen.filter(pa.array(keep))
     pages = chosen.field("page_urls")
-    return pa.table({
+    columns = {
         "uid": kept["uid"], "url": kept["url"], "text": chosen.field("text"), "query_ids": chosen.field("query_ids"),
         "text_attr": chosen.field("text_attr"), "page_url": pc.list_element(_padded(pages), 0),
-        "texts": _json_texts(texts.filter(pa.array(keep)), (drawn - starts)[keep]),
-    }, schema=SELECTED_SCHEMA)
+        **({"lang": chosen.field("lang")} if space.worldwide else {}),
+        "texts": _json_texts(texts.filter(pa.array(keep)), (drawn - starts)[keep], space.worldwide),
+    }
+    return pa.table(columns, schema=schema)
 
 
 def _padded(pages: pa.Array) -> pa.Array:
@@ -162,7 +177,7 @@ def _padded(pages: pa.Array) -> pa.Array:
     return pc.if_else(empty, pa.array([[None]] * len(pages), pages.type), pages)
 
 
-def _json_texts(texts: pa.ListArray, drawn: np.ndarray) -> pa.ListArray:
+def _json_texts(texts: pa.ListArray, drawn: np.ndarray, worldwide: bool) -> pa.ListArray:
     """Each image's texts for its json: the drawn one first, then the others in order, at
     most MAX_TEXTS, each with its query ids (built with Arrow takes, no Python objects)."""
     offsets = texts.offsets.to_numpy()
@@ -175,12 +190,13 @@ def _json_texts(texts: pa.ListArray, drawn: np.ndarray) -> pa.ListArray:
     other = j - 1 + (j - 1 >= drawn_of)
     take = np.repeat(starts, kept) + np.where(j == 0, drawn_of, other)
     values = pc.list_flatten(texts).take(pa.array(take))
-    entries = pa.StructArray.from_arrays([values.field("text"), values.field("query_ids")], fields=list(TEXT_TYPE))
+    text_type = WORLDWIDE_TEXT_TYPE if worldwide else TEXT_TYPE
+    entries = pa.StructArray.from_arrays([values.field(f.name) for f in text_type], fields=list(text_type))
     return pa.ListArray.from_arrays(pa.array(first.astype(np.int32)), entries)
 
 
-def write_selected(images_path: str, target: str, matched: np.ndarray, cap: float, seed: int) -> int:
+def write_selected(images_path: str, target: str, probabilities: np.ndarray, seed: int, space: EntrySpace) -> int:
     """select_images of one bucket's images file into `target`; how many were kept."""
-    table = select_images(pq.read_table(images_path), matched, cap, seed)
+    table = select_images(pq.read_table(images_path), probabilities, seed, space)
     write_parquet(target, table)
     return table.num_rows

@@ -32,6 +32,7 @@ from wit.crawl.image_fetch import DEADLINE_ERROR, FetchPolicy, WitDownloader
 from wit.crawl.spark import spark_session
 from wit.formats.crawl import finished_shards, unfinished_shards
 from wit.formats.errors import Unfinished
+from wit.formats.queries import is_worldwide
 
 log = logging.getLogger("wit.crawl")
 i2d_main = importlib.import_module("img2dataset.main")  # the package's `main` attribute is a function
@@ -80,9 +81,11 @@ def download(config: CrawlConfig, selected_dir: str, output_dir: str, counters_d
 
 def sample_columns(config: CrawlConfig) -> list[str]:
     """The selected columns, besides url, text, uid and query_ids, that go into each
-    sample's json: the page url (WAT, and image-centric crawls) and every text (image)."""
+    sample's json: the page url (WAT, and image-centric crawls), the text's language
+    (worldwide lists) and every text (image)."""
     image = config.unit == "image"
-    return (["page_url"] if config.wat or image else []) + (["texts"] if image else [])
+    return ((["page_url"] if config.wat or image else []) + (["lang"] if is_worldwide(config.queries) else [])
+            + (["texts"] if image else []))
 
 
 @contextlib.contextmanager
@@ -159,15 +162,18 @@ def failure_reason(message: str) -> str:
     return next((reason for reason, patterns in FAILURE_REASONS if any(p in message for p in patterns)), "other")
 
 
-def final_attempts(output_dir: str, retried_from: int | None, columns: list[str]) -> Iterator[pa.Table]:
+def final_attempts(output_dir: str, retried_from: int | None, columns: list[str],
+                   optional: list[str] = ()) -> Iterator[pa.Table]:
     """Each done shard's rows (`columns` of its parquet) that are the last attempt of their
     sample (uid, caption): a sample tried again in a shard numbered `retried_from` or later
-    counts there, not where it failed before. Shards newest first; memory grows with the
-    retried samples only."""
+    counts there, not where it failed before (with the `optional` columns the shard has).
+    Shards newest first; memory grows with the retried samples only."""
     superseded: set[tuple[str, str]] = set()
     for shard in reversed(done_shards(output_dir)):
-        table = pq.read_table(os.path.join(output_dir, f"{shard:05d}.parquet"),
-                              columns=list(dict.fromkeys(["uid", "caption", *columns])))
+        path = os.path.join(output_dir, f"{shard:05d}.parquet")
+        present = pq.read_schema(path).names if optional else []
+        table = pq.read_table(path, columns=list(dict.fromkeys(["uid", "caption", *columns,
+                                                                *(c for c in optional if c in present)])))
         keys = list(zip(table["uid"].to_pylist(), table["caption"].to_pylist()))
         if superseded:
             table = table.filter(pa.array([k not in superseded for k in keys], pa.bool_()))
@@ -178,13 +184,17 @@ def final_attempts(output_dir: str, retried_from: int | None, columns: list[str]
 
 def download_summary(output_dir: str, counters_dir: str, retried_from: int | None = None) -> dict:
     """Each sample's last attempt, summed: samples, successes, failures by kind, by reason
-    (with a few of their messages) and by message; per-host outcomes; robots.txt fetches."""
+    (with a few of their messages) and by message; per-host outcomes; robots.txt fetches;
+    and for a worldwide crawl the successes by language."""
     status: Counter[str] = Counter()
     errors: Counter[str] = Counter()
     hosts: Counter[tuple[str, bool]] = Counter()
-    for table in final_attempts(output_dir, retried_from, ["url", "status", "error_message"]):
+    languages: Counter[str] = Counter()
+    for table in final_attempts(output_dir, retried_from, ["url", "status", "error_message"], optional=["lang"]):
         columns = table.to_pydict()
         status.update(columns["status"])
+        if "lang" in columns:
+            languages.update(lang for lang, s in zip(columns["lang"], columns["status"]) if s == "success")
         errors.update(e for s, e in zip(columns["status"], columns["error_message"]) if s != "success")
         hosts.update((urlsplit(url).netloc.lower(), s == "success") for url, s in zip(columns["url"], columns["status"]))
     failures: dict[str, dict] = {}
@@ -197,7 +207,8 @@ def download_summary(output_dir: str, counters_dir: str, retried_from: int | Non
             "failed_to_download": status["failed_to_download"], "failed_to_resize": status["failed_to_resize"],
             "failures": dict(sorted(failures.items(), key=lambda kv: -kv[1]["count"])),
             "errors": dict(errors.most_common(TOP_ERRORS)), "hosts": _top_hosts(hosts),
-            "robots": _robots_counts(counters_dir)}
+            "robots": _robots_counts(counters_dir), **({"languages": dict(sorted(languages.items()))}
+                                                        if languages else {})}
 
 
 def _top_hosts(outcomes: Counter[tuple[str, bool]], top: int = TOP_HOSTS) -> dict[str, dict[str, int]]:

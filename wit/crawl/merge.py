@@ -24,16 +24,16 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from wit import __version__
 from wit.formats.flags import option
-from wit.formats.atomic import read_json_object, write_json, write_parquet
-from wit.formats.crawl import (CANDIDATES, DOWNLOAD, ENTRY_COUNTS, SELECTED, SHARD_FILES, SUMMARY, finished_shards,
-                               unfinished_shards)
+from wit.formats.atomic import read_json_object, write_json
+from wit.formats.balance import space_thresholds
+from wit.formats.crawl import (CANDIDATES, DOWNLOAD, ENTRY_COUNTS, SELECTED, SHARD_FILES, SUMMARY, crawl_space,
+                               finished_shards, read_entry_counts, unfinished_shards, write_entry_counts)
 from wit.formats.errors import WitError
 from wit.formats.globs import GLOB_CHARACTERS
+from wit.formats.queries import EntrySpace
 from wit.formats.workdir import STATE, WorkDir, claim, sum_counters
 
 # fingerprint entries that differ from part to part by design
@@ -238,7 +238,8 @@ def _merge(parts: list[dict], work: WorkDir, final: str) -> dict:
         for sub in (CANDIDATES, SELECTED):
             for source in sorted(glob.glob(os.path.join(p["dir"], sub, "*.parquet"))):
                 _link(source, work, final, sub, f"part-{p['index']}-{os.path.basename(source)}")
-    matched = _entry_counts(parts, work.path(ENTRY_COUNTS))
+    space = crawl_space(parts[0]["dir"])
+    matched = _entry_counts(parts, work.path(ENTRY_COUNTS), space)
 
     summaries = [p["complete"] for p in parts]
     first = parts[0]["claim"]["fingerprint"]
@@ -251,6 +252,8 @@ def _merge(parts: list[dict], work: WorkDir, final: str) -> dict:
         "counts": sum_counters([s.get("counts") for s in summaries]),
         "queries_matched": int((matched > 0).sum()),
     }
+    if space.worldwide:
+        summary["languages"] = _languages([p["summary"] for p in parts], space, matched)
     if downloaded:
         download = sum_counters([s["download"] for s in summaries])
         download["errors"] = dict(sorted(download.get("errors", {}).items(), key=lambda e: -e[1]))
@@ -269,23 +272,27 @@ def _link(source: str, work: WorkDir, final: str, sub: str, name: str) -> None:
     os.symlink(os.path.relpath(os.path.abspath(source), os.path.join(final, sub)), work.path(sub, name))
 
 
-def _entry_counts(parts: list[dict], path: str) -> np.ndarray:
-    """`matched` per query summed over the parts, written dense like a crawl's."""
-    queries = parts[0]["complete"]["queries"]
-    matched = np.zeros(queries, dtype=np.int64)
+def _entry_counts(parts: list[dict], path: str, space: EntrySpace) -> np.ndarray:
+    """`matched` per entry summed over the parts, written dense like a crawl's."""
+    matched = np.zeros(space.size, dtype=np.int64)
     for p in parts:
-        source = os.path.join(p["dir"], ENTRY_COUNTS)
-        try:
-            table = pq.read_table(source, columns=["query_id", "matched"])
-        except (OSError, pa.ArrowException) as e:
-            raise WitError(f"{source}: unreadable entry counts ({e})") from None
-        ids = table["query_id"].to_numpy()
-        if len(ids) and (ids.min() < 0 or ids.max() >= queries):
-            raise WitError(f"{source}: query ids outside 0..{queries - 1}")
-        np.add.at(matched, ids, table["matched"].to_numpy())
-    write_parquet(path, pa.table({"query_id": pa.array(np.arange(queries, dtype=np.int32)),
-                                  "matched": pa.array(matched)}))
+        matched += read_entry_counts(os.path.join(p["dir"], ENTRY_COUNTS), space)
+    write_entry_counts(path, matched, space)
     return matched
+
+
+def _languages(summaries: list[dict], space: EntrySpace, matched: np.ndarray) -> dict:
+    """A worldwide crawl's `languages` over the whole pool: the parts' counts summed; t,
+    entry matches and queries matched from the summed counts (each part balanced on its own
+    counts: its t is in its crawl.json)."""
+    languages = sum_counters([s.get("languages") for s in summaries])
+    cap = summaries[0]["parameters"]["cap"] * summaries[0]["parameters"]["oversample"]
+    thresholds = space_thresholds(matched, space, cap)
+    for lang, where in space.slices().items():
+        languages[lang].update({"queries": where.stop - where.start, "t": thresholds[lang],
+                                "entry_matches": int(matched[where].sum()),
+                                "queries_matched": int((matched[where] > 0).sum())})
+    return languages
 
 
 def _pool_order(parts: list[dict]) -> list[str]:

@@ -58,6 +58,9 @@ def retry_failed(config: CrawlConfig, work: WorkDir) -> dict:
         "before": progress["before"], "after": _brief(after), "seconds": round(time.time() - started, 3)}]
     summary["download"] = after
     summary["counts"]["downloaded"] = after["successes"]
+    for lang, entry in summary.get("languages", {}).items():
+        if "downloaded" in entry:
+            entry["downloaded"] = after.get("languages", {}).get(lang, 0)
     write_json(work.path(SUMMARY), summary)
     return summary
 

@@ -10,7 +10,8 @@ Two kinds of source share one interface (`plan_partitions` then `read_partition`
   `text_attrs` (alt; MetaCLIP 2 also title and data-image-title); a record that cannot be
   parsed, or a truncated end, is skipped and counted.
 Batches are Arrow tables with columns url, text, text_attr (the column or attribute the
-text came from), source_file (and page_url for WAT).
+text came from), source_file (and page_url for WAT, lang for a table with a language
+column).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class TableColumns:
     url: str = "url"
     texts: tuple[str, ...] = ("text",)
     text_attrs: tuple[str, ...] = ("alt",)
+    lang: str = ""   # a column with each row's language (worldwide lists), read as `lang`
 
 
 def table_format(path: str) -> str:
@@ -82,10 +84,11 @@ def plan_partitions(files: list[str], wat: bool, columns: TableColumns,
             continue
         fmt = table_format(path)
         names = _column_names(path, fmt)
-        missing = [c for c in (columns.url, *columns.texts) if c not in names]
+        wanted = (columns.url, *columns.texts, *([columns.lang] if columns.lang else []))
+        missing = [c for c in wanted if c not in names]
         if missing:
             raise WitError(f"{path}: no column {', '.join(map(repr, missing))} "
-                           f"(columns: {', '.join(names)}; see --url-col/--text-col)")
+                           f"(columns: {', '.join(names)}; see --url-col/--text-col/--lang-col)")
         groups = _row_group_ranges(path, rows_per_partition) if fmt == "parquet" else [None]
         partitions += [Partition(f"{file_index:05d}-{i:05d}", path, fmt, g) for i, g in enumerate(groups)]
     return partitions
@@ -150,7 +153,8 @@ def _with_source(table: pa.Table, columns: TableColumns, path: str) -> pa.Table:
     parts = []
     for i, (column, text) in enumerate(zip(columns.texts, texts)):
         part = pa.table({"url": url, "text": text, "text_attr": pa.array([column] * table.num_rows, pa.string()),
-                         "source_file": pa.array([path] * table.num_rows, pa.string())})
+                         "source_file": pa.array([path] * table.num_rows, pa.string()),
+                         **({"lang": pc.cast(table[columns.lang], pa.string())} if columns.lang else {})})
         if i:
             repeated = [pc.fill_null(pc.equal(text, earlier), False) for earlier in texts[:i]]
             part = part.filter(pc.invert(functools.reduce(pc.or_, repeated)))
@@ -160,7 +164,7 @@ def _with_source(table: pa.Table, columns: TableColumns, path: str) -> pa.Table:
 
 def _read_table(partition: Partition, columns: TableColumns, batch_rows: int,
                 stats: SourceStats) -> Iterator[pa.Table]:
-    wanted = list(dict.fromkeys([columns.url, *columns.texts]))
+    wanted = list(dict.fromkeys([columns.url, *columns.texts, *([columns.lang] if columns.lang else [])]))
     if partition.kind == "parquet":
         with fsspec.open(partition.path, "rb") as f:
             for batch in pq.ParquetFile(f).iter_batches(batch_rows, row_groups=partition.row_groups,

@@ -19,10 +19,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from wit.crawl.image_groups import GROUPED_COLUMNS, SELECTED_SCHEMA, group_rows, write_bucket
+from wit.crawl.image_groups import GROUPED_COLUMNS, WORLDWIDE_SELECTED_SCHEMA, group_rows, write_bucket
 from wit.formats.errors import WitError
+from wit.formats.queries import EntrySpace
 
-ROW_TYPES = {f.name: f.type for f in SELECTED_SCHEMA if f.name in GROUPED_COLUMNS}   # the matched rows' columns
+ROW_TYPES = {f.name: f.type for f in WORLDWIDE_SELECTED_SCHEMA if f.name in GROUPED_COLUMNS}   # the matched rows' columns
 RESULT_SCHEMA = "bucket long, images long, image_texts long"
 
 
@@ -43,7 +44,7 @@ def spark_session(master: str | None, processes: int) -> Iterator[Any]:
         spark.stop()
 
 
-def group_on_spark(spark: Any, row_files: list[str], buckets: int, todo: list[int], query_count: int,
+def group_on_spark(spark: Any, row_files: list[str], buckets: int, todo: list[int], space: EntrySpace,
                    images_path: str, counts_path: str) -> dict[int, dict]:
     """Group the matched rows of `row_files` into images, bucket by bucket (those in
     `todo`); `images_path` and `counts_path` are format strings of the bucket number.
@@ -59,16 +60,16 @@ def group_on_spark(spark: Any, row_files: list[str], buckets: int, todo: list[in
     rows = rows.select(*GROUPED_COLUMNS).withColumn("bucket", bucket).where(F.col("bucket").isin(todo))
 
     def group(table: pa.Table) -> pa.Table:   # a closure, not a partial: Spark reads its type hints
-        return _group_and_write(query_count, images_path, counts_path, table)
+        return _group_and_write(space, images_path, counts_path, table)
 
     results = rows.groupBy("bucket").applyInArrow(group, RESULT_SCHEMA).collect()
     return {r["bucket"]: {"images": r["images"], "image_texts": r["image_texts"]} for r in results}
 
 
-def _group_and_write(query_count: int, images_path: str, counts_path: str, table: pa.Table) -> pa.Table:
+def _group_and_write(space: EntrySpace, images_path: str, counts_path: str, table: pa.Table) -> pa.Table:
     """One bucket, in a Spark Python worker: group, write its two files, return its counts."""
     number = table["bucket"][0].as_py()
     rows = pa.table({name: table[name].cast(ROW_TYPES[name]) for name in GROUPED_COLUMNS})
-    counts = write_bucket(images_path.format(number), counts_path.format(number), *group_rows(rows, query_count))
+    counts = write_bucket(images_path.format(number), counts_path.format(number), *group_rows(rows, space))
     return pa.table({"bucket": [number], **{k: [v] for k, v in counts.items()}},
                     schema=pa.schema([("bucket", pa.int64()), ("images", pa.int64()), ("image_texts", pa.int64())]))

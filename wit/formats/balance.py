@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
+
+from wit.formats.queries import EntrySpace
 
 _NIBBLE = np.full(256, 255, dtype=np.uint8)  # hex digit -> value, 255 for anything else
 for _value, _char in enumerate(b"0123456789abcdef"):
@@ -73,14 +74,15 @@ def pick(keys: np.ndarray, counts: np.ndarray, seed: int, round: int = 0) -> np.
 
 
 def balanced(uids: pa.Array | pa.ChunkedArray, query_ids: pa.Array | pa.ChunkedArray,
-             matched: np.ndarray, cap: float, seed: int) -> np.ndarray:
-    """Boolean mask of the candidates kept; `matched[q]` is query q's count over the pool."""
-    lists = query_ids.combine_chunks() if isinstance(query_ids, pa.ChunkedArray) else query_ids
-    flat = pc.list_flatten(lists).to_numpy(zero_copy_only=False).astype(np.int64)
-    parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
+             probabilities: np.ndarray, seed: int, langs: pa.Array | pa.ChunkedArray | None = None,
+             space: EntrySpace | None = None) -> np.ndarray:
+    """Boolean mask of the candidates kept: any of a row's entries e draws u(seed, uid, e)
+    < probabilities[e] (the dense id e of each (lang, index) when `space` is worldwide)."""
+    space = space or EntrySpace.single(len(probabilities))
+    flat, parents = space.dense(query_ids, langs)
     keys = uid_keys(uids)
-    hit = draws(keys[parents], flat, seed) < cap / np.maximum(matched[flat], cap)
-    keep = np.zeros(len(lists), dtype=bool)
+    hit = draws(keys[parents], flat, seed) < probabilities[flat]
+    keep = np.zeros(len(query_ids), dtype=bool)
     keep[parents[hit]] = True
     return keep
 
@@ -122,3 +124,23 @@ def entry_probabilities(counts: np.ndarray, t: float) -> np.ndarray:
     """min(1, t / count) per entry (MetaCLIP 2's `count_to_prob`); 1 for an entry never matched."""
     counts = np.asarray(counts, dtype=np.float64)
     return t / np.maximum(counts, t) if t > 0 else (counts == 0).astype(np.float64)
+
+
+def space_thresholds(matched: np.ndarray, space: EntrySpace, t_en: float) -> dict[str, float]:
+    """Each language's t from the dense counts (`language_thresholds`); {} for a single list."""
+    if not space.worldwide:
+        return {}
+    return language_thresholds({lang: matched[where] for lang, where in space.slices().items()}, t_en)
+
+
+def space_probabilities(matched: np.ndarray, space: EntrySpace, t: float,
+                        thresholds: dict[str, float] | None = None) -> np.ndarray:
+    """Every entry's keep probability: min(1, t / count) for a single list; with each
+    language's own t (`space_thresholds`, computed here when not given) for a worldwide one."""
+    if not space.worldwide:
+        return entry_probabilities(matched, t)
+    thresholds = space_thresholds(matched, space, t) if thresholds is None else thresholds
+    probabilities = np.ones(space.size, dtype=np.float64)
+    for lang, where in space.slices().items():
+        probabilities[where] = entry_probabilities(matched[where], thresholds[lang])
+    return probabilities

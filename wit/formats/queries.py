@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from wit.formats.atomic import write_json, write_parquet
@@ -197,3 +198,80 @@ def write_worldwide(directory: str, lists: dict[str, list[str]]) -> None:
         if not LANGUAGE_CODE.fullmatch(lang):
             raise WitError(f"{lang!r}: not a Wikipedia language code (e.g. de, ja, zh_yue)")
         write_json(os.path.join(directory, f"{lang}.json"), queries)
+
+
+@dataclass(frozen=True)
+class EntrySpace:
+    """The entries a crawl counts and balances, one dense id space: a single list's ids, or
+    a worldwide list's languages one after the other (sorted by code), entry i of language
+    L at `offset(L) + i`. Files hold (lang, index); the dense id is what counts are indexed
+    by and what the balancing draws hash."""
+
+    languages: tuple[str, ...] = ()   # () for a single list
+    sizes: tuple[int, ...] = ()
+
+    @classmethod
+    def single(cls, size: int) -> "EntrySpace":
+        return cls((), (size,))
+
+    @classmethod
+    def of(cls, queries: "QueryList | WorldwideQueries") -> "EntrySpace":
+        if isinstance(queries, WorldwideQueries):
+            return cls(tuple(queries.lists), tuple(len(q.queries) for q in queries.lists.values()))
+        return cls.single(len(queries.queries))
+
+    @property
+    def worldwide(self) -> bool:
+        return bool(self.languages)
+
+    @property
+    def size(self) -> int:
+        return sum(self.sizes)
+
+    @property
+    def offsets(self) -> dict[str, int]:
+        starts = np.concatenate([[0], np.cumsum(self.sizes, dtype=np.int64)])
+        return dict(zip(self.languages, (int(s) for s in starts)))
+
+    def slices(self) -> dict[str, slice]:
+        """Each language's ids in the dense space."""
+        return {lang: slice(start, start + size)
+                for (lang, start), size in zip(self.offsets.items(), self.sizes)}
+
+    def dense(self, query_ids: pa.Array | pa.ChunkedArray, langs: pa.Array | pa.ChunkedArray | None
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """The dense ids of list-of-index `query_ids` (row i's indexes in language langs[i]),
+        flattened, with each one's row."""
+        lists = query_ids.combine_chunks() if isinstance(query_ids, pa.ChunkedArray) else query_ids
+        flat = pc.list_flatten(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+        parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+        if not self.worldwide:
+            return flat, parents
+        if langs is None:
+            raise ValueError("a worldwide entry space needs each row's language")
+        starts = np.array([*self.offsets.values(), -1], dtype=np.int64)   # -1: a row in no listed language
+        codes = pc.index_in(langs, pa.array(self.languages, pa.string())).fill_null(len(self.languages))
+        codes = codes.to_numpy(zero_copy_only=False)[parents]
+        sizes = np.array([*self.sizes, 0], dtype=np.int64)
+        if len(flat) and ((flat < 0) | (flat >= sizes[codes])).any():
+            raise ValueError("query ids outside their language's list")
+        return flat + starts[codes], parents
+
+    def index(self, dense_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(language position in `languages`, index in its list) of dense ids."""
+        starts = np.concatenate([[0], np.cumsum(self.sizes, dtype=np.int64)])
+        position = np.searchsorted(starts, dense_ids, side="right") - 1
+        return position, dense_ids - starts[position]
+
+    def record(self) -> dict[str, int]:
+        """What a summary records: each language's list size (a worldwide space only)."""
+        return dict(zip(self.languages, self.sizes))
+
+    @classmethod
+    def from_record(cls, languages: dict[str, int] | None, size: int) -> "EntrySpace":
+        return cls(tuple(languages), tuple(languages.values())) if languages else cls.single(size)
+
+
+def read_query_list(path: str) -> "QueryList | WorldwideQueries":
+    """A single list in any of FORMATS, or a worldwide dir of `{lang}.json` files."""
+    return read_worldwide(path) if is_worldwide(path) else read_queries(path)

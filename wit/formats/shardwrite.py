@@ -132,3 +132,25 @@ def plot_distribution(curves: dict[str, np.ndarray], cap: int, path: str) -> Non
     axes.legend()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", metadata={"Software": None})
+
+
+def plot_languages(languages: dict[str, dict], path: str, top: int = 40) -> None:
+    """Bar chart of the samples per language before and after the cap (a worldwide crawl's
+    data card; the `top` languages with the most downloaded samples, largest first)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    ranked = sorted(languages.items(), key=lambda kv: (-kv[1]["samples"]["downloaded"], kv[0]))[:top]
+    figure = Figure(figsize=(7, 1.2 + 0.25 * max(len(ranked), 1)), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_axes((0.15, 0.1, 0.8, 0.8))
+    rows = np.arange(len(ranked))
+    for shift, key, label in ((-0.2, "downloaded", "downloaded (before the cap)"), (0.2, "kept", "kept (after the cap)")):
+        axes.barh(rows + shift, [max(entry["samples"][key], 0) for _, entry in ranked], height=0.4, label=label)
+    axes.set_yticks(rows, [f"{lang} (t = {entry['t']:,.0f})" for lang, entry in ranked])
+    axes.invert_yaxis()
+    axes.set_xlabel("samples")
+    axes.set_title("Samples per language")
+    axes.legend()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", metadata={"Software": None})

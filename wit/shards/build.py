@@ -4,7 +4,8 @@
    its damage); a sample needs an image, a text and img2dataset's json with a uid.
 2. Order samples by uid; drop later duplicates by uid and by image sha256.
 3. Recount each query over what was downloaded and apply the final cap with the
-   crawl's deterministic balancing.
+   crawl's deterministic balancing (for a worldwide crawl, per (lang, query), each
+   language with its own t from the same counts: `wit.formats.balance.space_thresholds`).
 4. Write fixed-size shards in uid order, each atomically with a marker, in parallel;
    then sizes.json, datacard.json, the distribution plot and, last, manifest.json.
 The same input gives byte-identical shards; a rerun resumes or, when done, does nothing.
@@ -28,16 +29,17 @@ from tqdm import tqdm
 
 from wit import __version__
 from wit.formats.flags import option
-from wit.formats.balance import balanced
+from wit.formats.balance import balanced, space_probabilities, space_thresholds
 from wit.formats.atomic import write_json
-from wit.formats.crawl import DOWNLOAD, MAX_SAMPLE_JSON_BYTES, downloaded_tars, parse_sample_json, query_count
+from wit.formats.crawl import DOWNLOAD, MAX_SAMPLE_JSON_BYTES, crawl_space, downloaded_tars, parse_sample_json
 from wit.formats.inputs import describe_stat
 from wit.formats.errors import WitError
 from wit.formats.images import REASONS as IMAGE_REASONS, ImageRefused, header_size
 from wit.formats.shards import DATACARD, MANIFEST, SAMPLE_JSON_FIELDS, shard_name, write_sizes
-from wit.formats.shardwrite import SourceTars, plot_distribution, write_shard as write_shard_to
+from wit.formats.shardwrite import SourceTars, plot_distribution, plot_languages, write_shard as write_shard_to
 from wit.formats.tars import Member, image_extension, read_member, scan_tar
 from wit.formats.processes import worker_pool
+from wit.formats.queries import EntrySpace
 from wit.formats.workdir import Unit, WorkDir, claim
 from wit.shards.datacard import datacard
 
@@ -78,7 +80,7 @@ def run(config: ShardConfig) -> dict:
     tars = downloaded_tars(config.crawl)
     if not tars:
         raise WitError(f"{os.path.join(config.crawl, DOWNLOAD)}: no downloaded shards (run `wit crawl` first)")
-    queries = query_count(config.crawl)
+    space = crawl_space(config.crawl)
     inputs = {"crawl": os.path.abspath(config.crawl), "tars": [describe_stat(t) for t in tars]}
     settings = {"cap": config.cap, "seed": config.seed, "samples_per_shard": config.samples_per_shard,
                 "dedup": list(config.dedup)}
@@ -88,15 +90,17 @@ def run(config: ShardConfig) -> dict:
         if done is not None:
             return done
         with worker_pool(config.workers, "wit.shards.build") as pool:
-            index, report = _index(tars, queries, pool)
-            plan, counts = _plan(index, config, report)
+            index, report = _index(tars, space, pool)
+            plan, counts = _plan(index, config, report, space)
             shards = _write_all(plan, config, work, pool)
         sizes = {s["name"]: s["samples"] for s in shards}
         write_sizes(work.root, sizes)
-        card = datacard(counts, config.cap, report)
+        card = datacard(counts, config.cap, report, space)
         write_json(work.path(DATACARD), card)
         plot_distribution({"downloaded (before the cap)": counts["downloaded"], "kept (after the cap)": counts["kept"]},
                           config.cap, work.path("datacard.png"))
+        if space.worldwide:
+            plot_languages(card["languages"], work.path("languages.png"))
         manifest = {
             "tool": "wit shard", **settings, "version": __version__,
             "shards": shards, "total_samples": sum(sizes.values()),
@@ -114,14 +118,14 @@ def run(config: ShardConfig) -> dict:
 _DROP_REASONS = ("missing_image_or_text", "malformed_json", "malformed_uid", *IMAGE_REASONS)
 
 
-def _index(tars: list[str], queries: int, pool: ProcessPoolExecutor) -> tuple[pa.Table, dict]:
+def _index(tars: list[str], space: EntrySpace, pool: ProcessPoolExecutor) -> tuple[pa.Table, dict]:
     """One row per usable sample of every tar (tars indexed in parallel), and what was
     dropped, by reason."""
     report = {"tars": len(tars), "unreadable_tars": [], "refused_members": {}, "samples_read": 0,
               **dict.fromkeys(_DROP_REASONS, 0)}
     tables = []
     bar = tqdm(total=len(tars), desc="index", unit="tar", mininterval=1.0, dynamic_ncols=True)
-    for path, rows, found in pool.map(index_tar, tars, [queries] * len(tars)):
+    for path, rows, found in pool.map(index_tar, tars, [space] * len(tars)):
         tables.append(pa.Table.from_pydict(rows, schema=_INDEX_SCHEMA))
         if found["error"]:
             log.warning("%s: %s; keeping the %d samples before the damage", path, found["error"],
@@ -137,7 +141,7 @@ def _index(tars: list[str], queries: int, pool: ProcessPoolExecutor) -> tuple[pa
     return pa.concat_tables(tables), report
 
 
-def index_tar(path: str, queries: int) -> tuple[str, dict[str, list], dict]:
+def index_tar(path: str, space: EntrySpace) -> tuple[str, dict[str, list], dict]:
     """The usable samples of one tar, as columns of plain values (a worker task: building
     arrow arrays here would import pandas in every worker)."""
     scan = scan_tar(path)
@@ -148,7 +152,7 @@ def index_tar(path: str, queries: int) -> tuple[str, dict[str, list], dict]:
     with open(path, "rb") as f:
         for _, members in scan.samples:
             found["samples_read"] += 1
-            sample, problem = _read_sample(f, members, queries)
+            sample, problem = _read_sample(f, members, space)
             if problem:
                 found[problem] += 1
                 continue
@@ -160,7 +164,7 @@ def index_tar(path: str, queries: int) -> tuple[str, dict[str, list], dict]:
                 continue
             values = (meta["uid"], meta["url"], text, width, height, meta["original_width"] or width,
                       meta["original_height"] or height, hashlib.sha256(image).hexdigest(), path,
-                      member.offset, member.size, extension, meta["query_ids"],
+                      member.offset, member.size, extension, meta["query_ids"], meta["lang"],
                       None if meta["texts"] is None else _JSON.encode(meta["texts"]))
             for column, value in zip(columns, values):
                 column.append(value)
@@ -171,11 +175,11 @@ _INDEX_SCHEMA = pa.schema([
     ("uid", pa.string()), ("url", pa.string()), ("text", pa.string()), ("width", pa.int64()),
     ("height", pa.int64()), ("original_width", pa.int64()), ("original_height", pa.int64()),
     ("sha256", pa.string()), ("tar", pa.string()), ("offset", pa.int64()), ("size", pa.int64()),
-    ("extension", pa.string()), ("query_ids", pa.list_(pa.int32())), ("texts", pa.string()),
+    ("extension", pa.string()), ("query_ids", pa.list_(pa.int32())), ("lang", pa.string()), ("texts", pa.string()),
 ])
 
 
-def _read_sample(f: BinaryIO, members: dict[str, Member], queries: int):
+def _read_sample(f: BinaryIO, members: dict[str, Member], space: EntrySpace):
     """((json fields, text, image bytes, image extension, image member), None), or
     (None, the reason to drop the sample)."""
     extension = image_extension(members)
@@ -194,15 +198,16 @@ def _read_sample(f: BinaryIO, members: dict[str, Member], queries: int):
         raw = read_member(f, members["json"])
     except (EOFError, OSError):
         return None, "malformed_json"
-    fields, problem = parse_sample_json(raw, queries)
+    fields, problem = parse_sample_json(raw, space)
     return (None, problem) if problem else ((fields, text, image, extension, members[extension]), None)
 
 
 # ---- 2-3. de-duplicate and balance ---------------------------------------------------
 
 
-def _plan(index: pa.Table, config: ShardConfig, report: dict) -> tuple[pa.Table, dict]:
-    """The final samples in uid order, and per-query counts before and after the cap."""
+def _plan(index: pa.Table, config: ShardConfig, report: dict, space: EntrySpace) -> tuple[pa.Table, dict]:
+    """The final samples in uid order, and per-entry counts (dense ids) before and after
+    the cap, with each language's t (worldwide crawls)."""
     index = index.sort_by([("uid", "ascending"), ("tar", "ascending"), ("offset", "ascending")])
     for key in dict.fromkeys(("uid", *config.dedup)):
         values = index.column(key).to_numpy(zero_copy_only=False)
@@ -211,18 +216,24 @@ def _plan(index: pa.Table, config: ShardConfig, report: dict) -> tuple[pa.Table,
         keep[first] = True
         report[f"duplicates_by_{key}"] = int(len(values) - keep.sum())
         index = index.filter(pa.array(keep))
-    query_count = int(pc.max(pc.list_flatten(index["query_ids"])).as_py() or -1) + 1 if index.num_rows else 0
-    downloaded = np.bincount(pc.list_flatten(index["query_ids"]).to_numpy(zero_copy_only=False),
-                             minlength=query_count) if index.num_rows else np.zeros(0, np.int64)
-    keep = balanced(index["uid"], index["query_ids"], downloaded, config.cap, config.seed) \
-        if index.num_rows else np.zeros(0, bool)
+    def per_entry(table: pa.Table) -> np.ndarray:
+        dense, _ = space.dense(table["query_ids"], table["lang"] if space.worldwide else None)
+        return np.bincount(dense, minlength=space.size).astype(np.int64)
+
+    downloaded = per_entry(index)
+    thresholds = space_thresholds(downloaded, space, config.cap)
+    probabilities = space_probabilities(downloaded, space, config.cap, thresholds)
+    keep = balanced(index["uid"], index["query_ids"], probabilities, config.seed,
+                    index["lang"] if space.worldwide else None, space)
     plan = index.filter(pa.array(keep))
-    kept = np.bincount(pc.list_flatten(plan["query_ids"]).to_numpy(zero_copy_only=False),
-                       minlength=query_count) if plan.num_rows else np.zeros(query_count, np.int64)
     report["unique_samples"] = index.num_rows
     report["balanced_out"] = int(index.num_rows - plan.num_rows)
     report["final_samples"] = plan.num_rows
-    return plan, {"downloaded": downloaded, "kept": kept}
+    counts = {"downloaded": downloaded, "kept": per_entry(plan), "t": thresholds}
+    if space.worldwide:
+        counts["samples"] = {name: {e["values"]: e["counts"] for e in pc.value_counts(table["lang"]).to_pylist()}
+                             for name, table in (("downloaded", index), ("kept", plan))}
+    return plan, counts
 
 
 # ---- 4. write ------------------------------------------------------------------------
@@ -247,6 +258,8 @@ def write_shard(index: int, rows: pa.Table, out: str) -> tuple[int, dict]:
             uid = columns["uid"][row]
             image = sources.read(columns["tar"][row], uid, columns["offset"][row], columns["size"][row])
             meta = {k: columns[k][row] for k in SAMPLE_JSON_FIELDS}
+            if columns["lang"][row] is not None:   # worldwide crawls: the text's language
+                meta["lang"] = columns["lang"][row]
             if columns["texts"][row] is not None:   # image-centric crawls: every text of the image
                 meta["texts"] = json.loads(columns["texts"][row])
             yield uid, [(columns["extension"][row], image), ("json", _JSON.encode(meta).encode()),
