@@ -28,15 +28,16 @@ from wit.formats.atomic import write_json
 from wit.formats.inputs import describe_file
 from wit.formats.errors import WitError
 from wit.formats.globs import expand
-from wit.formats.queries import STATS, write_queries
+from wit.formats.queries import LANGUAGE_CODE, STATS, write_queries
 from wit.formats.processes import worker_pool
 from wit.formats.workdir import Unit, WorkDir, claim
-from wit.queries.assemble import Candidates, assemble, query_columns
+from wit.queries.assemble import Candidates, assemble, assemble_worldwide, query_columns
 from wit.queries.chunks import ChunkStats, chunk_files, count_chunk
 from wit.queries.dumps import DumpFile, open_dump, plan_chunks
 from wit.queries.pmi import bigram_counts, qualifying_bigrams, sum_counts
-from wit.queries.pageviews import PageViews, read_pageviews
-from wit.queries.wordnet import DATA_FILES, WordNetLemmas, read_wordnet
+from wit.queries.pageviews import ENGLISH, PageViews, read_pageviews
+from wit.queries.segment import SEGMENTED, check_language, join_bigram
+from wit.queries.wordnet import DATA_FILES, WordNetLemmas, read_omw, read_wordnet
 
 log = logging.getLogger("wit.build_queries")
 TITLE_RULES = ("articles", "all")
@@ -55,7 +56,8 @@ class BuildConfig:
                               metavar="FILE")
     merge: tuple[str, ...] = option((), "instead of building: combine per-language lists into one worldwide list "
                                         "(MetaCLIP 2's {lang}.json layout); LANG=LIST, repeated (a QUERIES dir, a "
-                                        "metadata.json or a text file), or *=DIR for a worldwide dir",
+                                        "metadata.json or a text file), *=DIR for a worldwide dir, or a dir built "
+                                        "with --lang alone",
                                     metavar="LANG=LIST")
     titles: str = option("articles", "which page-view titles are queries: `articles` (non-redirect articles of "
                                      "the given dump) or `all` (MetaCLIP's rule: every title with enough views, "
@@ -64,6 +66,13 @@ class BuildConfig:
                                         metavar="GLOB")
     wordnet: str | None = option(None, "WordNet 3.0 database dir (e.g. /usr/share/wordnet) or NLTK data dir",
                                  metavar="DIR")
+    lang: str = option("", "build one language of a worldwide list (MetaCLIP 2): the dump's Wikipedia code (de, ja, "
+                           "zh, th, ...); words of languages written without spaces are segmented, page views of "
+                           "that Wikipedia count, and MetaCLIP 2's per-language caps replace --size, --min-count and "
+                           "--min-views (`--lang en` too; without --lang, English as MetaCLIP 1)", metavar="CODE")
+    omw: str = option("", "with --lang: Open Multilingual Wordnet data (a wn-data-CODE.tab file, or a dir holding "
+                          "it such as NLTK's corpora/omw-1.4), whose lemmas of that language are entries",
+                      metavar="PATH")
     size: int = option(500_000, "maximum number of queries")
     min_count: int = option(100, "minimum unigram count")
     min_pmi: float = option(30.0, "minimum bigram PMI (log2)")
@@ -88,6 +97,15 @@ class BuildConfig:
             return
         if not self.wiki_dumps:
             raise WitError("--wiki-dump: at least one Wikipedia dump is required (or --import a list)")
+        if self.lang:
+            if not LANGUAGE_CODE.fullmatch(self.lang):
+                raise WitError(f"--lang: {self.lang!r} is not a Wikipedia language code (e.g. de, ja, zh_yue)")
+            check_language(self.lang)
+            if self.wordnet and self.lang != ENGLISH:
+                raise WitError(f"--wordnet: is Princeton's English WordNet; for --lang {self.lang} give its Open "
+                               "Multilingual Wordnet data with --omw")
+        if self.omw and not self.lang:
+            raise WitError("--omw: only with --lang (a language of a worldwide list)")
         if self.titles not in TITLE_RULES:
             raise WitError(f"--titles: unknown {self.titles!r} (one of: {', '.join(TITLE_RULES)})")
         for name in ("size", "workers", "min_bigram_count"):
@@ -116,8 +134,9 @@ def run(config: BuildConfig) -> dict:
 
         return import_queries(config.import_list, config.out, config.overwrite, started)
     dumps = [open_dump(path) for path in config.wiki_dumps]
-    wordnet = read_wordnet(config.wordnet) if config.wordnet else None
-    views = read_pageviews(expand(config.pageviews, "page-view"))
+    wordnet = read_omw(config.omw, config.lang) if config.omw else read_wordnet(config.wordnet) if config.wordnet \
+        else None
+    views = read_pageviews(expand(config.pageviews, "page-view"), config.lang or ENGLISH)
     with claim(config.out, "build-queries", _fingerprint(config, dumps, views, wordnet), config.overwrite) as work:
         done = work.complete()
         if done is not None:
@@ -136,19 +155,25 @@ def _fingerprint(config: BuildConfig, dumps: list[DumpFile], views: PageViews,
         stat = os.stat(path)
         return [os.path.abspath(path), stat.st_size, stat.st_mtime_ns]
 
-    wordnet_files = [] if wordnet is None else [os.path.join(wordnet.source, n) for n in DATA_FILES] \
-        if os.path.isdir(wordnet.source) else [wordnet.source]
+    wordnet_files = _wordnet_files(wordnet)
     settings = {f.name: getattr(config, f.name) for f in fields(config)
-                if f.name not in ("wiki_dumps", "out", "pageviews", "wordnet", "workers", "overwrite", "import_list",
+                if f.name not in ("wiki_dumps", "out", "pageviews", "wordnet", "omw", "workers", "overwrite", "import_list",
                               "merge")}
     return {"wiki_dumps": [identity(d.path) for d in dumps], "pageviews": [identity(p) for p in views.files],
             "wordnet": [identity(p) for p in wordnet_files], **settings}
 
 
+def _wordnet_files(wordnet: WordNetLemmas | None) -> list[str]:
+    if wordnet is None:
+        return []
+    return [os.path.join(wordnet.source, n) for n in DATA_FILES] if os.path.isdir(wordnet.source) \
+        else [wordnet.source]
+
+
 def _count_all(dumps: list[DumpFile], work: WorkDir, config: BuildConfig) -> tuple[ChunkStats, list[str], int]:
     """Count every chunk not already done, at most two per worker in flight; return the
     page counts, every chunk's id and how many chunks an earlier run had finished."""
-    units = (Unit(chunk.chunk_id, (chunk, work.scratch(), config.lowercase, d.hidden_namespaces),
+    units = (Unit(chunk.chunk_id, (chunk, work.scratch(), config.lowercase, d.hidden_namespaces, config.lang),
                   [os.path.relpath(f, work.root) for f in chunk_files(work.scratch(), chunk.chunk_id).values()],
                   chunk.end - chunk.start)
              for i, d in enumerate(dumps) for chunk in plan_chunks(d, i, config.chunk_bytes))
@@ -179,20 +204,26 @@ def _finish(
     files = [chunk_files(work.scratch(), c) for c in chunk_ids]
     unigrams = sum_counts((f["unigrams"] for f in files), ["word"])
     total_tokens = int(pc.sum(unigrams.column("count")).as_py() or 0)
-    titles = _ranked_titles(views, _article_titles(f["titles"] for f in files), config)
+    titles = _ranked_titles(views, _article_titles(f["titles"] for f in files), config,
+                            1 if config.lang else config.min_views)
     lemmas = wordnet.lemmas if wordnet else []
     others = [t for t, _ in titles] + lemmas
     bigrams = bigram_counts((f["bigrams"] for f in files), unigrams, total_tokens,
                             config.min_bigram_count, config.min_pmi,
                             phrases=(t for t in others if t.count(" ") == 1))
+    ranked_bigrams = _ranked_bigrams(qualifying_bigrams(bigrams, config.min_bigram_count, config.min_pmi))
     candidates = Candidates(
-        unigrams=_ranked_unigrams(unigrams, config.min_count),
-        bigrams=_ranked_bigrams(qualifying_bigrams(bigrams, config.min_bigram_count, config.min_pmi)),
+        unigrams=_ranked_unigrams(unigrams, 1 if config.lang else config.min_count),
+        bigrams=[(join_bigram(config.lang, b), n, p) for b, n, p in ranked_bigrams] if config.lang
+        else ranked_bigrams,
         titles=titles,
         wordnet=lemmas,
         counts=_known_counts(unigrams, bigrams, others),
     )
-    queries, per_source = assemble(candidates, config.size)
+    if config.lang:
+        queries, per_source = assemble_worldwide(candidates, unigrams.num_rows)
+    else:
+        queries, per_source = assemble(candidates, config.size)
     write_queries(work.root, query_columns(queries))
     stats = {
         "tool": "wit build-queries",
@@ -203,11 +234,14 @@ def _finish(
             "pageviews": [describe_file(p) for p in views.files],
             "wordnet": _describe_wordnet(wordnet),
         },
+        "lang": config.lang or None,
         "thresholds": {
-            "size": config.size, "min_count": config.min_count, "min_pmi": config.min_pmi,
-            "min_bigram_count": config.min_bigram_count, "min_views": config.min_views,
+            **({} if config.lang else {"size": config.size, "min_count": config.min_count,
+                                       "min_views": config.min_views}),
+            "min_pmi": config.min_pmi, "min_bigram_count": config.min_bigram_count,
             "lowercase": config.lowercase, "titles": config.titles,
         },
+        **({"segmenter": SEGMENTED.get(config.lang)} if config.lang else {}),
         "pages": asdict(pages),
         "tokens": total_tokens,
         "vocabulary": unigrams.num_rows,
@@ -246,7 +280,8 @@ def _article_titles(title_files: Iterable[str]) -> set[str]:
     return titles
 
 
-def _ranked_titles(views: PageViews, articles: set[str], config: BuildConfig) -> list[tuple[str, int]]:
+def _ranked_titles(views: PageViews, articles: set[str], config: BuildConfig,
+                   min_views: int) -> list[tuple[str, int]]:
     """The titles with at least `min_views` views, most viewed first: the dump's articles
     (`--titles articles`), or every page-view title (`all`, MetaCLIP's rule)."""
     ranked: dict[str, int] = {}
@@ -254,7 +289,7 @@ def _ranked_titles(views: PageViews, articles: set[str], config: BuildConfig) ->
         if config.titles == "all" or title in articles:
             key = title.lower() if config.lowercase else title
             ranked[key] = ranked.get(key, 0) + n  # lower-casing may merge titles
-    kept = [(t, n) for t, n in ranked.items() if n >= config.min_views]
+    kept = [(t, n) for t, n in ranked.items() if n >= min_views]
     return sorted(kept, key=lambda item: (-item[1], item[0]))
 
 

@@ -14,6 +14,7 @@ import pyarrow as pa
 from wit.formats.atomic import write_parquet
 from wit.queries.dumps import ENGLISH_HIDDEN, Chunk, check_footer, iter_pages, read_chunk_xml
 from wit.queries.ngrams import count_ngrams
+from wit.queries.segment import segmented_text
 from wit.queries.wikitext import wikitext_to_text
 
 ARTICLE_NAMESPACE = 0
@@ -41,10 +42,12 @@ def chunk_files(scratch: str, chunk_id: str) -> dict[str, str]:
 
 
 def count_chunk(chunk: Chunk, scratch: str, lowercase: bool,
-                hidden: tuple[str, ...] = ENGLISH_HIDDEN) -> tuple[str, ChunkStats]:
+                hidden: tuple[str, ...] = ENGLISH_HIDDEN, lang: str = "") -> tuple[str, ChunkStats]:
     """Clean and count the articles of `chunk` (links into the namespaces `hidden` are not
-    prose), write its files; its id and page counts."""
+    prose; a language written without spaces is word-segmented first), write its files;
+    its id and page counts."""
     hidden_names = frozenset(hidden)
+    segment = segmented_text(lang) if lang else None
     xml, own_length = read_chunk_xml(chunk)
     check_footer(chunk, xml)
     stats = ChunkStats(input_bytes=chunk.end - chunk.start)
@@ -59,7 +62,8 @@ def count_chunk(chunk: Chunk, scratch: str, lowercase: bool,
             stats.articles += 1
             stats.wikitext_bytes += len(page.text.encode("utf-8"))
             titles.append(page.title)
-            texts.append(wikitext_to_text(page.text, hidden_names))
+            text = wikitext_to_text(page.text, hidden_names)
+            texts.append(segment(text) if segment else text)
     unigrams, bigrams = count_ngrams(texts, lowercase)
     files = chunk_files(scratch, chunk.chunk_id)
     write_parquet(files["unigrams"], unigrams)

@@ -3,15 +3,17 @@ worldwide query list (MetaCLIP 2's layout, `wit.formats.queries`): one `{lang}.j
 language, each list in its own order (query ids are (lang, index)), and `stats.json`
 naming every input with its sha256 and size. A LIST is anything `--queries` takes: a
 QUERIES dir, a metadata.json, a text file, or a worldwide dir (LANG is then `*`, and every
-language in it is taken). A language given twice is refused."""
+language in it is taken); a QUERIES dir built with `--lang` may be given alone. A language
+given twice is refused."""
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import datetime, timezone
 
 from wit import __version__
-from wit.formats.atomic import write_json
+from wit.formats.atomic import read_json_object, write_json
 from wit.formats.errors import WitError
 from wit.formats.queries import (LANGUAGE_CODE, STATS, QueryList, is_worldwide, read_queries, read_worldwide,
                                  write_worldwide)
@@ -19,12 +21,25 @@ from wit.formats.workdir import claim
 
 
 def parse_merge(spec: str) -> tuple[str, str]:
-    """LANG=PATH (or *=PATH for a worldwide dir) into (lang, path)."""
+    """LANG=PATH (or *=PATH for a worldwide dir, or a QUERIES dir built with `--lang`, whose
+    stats.json names its language) into (lang, path)."""
+    built = _built_language(spec)
+    if built:
+        return built, spec
     lang, sep, path = spec.partition("=")
     if not sep or not path or not (lang == "*" or LANGUAGE_CODE.fullmatch(lang)):
         raise WitError(f"--merge {spec}: give LANG=LIST (a Wikipedia language code, e.g. ja=queries-ja/) "
                        "or *=DIR for a worldwide dir")
     return lang, path
+
+
+def _built_language(path: str) -> str | None:
+    """The language a QUERIES dir was built for (`wit build-queries --lang`), if it is one."""
+    stats = os.path.join(path, STATS)
+    if not (os.path.isdir(path) and os.path.isfile(stats)):
+        return None
+    lang = read_json_object(stats, "query list stats").get("lang")
+    return lang if isinstance(lang, str) and LANGUAGE_CODE.fullmatch(lang) else None
 
 
 def merge_queries(specs: tuple[str, ...], out: str, overwrite: bool, started: float) -> dict:

@@ -1,7 +1,8 @@
-"""Wikimedia page-view dumps (`pageviews-YYYYMMDD-HHMMSS.gz`): English Wikipedia views per title.
+"""Wikimedia page-view dumps (`pageviews-YYYYMMDD-HHMMSS.gz`): one Wikipedia's views per title.
 
-Each line is `domain_code page_title count_views total_response_size`. Only `en`
-(desktop) and `en.m` (mobile) lines count; `en.d` and the like are other projects.
+Each line is `domain_code page_title count_views total_response_size`. Only the lines of
+the wanted Wikipedia count: `en` (desktop) and `en.m` (mobile) for English, `de` and
+`de.m` for `--lang de`, `zh-yue` for `zh_yue`; `en.d` and the like are other projects.
 Titles get spaces for underscores, and titles with a colon (other namespaces) are dropped.
 """
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 
 from wit.formats.errors import WitError
 
-ENGLISH_WIKIPEDIA = (b"en", b"en.m")
+ENGLISH = "en"
 MAX_VIEWS = 2**63 - 1   # views are int64 in queries.parquet
 
 
@@ -26,14 +27,21 @@ class PageViews:
     files: list[str] = field(default_factory=list)
 
 
-def read_pageviews(files: list[str]) -> PageViews:
-    """Sum English Wikipedia views per title over `files` (gzip or plain text)."""
+def domain_codes(lang: str) -> tuple[bytes, bytes]:
+    """The page-view domain codes of a Wikipedia (desktop, mobile): its code with `-` for `_`."""
+    code = lang.replace("_", "-").encode()
+    return code, code + b".m"
+
+
+def read_pageviews(files: list[str], lang: str = ENGLISH) -> PageViews:
+    """Sum the views per title of Wikipedia `lang` over `files` (gzip or plain text)."""
     result = PageViews(files=list(files))
+    wanted = domain_codes(lang)
     for path in files:
         try:
             with _open(path) as f:
                 for number, line in enumerate(f, 1):
-                    if _add_line(line, result) > MAX_VIEWS:
+                    if _add_line(line, result, wanted) > MAX_VIEWS:
                         raise WitError(f"{path}: line {number}: views of {line.split()[1].decode(errors='replace')!r} "
                                        f"add up to more than {MAX_VIEWS:,} (2^63 - 1)")
         except (OSError, EOFError, zlib.error) as e:
@@ -47,14 +55,14 @@ def _open(path: str):
     return gzip.open(path, "rb") if gzipped else open(path, "rb")
 
 
-def _add_line(line: bytes, result: PageViews) -> int:
+def _add_line(line: bytes, result: PageViews, wanted: tuple[bytes, ...]) -> int:
     """Count one line; the title's views so far (0 for a line that does not count)."""
     result.lines += 1
     fields = line.split()
     if len(fields) != 4 or not fields[2].isdigit() or not fields[3].isdigit():
         result.malformed_lines += 1
         return 0
-    if fields[0] not in ENGLISH_WIKIPEDIA:
+    if fields[0] not in wanted:
         return 0
     try:
         title = fields[1].decode("utf-8").replace("_", " ")

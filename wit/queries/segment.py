@@ -55,3 +55,12 @@ def join_bigram(lang: str, bigram: str) -> str:
     """A bigram as a query: its two words joined without a space in a language written
     without spaces (MetaCLIP 2), as they are otherwise."""
     return bigram.replace(" ", "") if lang in NO_SPACE_LANGUAGES else bigram
+
+
+def segmented_text(lang: str) -> Callable[[str], str] | None:
+    """text -> the same text with a space between words, line by line (a line break ends a
+    bigram, so it is kept); None for a language written with spaces."""
+    segment = segmenter(lang)
+    if segment is None:
+        return None
+    return lambda text: "\n".join(segment(line) if line.strip() else "" for line in text.split("\n"))

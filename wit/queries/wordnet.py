@@ -87,3 +87,53 @@ def _head_lemmas(lines, path: str) -> list[str]:
     if not lemmas:
         raise WitError(f"{path}: WordNet data file holds no synsets")
     return lemmas
+
+
+# ---- Open Multilingual Wordnet (MetaCLIP 2's WordNet entries of other languages) ---------
+
+# Wikipedia code -> OMW's ISO 639-3 code, the languages MetaCLIP 2 takes WordNet entries for
+WIKI_TO_OMW = {
+    "fi": "fin", "he": "heb", "sl": "slv", "it": "ita", "nn": "nno", "no": "nob", "als": "als", "pl": "pol",
+    "hr": "hrv", "nl": "nld", "ro": "ron", "ar": "arb", "is": "isl", "sv": "swe", "pt": "por", "zh": "cmn",
+    "ja": "jpn", "da": "dan", "sk": "slk", "lt": "lit", "bg": "bul", "eu": "eus", "ca": "cat", "gl": "glg",
+    "es": "spa", "el": "ell", "ms": "zsm", "id": "ind", "fr": "fra", "th": "tha",
+}
+
+
+def read_omw(path: str, lang: str) -> WordNetLemmas:
+    """Every lemma of language `lang` in Open Multilingual Wordnet's tab files
+    (`wn-data-CODE.tab`: `synset<TAB>CODE:lemma<TAB>lemma` lines, `#` comments), given as
+    the file or a dir holding it (e.g. NLTK's `corpora/omw-1.4`): underscores to spaces,
+    `+` removed, distinct, sorted (MetaCLIP 2's `build_multilingual_wordnet.py`)."""
+    code = WIKI_TO_OMW.get(lang)
+    if code is None:
+        raise WitError(f"--omw: Open Multilingual Wordnet has no {lang!r} list (it has: "
+                       f"{', '.join(sorted(WIKI_TO_OMW))})")
+    wanted = f"wn-data-{code}.tab"
+    if os.path.isdir(path):
+        found = sorted(os.path.join(root, wanted) for root, _, names in os.walk(path) if wanted in names)
+        if not found:
+            raise WitError(f"{path}: no {wanted} in it (the Open Multilingual Wordnet file of {lang})")
+        path = found[0]
+    elif not os.path.isfile(path):
+        raise WitError(f"{path}: no such Open Multilingual Wordnet file")
+    lemmas: set[str] = set()
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if line.startswith("#") or not line.strip():
+                    continue
+                fields = line.rstrip("\n").split("\t")
+                if len(fields) < 3:
+                    raise WitError(f"{path}: line {number} is not an OMW data line (synset, type, lemma)")
+                if fields[1] in (f"{code}:lemma", "lemma"):
+                    lemma = fields[2].replace("_", " ").replace("+", "").strip()
+                    if lemma:
+                        lemmas.add(lemma)
+    except UnicodeDecodeError as e:
+        raise WitError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise WitError(f"{path}: cannot read Open Multilingual Wordnet file ({e.strerror or e})") from None
+    if not lemmas:
+        raise WitError(f"{path}: holds no {code}:lemma lines")
+    return WordNetLemmas(sorted(lemmas), path)
