@@ -29,6 +29,8 @@ class ModelConfig:
     config: dict | None = None
     grad_checkpointing: bool = False
     compile: bool = False
+    tokenizer: str | None = None          # a local tokenizer.json or SentencePiece .model (train/model/text_tokens.py)
+    tokenizer_sha256: str | None = None   # recorded by the trainer; a checkpoint's model loads only that file
 
     def __post_init__(self):
         if not MODEL_NAME.fullmatch(self.name) or self.name in (".", ".."):
@@ -36,6 +38,9 @@ class ModelConfig:
                            f"not . or ..)")
         if self.config is not None and not {"embed_dim", "vision_cfg", "text_cfg"} <= set(self.config):
             raise WitError("model.config needs embed_dim, vision_cfg and text_cfg (an OpenCLIP model config)")
+        if self.tokenizer is not None and not self.tokenizer.endswith((".json", ".model")):
+            raise WitError(f"model.tokenizer {self.tokenizer!r}: give a Hugging Face tokenizer.json or a "
+                           "SentencePiece .model file")
 
 
 @dataclass(frozen=True)

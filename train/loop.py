@@ -13,6 +13,7 @@ import logging
 import resource
 import time
 from contextlib import contextmanager
+import dataclasses
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -70,7 +71,7 @@ class RunConfig:
     settings that fix the model, the optimizer's state and the data stream, and logs the
     others that changed (they take effect from the resumed step: see optim.Optimization)."""
     FIXED = ("seed", "batch_size", "accum_steps", "shuffle_window", "text_sampling", "model.name", "model.config",
-             "optimizer_state")
+             "model.tokenizer_sha256", "optimizer_state")
     ADDED = {"text_sampling": "fixed", "optimizer_state": "fp32"}   # what a checkpoint made before a setting existed had
 
     def __init__(self, cfg: TrainConfig):
@@ -149,6 +150,8 @@ def _train(cfg: TrainConfig, world: World, stop: checkpoint.StopRequest) -> dict
     shards = list_shards(cfg.shards, cfg.sizes)
     data.plan_epoch(shards, cfg.seed, 0, world.size, max(1, cfg.workers), local_batch)   # fail early on bad sizes
 
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = dataclasses.replace(cfg, model=models.record_tokenizer(cfg.model, run_dir, copy_file=world.is_main))
     torch.manual_seed(cfg.seed)
     model = models.create(cfg.model).to(world.device)
     tokenize = models.tokenizer(cfg.model)

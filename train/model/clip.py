@@ -5,7 +5,9 @@ A custom config is registered in OpenCLIP's registry in memory: no file is writt
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
+import shutil
 import logging
 import math
 from dataclasses import dataclass
@@ -17,7 +19,8 @@ import open_clip.factory
 import torch
 
 from train.config import ModelConfig, from_dict
-from wit.formats.atomic import read_json_object, write_json
+from train.model.text_tokens import FileTokenizer
+from wit.formats.atomic import atomic_path, file_sha256, read_json_object, write_json
 from wit.formats.errors import WitError
 
 MAX_LOGIT_SCALE = math.log(100.0)   # the paper clips the temperature so logits scale by at most 100
@@ -56,8 +59,30 @@ def _builtin_names() -> frozenset[str]:
     return frozenset(p.stem for p in (Path(open_clip.__file__).parent / "model_configs").glob("*.json"))
 
 
+def effective(cfg: ModelConfig) -> ModelConfig:
+    """The model as OpenCLIP builds it. With a file tokenizer, its text_cfg.vocab_size is
+    the tokenizer's (text_tokens.FileTokenizer.vocab_size), a built-in architecture
+    registered as NAME-vVOCAB under that changed config."""
+    if not cfg.tokenizer:
+        return cfg
+    vocab = _file_tokenizer(cfg.tokenizer, 0).vocab_size
+    if cfg.config is not None:
+        config, name = copy.deepcopy(cfg.config), cfg.name
+    else:
+        register(cfg)
+        config, name = copy.deepcopy(open_clip.get_model_config(cfg.name)), f"{cfg.name}-v{vocab}"
+    config["text_cfg"]["vocab_size"] = vocab
+    return dataclasses.replace(cfg, name=name, config=config)
+
+
+@functools.lru_cache(maxsize=8)
+def _file_tokenizer(path: str, context_length: int) -> FileTokenizer:
+    return FileTokenizer(path, context_length)
+
+
 def create(cfg: ModelConfig) -> torch.nn.Module:
     """A randomly initialised model; logit scale starts at log(1/0.07) as in the paper."""
+    cfg = effective(cfg)
     register(cfg)
     logging.disable(logging.WARNING)   # OpenCLIP warns that no pretrained weights were loaded
     try:
@@ -77,7 +102,11 @@ CHARS_PER_TOKEN = 8   # the text cap: this many characters per token of the cont
 def tokenizer(cfg: ModelConfig) -> Callable:
     """OpenCLIP's tokenizer for the model (lower-cased BPE, the model's context length),
     behind the text cap (`BoundedTokenizer`): every path that tokenizes (training,
-    evaluation, search, `wit embed`, the filters) gets its tokenizer here."""
+    evaluation, search, `wit embed`, the filters) gets its tokenizer here. With
+    `model.tokenizer`, that file's (text_tokens.FileTokenizer) at the model's context length."""
+    if cfg.tokenizer:
+        context = effective(cfg).config["text_cfg"].get("context_length", 77)
+        return BoundedTokenizer(_file_tokenizer(cfg.tokenizer, context))
     register(cfg)
     return BoundedTokenizer(open_clip.get_tokenizer(cfg.name))
 
@@ -119,6 +148,7 @@ def clamp_logit_scale(model: torch.nn.Module) -> None:
 def write_model_config(cfg: ModelConfig, run_dir: Path) -> Path | None:
     """Save a custom config as RUN/<name>.json, so OpenCLIP users can
     `open_clip.add_model_config(path)` before `create_model(name, pretrained=checkpoint)`."""
+    cfg = effective(cfg)
     if cfg.config is None:
         return None
     path = run_dir / f"{cfg.name}.json"   # a plain file name: ModelConfig checks it
@@ -133,13 +163,58 @@ def load(checkpoint: str | Path, device: str | torch.device = "cpu") -> Loaded:
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "config" not in ckpt:
         raise WitError(f"{checkpoint}: not a checkpoint of this trainer (no state_dict/config)")
     cfg = from_dict(ckpt["config"], source=str(checkpoint)).model
-    model = create(ModelConfig(name=cfg.name, config=cfg.config))
+    cfg = ModelConfig(name=cfg.name, config=cfg.config, tokenizer=_checkpoint_tokenizer(cfg, Path(checkpoint)),
+                      tokenizer_sha256=cfg.tokenizer_sha256)
+    model = create(cfg)
     model.load_state_dict(ckpt["state_dict"])
     model.to(device).eval()
     mean, std = mean_std(model)
     position = ckpt.get("position")
     step = position.get("step") if isinstance(position, dict) else None
     return Loaded(model, tokenizer(cfg), image_size(model), mean, std, cfg.name, step if isinstance(step, int) else 0)
+
+
+TOKENIZER_FILE = "tokenizer"   # RUN/tokenizer.json or RUN/tokenizer.model: the run's copy
+
+
+def run_tokenizer(run_dir: Path, source: str) -> Path:
+    """Where a run keeps its copy of the tokenizer file `source`."""
+    return run_dir / (TOKENIZER_FILE + Path(source).suffix)
+
+
+def record_tokenizer(cfg: ModelConfig, run_dir: Path, copy_file: bool) -> ModelConfig:
+    """`cfg` with the tokenizer file's sha256 (checked against one already recorded);
+    with `copy_file`, the file copied beside the run (RUN/tokenizer.EXT) for every later
+    loader."""
+    if not cfg.tokenizer:
+        return cfg
+    if not Path(cfg.tokenizer).is_file():
+        raise WitError(f"model.tokenizer {cfg.tokenizer}: no such file")
+    digest = file_sha256(cfg.tokenizer, "tokenizer file")
+    if cfg.tokenizer_sha256 and cfg.tokenizer_sha256 != digest:
+        raise WitError(f"model.tokenizer {cfg.tokenizer}: sha256 {digest[:12]}..., but the configuration records "
+                       f"{cfg.tokenizer_sha256[:12]}...")
+    FileTokenizer(cfg.tokenizer, 1)   # readable, or a one-line error now
+    target = run_tokenizer(run_dir, cfg.tokenizer)
+    if copy_file and not (target.is_file() and file_sha256(target, "tokenizer file") == digest):
+        with atomic_path(str(target)) as tmp:
+            shutil.copyfile(cfg.tokenizer, tmp)
+    return dataclasses.replace(cfg, tokenizer_sha256=digest)
+
+
+def _checkpoint_tokenizer(cfg: ModelConfig, checkpoint: Path) -> str | None:
+    """The tokenizer file of a checkpoint's model: the run's copy beside it (RUN/ of
+    RUN/checkpoints/step_N.pt, or the checkpoint's own dir), else the recorded path,
+    whichever has the recorded sha256."""
+    if not cfg.tokenizer:
+        return None
+    places = [run_tokenizer(checkpoint.parent.parent, cfg.tokenizer), run_tokenizer(checkpoint.parent, cfg.tokenizer),
+              Path(cfg.tokenizer)]
+    for place in places:
+        if place.is_file() and (cfg.tokenizer_sha256 is None or file_sha256(place, "tokenizer file") == cfg.tokenizer_sha256):
+            return str(place)
+    raise WitError(f"{checkpoint}: its tokenizer (sha256 {str(cfg.tokenizer_sha256)[:12]}...) is at none of "
+                   f"{', '.join(map(str, places))}; put the run's {places[0].name} beside the checkpoint")
 
 
 def load_openclip(checkpoint: str | Path, model: str, device: str | torch.device = "cpu") -> Loaded:
