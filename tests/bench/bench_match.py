@@ -9,6 +9,10 @@ walk a pyahocorasick automaton over it, collect ids in a set. Each side is timed
 producing its own output (MetaCLIP: Python lists; wit: the Arrow list column the crawl
 writes), best of 3, after the same set-up. Figures are texts per second on one core;
 the headline ratio is the first mix's, `worst_ratio` the lowest; target >= 3x on each.
+Worldwide mixes (MetaCLIP 2's entry padding, `QueryMatcher(worldwide=True)`) against
+MetaCLIP 2's per-text automaton loop: Chinese-like and Japanese-like texts (CJK words
+written without spaces, kana particles, CJK punctuation) against 200,000 entries of CJK
+words, kana words and mixed ones, and the English short mix under the worldwide rule.
 Then the peak memory of `wit crawl --match-only` (one process) on a 1M-row and a 4M-row
 pool, each run in a fresh child: it must stay flat as the pool grows.
 
@@ -122,6 +126,52 @@ def best_of(run):
     return result, min(times)
 
 
+CJK = [chr(c) for c in range(0x4E00, 0x4E00 + 3000)]           # common-block ideographs
+KANA = [chr(c) for c in range(0x3041, 0x3097)] + [chr(c) for c in range(0x30A1, 0x30FB)]
+CJK_PUNCTUATION = ["、", "。", "，", "「", "」", "！", "？", "（", "）"]
+
+
+def cjk_mix(count: int, entries: int, kana: bool, rng: np.random.Generator) -> tuple[list[str], list[str]]:
+    """(texts, entries): texts of 8 to 40 words of 1 to 3 ideographs (Zipf-distributed),
+    without spaces, with kana particles between some words (`kana`), CJK punctuation and
+    a few Latin words; entries are ideograph words, words ending or starting in kana, and
+    two-word phrases."""
+    words = list(dict.fromkeys("".join(rng.choice(CJK, size=rng.integers(1, 4))) for _ in range(entries * 2)))
+    kana_words = ["".join(rng.choice(KANA, size=rng.integers(2, 5))) for _ in range(2000)]
+    texts = []
+    ranks = np.minimum(rng.zipf(1.25, size=count * 40), len(words)) - 1
+    at = 0
+    for length in rng.integers(8, 41, size=count):
+        parts = []
+        for r in ranks[at:at + length]:
+            parts.append(words[r])
+            roll = rng.random()
+            if kana and roll < 0.35:
+                parts.append(kana_words[int(rng.integers(0, 50))])
+            elif roll < 0.45:
+                parts.append(CJK_PUNCTUATION[int(rng.integers(0, len(CJK_PUNCTUATION)))])
+            elif roll < 0.47:
+                parts.append(" Tokyo ")
+        at += length
+        texts.append("".join(parts))
+    listed = words[:int(entries * 0.7)] + kana_words[:500]
+    listed += [words[int(a)] + words[int(b)] for a, b in rng.integers(0, 3000, size=(entries - len(listed), 2))]
+    return texts, list(dict.fromkeys(listed))[:entries]
+
+
+def metaclip2_match(entries: list[str], texts: list[str]) -> tuple[list[list[int]], float]:
+    from tests.support import metaclip2
+
+    built = metaclip2.automaton(entries)
+    return best_of(lambda: [metaclip2.substr_match(built, text) for text in texts])
+
+
+def worldwide_match(entries: list[str], texts: list[str], batch: int = 100_000) -> tuple[list[list[int]], float]:
+    matcher = QueryMatcher(entries, worldwide=True)
+    parts, seconds = best_of(lambda: [matcher.match(texts[i:i + batch]) for i in range(0, len(texts), batch)])
+    return [ids for part in parts for ids in part.to_pylist()], seconds
+
+
 def real_mix(count: int, synthetic: list[str]) -> tuple[list[str], list[str], list[str]]:
     """(long texts, 92k real queries, the same plus made-up ones up to 500k)."""
     sentences = [s for _, page in real_pages() for s in page]
@@ -175,16 +225,22 @@ def main() -> None:
     long_texts, real_small, real_large = real_mix(args.texts // 5, queries)
     mixes = {"short_500k": (texts, queries), "short_92k": (make_texts(args.texts, small_words, rng), small_queries),
              "long_92k": (long_texts, real_small), "long_500k": (long_texts, real_large)}
+    worldwide = {"zh_200k_worldwide": cjk_mix(args.texts // 2, 200_000, False, np.random.default_rng(3)),
+                 "ja_200k_worldwide": cjk_mix(args.texts // 2, 200_000, True, np.random.default_rng(4)),
+                 "short_500k_worldwide": (texts, queries)}
+    mixes |= {name: (mix[0], mix[1]) for name, mix in worldwide.items()}
     results, identical = {}, True
     for name, (mix_texts, mix_queries) in mixes.items():
-        baseline, base_seconds = metaclip_match(mix_queries, mix_texts)
-        ours, our_seconds = wit_match(mix_queries, mix_texts)
+        world = name.endswith("_worldwide")
+        baseline, base_seconds = (metaclip2_match if world else metaclip_match)(mix_queries, mix_texts)
+        ours, our_seconds = (worldwide_match if world else wit_match)(mix_queries, mix_texts)
         identical &= baseline == ours
         matches = sum(map(len, ours))
         results[name] = {"baseline": len(mix_texts) / base_seconds, "wit": len(mix_texts) / our_seconds}
         results[name]["ratio"] = results[name]["wit"] / results[name]["baseline"]
         print(f"{name}: {len(mix_texts):,} texts x {len(mix_queries):,} queries, {matches:,} matches "
-              f"({matches / len(mix_texts):.1f} per text), identical: {baseline == ours}; MetaCLIP "
+              f"({matches / len(mix_texts):.1f} per text), identical: {baseline == ours}; "
+              f"MetaCLIP{' 2' if world else ''} "
               f"{results[name]['baseline']:,.0f}, wit {results[name]['wit']:,.0f} texts/s/core: "
               f"{results[name]['ratio']:.2f}x")
     base_rate, our_rate, ratio = (results["short_500k"][k] for k in ("baseline", "wit", "ratio"))

@@ -98,7 +98,8 @@ class QueryMatcher:
             for word in words:
                 self.vocabulary.setdefault(word, len(self.vocabulary) - 1)
         self._encoded = {word.encode("utf-8", "surrogatepass"): i for word, i in self.vocabulary.items()}
-        self._by_length: dict[int, _Words | _Windows] = {}
+        self._words: _Words | None = None
+        self._by_length: dict[int, _Windows] = {}
         for length, group in itertools.groupby(sorted(by_words, key=lambda k: len(k[0])), key=lambda k: len(k[0])):
             keys = list(group)
             ids = np.array([[self.vocabulary[w] for w in k[0]] for k in keys], dtype=np.int64)
@@ -106,10 +107,11 @@ class QueryMatcher:
             sides = _Sides(np.array([k[2] for k in keys]), np.array([k[3] for k in keys]))
             groups = _Groups([by_words[k] for k in keys])
             if length == 1:
-                self._by_length[length] = _Words(ids, groups, len(self.vocabulary), sides)
+                self._words = _Words(ids, groups, len(self.vocabulary), sides)
             else:
                 self._by_length[length] = _Windows(ids, inner if worldwide else None, groups, len(self.vocabulary),
                                                    sides)
+        _choose_prime(list(self._by_length.values()))
         self._automaton = _automaton(by_pattern) if by_pattern else None
 
     def match(self, texts: Sequence[str]) -> pa.ListArray:
@@ -125,12 +127,16 @@ class QueryMatcher:
         # UTF-8 bytes (spacing bytes is several times faster than a str with non-ASCII text).
         separator = SEPARATOR.encode()
         haystack = spaced_bytes(joined.encode("utf-8", "surrogatepass").replace(separator, b" " + separator + b" "))
-        tokens, real = (haystack, None) if self.bounds is None else self.bounds.split(haystack)
+        if self.bounds is None:
+            tokens, real = pc.split_pattern(pa.array([haystack], pa.large_binary()), " ").flatten(), None
+        else:
+            tokens, real = self.bounds.tokens(haystack)
         ids = self._token_ids(tokens)
         text_of_token = np.cumsum(ids == _BREAK)
         found_texts, found_ids = [], []
-        for windows in self._by_length.values():
-            starts, group = windows.find(ids, real)
+        hits = [(self._words, *self._words.find(ids, real))] if self._words is not None else []
+        hits += _find_windows(self._by_length, ids, real)
+        for windows, starts, group in hits:
             text, query = windows.groups.expand(text_of_token[starts], group)
             found_texts.append(text)
             found_ids.append(query)
@@ -141,10 +147,9 @@ class QueryMatcher:
         return _lists(np.concatenate(found_texts or [np.zeros(0, np.int64)]),
                       np.concatenate(found_ids or [np.zeros(0, np.int64)]), len(texts), self.query_count)
 
-    def _token_ids(self, haystack: bytes) -> np.ndarray:
-        """The query-word id of every token of haystack.split(b" "): Arrow splits and
-        dictionary-encodes, so the vocabulary is consulted once per distinct token."""
-        tokens = pc.split_pattern(pa.array([haystack], pa.large_binary()), " ").flatten()
+    def _token_ids(self, tokens: pa.Array) -> np.ndarray:
+        """The query-word id of every token: Arrow dictionary-encodes them, so the
+        vocabulary is consulted once per distinct token."""
         encoded = tokens.dictionary_encode()
         distinct = encoded.dictionary.to_pylist()
         table = np.fromiter(map(self._encoded.get, distinct, itertools.repeat(_OTHER)), np.int64,
@@ -194,52 +199,46 @@ class _Words:
 
 class _Windows:
     """The k-word queries for one k > 1: their word ids and the kinds of the boundaries
-    between them (`_keys`), hashed so that windows of k tokens can be looked up (a hash
-    table of the queries' hashes, with a multiplier that keeps them distinct); a hit is
-    verified word by word."""
+    between them (`_keys`), hashed (a Horner hash with one multiplier for every k, chosen so
+    that no two queries of a length share a hash) into a table and a bitmap of the hashes'
+    top bits; a hit is verified word by word. `_find_windows` hashes the token windows of
+    every length incrementally."""
+
+    BITS = 22   # bitmap of 4M entries: one bit of the hash's top 22 per query hash
 
     def __init__(self, ids: np.ndarray, inner: np.ndarray | None, groups: _Groups, vocabulary_size: int,
                  sides: _Sides) -> None:
         self.length = ids.shape[1]
         self.groups, self.sides = groups, sides
         self.worldwide = inner is not None   # else every boundary is a space: the ids are the keys
-        words = _keys(ids, inner) if self.worldwide else ids
-        self.words = words
-        for prime in _PRIMES:
-            self.prime = np.uint64(prime)
-            hashes = self._hashes(words)
-            if len(np.unique(hashes)) == len(hashes):
-                break
-        else:
-            raise RuntimeError("query hashes collide under every multiplier")
-        self.index = pd.Index(hashes)
+        self.words = _keys(ids, inner) if self.worldwide else ids
         self.starts_query = np.zeros(vocabulary_size + 2, dtype=bool)  # ids -2 and -1 -> slots 0, 1
         self.starts_query[ids[:, 0] + 2] = True
 
-    def _hashes(self, rows: np.ndarray) -> np.ndarray:
-        hashes = np.zeros(len(rows), dtype=np.uint64)
+    def hashes(self, prime: np.uint64) -> np.ndarray:
+        out = np.zeros(len(self.words), dtype=np.uint64)
         with np.errstate(over="ignore"):
-            for column in rows.T:
-                hashes = hashes * self.prime + column.astype(np.uint64)
-        return hashes
+            for column in self.words.T:
+                out = out * prime + column.astype(np.uint64)
+        return out
 
-    def find(self, ids: np.ndarray, real: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Start positions of token windows equal to one of the queries (and with its
-        boundaries, `_Sides`), and its group."""
-        count = len(ids) - self.length + 1
-        if count <= 0:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        # Only windows that start with a query's first word and hold query words only.
-        keep = self.starts_query[ids[:count] + 2]
-        words = ids >= 0
-        for offset in range(1, self.length):
-            keep &= words[offset : offset + count]
-        starts = np.flatnonzero(keep)
+    def use(self, prime: np.uint64, hashes: np.ndarray) -> None:
+        self.prime = prime
+        self.index = pd.Index(hashes)
+        self.bitmap = np.zeros(1 << self.BITS, dtype=bool)
+        self.bitmap[hashes >> np.uint64(64 - self.BITS)] = True
+
+    def lookup(self, hashes: np.ndarray, starts: np.ndarray, ids: np.ndarray,
+               real: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """The windows at `starts` (with those hashes) equal to a query and with its
+        boundaries (`_Sides`), and the query's group."""
+        maybe = self.bitmap[hashes >> np.uint64(64 - self.BITS)]
+        starts, hashes = starts[maybe], hashes[maybe]
+        position = self.index.get_indexer(hashes)
+        found = position >= 0
+        starts, position = starts[found], position[found]
         span = starts[:, None] + np.arange(self.length)
         windows = _keys(ids[span], real[span[:, 1:]]) if self.worldwide else ids[span]
-        position = self.index.get_indexer(self._hashes(windows))
-        found = position >= 0
-        starts, windows, position = starts[found], windows[found], position[found]
         exact = (windows == self.words[position]).all(axis=1)  # never trust a hash alone
         starts, position = starts[exact], position[exact]
         if real is None:
@@ -248,30 +247,110 @@ class _Windows:
         return starts[keep], position[keep]
 
 
+def _choose_prime(windows: list[_Windows]) -> None:
+    """One multiplier for every length, under which no two queries of a length collide."""
+    for prime in _PRIMES:
+        prime = np.uint64(prime)
+        hashes = [w.hashes(prime) for w in windows]
+        if all(len(np.unique(h)) == len(h) for h in hashes):
+            for w, h in zip(windows, hashes):
+                w.use(prime, h)
+            return
+    raise RuntimeError("query hashes collide under every multiplier")
+
+
+def _find_windows(by_length: dict[int, _Windows], ids: np.ndarray,
+                  real: np.ndarray | None) -> list[tuple[_Windows, np.ndarray, np.ndarray]]:
+    """Every length's hits. The hash of each window of k tokens is the hash of its first
+    k - 1 tokens times the multiplier plus the key of its k-th (`_keys`: the id, doubled
+    plus the boundary kind in worldwide matching), so each length costs a few passes over
+    the tokens; only windows that start with a query's first word and hold query words
+    only are looked up, the bitmap first."""
+    if not by_length:
+        return []
+    longest = max(by_length)
+    prime = next(iter(by_length.values())).prime
+    keys = ids if real is None else 2 * ids + real[: len(ids)].astype(np.int64)   # a token after the first
+    keys = keys.astype(np.uint64)
+    hashes = ids.astype(np.uint64)
+    words = ids >= 0
+    inside = words.copy()
+    found = []
+    with np.errstate(over="ignore"):
+        for length in range(2, longest + 1):
+            count = len(ids) - length + 1
+            if count <= 0:
+                break
+            hashes = hashes[:count] * prime + keys[length - 1:length - 1 + count]
+            inside = inside[:count] & words[length - 1:length - 1 + count]
+            windows = by_length.get(length)
+            if windows is None:
+                continue
+            starts = np.flatnonzero(inside & windows.starts_query[ids[:count] + 2])
+            found.append((windows, *windows.lookup(hashes[starts], starts, ids, real)))
+    return found
+
+
 class _Boundaries:
     """The virtual boundaries of worldwide matching (module docstring): around each
     CJK-like or punctuation character (MetaCLIP 2's classes; `kana`: kana too), where no
-    space is."""
+    space is. Characters are classified by table: bytes for ASCII, a table of the Basic
+    Multilingual Plane, the blocks above it by range."""
 
     def __init__(self, kana: bool) -> None:
         blocks = CJK_LIKE_BLOCKS + (KANA_BLOCKS if kana else ())
-        self.low = np.array([low for low, _ in blocks], dtype=np.int64)
-        self.high = np.array([high for _, high in blocks], dtype=np.int64)
-        self.ascii = np.zeros(128, dtype=bool)
-        self.ascii[[ord(c) for c in ASCII_PUNCTUATION]] = True
-        self.wide = np.array(sorted(ord(c) for c in WIDE_PUNCTUATION), dtype=np.int64)
+        self.bmp = np.zeros(0x10000, dtype=bool)
+        for low, high in blocks:
+            if low < 0x10000:
+                self.bmp[low:min(high, 0xFFFF) + 1] = True
+        self.bmp[[ord(c) for c in ASCII_PUNCTUATION | WIDE_PUNCTUATION]] = True
+        self.ascii = self.bmp[:256].copy()
+        self.ascii[128:] = False
+        self.astral = [(low, high) for low, high in blocks if high >= 0x10000]
+
+    def tokens(self, data: bytes) -> tuple[pa.Array, np.ndarray]:
+        """The tokens of `data` (UTF-8) cut at its spaces and at its virtual boundaries (the
+        tokens of `split(data)[0].split(b" ")`, built as one Arrow array over `data` without
+        its spaces), and per token whether a real space comes before it (`split`)."""
+        raw = np.frombuffer(data, dtype=np.uint8)
+        at, _ = self._virtual(raw)
+        mark = (raw == 0x20).astype(np.int8)                   # 1: a space, 2: a virtual boundary
+        mark[at] = 2
+        where = np.flatnonzero(mark)
+        real = np.ones(len(where) + 2, dtype=bool)
+        real[1:-1] = mark[where] == 1
+        # a boundary's offset in `data` without its spaces: minus the spaces before it
+        offsets = np.empty(len(where) + 2, dtype=np.int64)
+        offsets[1:-1] = where - (np.cumsum(real[1:-1]) - real[1:-1])
+        compact = raw[mark != 1]
+        offsets[0], offsets[-1] = 0, len(compact)
+        count = len(where)
+        tokens = pa.Array.from_buffers(pa.large_binary(), count + 1,
+                                       [None, pa.py_buffer(offsets), pa.py_buffer(compact.tobytes())])
+        return tokens, real
+
+    def _virtual(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The byte offsets of the virtual boundaries, and where each character starts (None
+        for ASCII: a character per byte)."""
+        if len(raw) and raw.max() < 0x80:
+            starts, bare, space = None, self.ascii[raw], raw == 0x20
+        else:
+            starts = np.flatnonzero((raw & 0xC0) != 0x80)      # where each character starts
+            lead = raw[starts]
+            bare = self.ascii[lead]
+            # two-byte characters (below U+0800) are never bare: only three- and four-byte ones are looked up
+            wide = np.flatnonzero(lead >= 0xE0)
+            bare[wide] = self._bare(self._code_points(raw, starts[wide]))
+            space = lead == 0x20
+        need = (bare[1:] | bare[:-1]) & ~space[1:] & ~space[:-1]
+        return ((np.flatnonzero(need) + 1) if starts is None else starts[1:][need]), starts
 
     def split(self, data: bytes) -> tuple[bytes, np.ndarray]:
         """`data` (UTF-8) with a space at each virtual boundary, and per token of its
         split(b" ") whether a real space (not a virtual boundary) comes before it; one
         more entry, True, stands for the space after the last token."""
         raw = np.frombuffer(data, dtype=np.uint8)
-        starts = np.flatnonzero((raw & 0xC0) != 0x80)          # where each character starts
-        points = self._code_points(raw, starts)
-        bare = self._bare(points)
-        space = points == 0x20
-        need = (bare[1:] | bare[:-1]) & ~space[1:] & ~space[:-1]
-        at = starts[1:][need]                                  # byte offsets of the virtual boundaries
+        at, _ = self._virtual(raw)
         spaced = np.insert(raw, at, 0x20)
         virtual = np.zeros(len(spaced) + 1, dtype=bool)
         virtual[at + np.arange(len(at))] = True
@@ -289,19 +368,17 @@ class _Boundaries:
 
     def _bare(self, points: np.ndarray) -> np.ndarray:
         """Punctuation or CJK-like: no padding on that side, a token of its own."""
-        inside = np.zeros(len(points), dtype=bool)
-        for low, high in zip(self.low, self.high):
+        inside = self.bmp[np.minimum(points, 0xFFFF)] & (points < 0x10000)
+        for low, high in self.astral:
             inside |= (points >= low) & (points <= high)
-        ascii_punct = (points < 128) & self.ascii[np.minimum(points, 127)]
-        wide = np.isin(points, self.wide)
-        return inside | ascii_punct | wide
+        return inside
 
     @staticmethod
     def _code_points(raw: np.ndarray, starts: np.ndarray) -> np.ndarray:
         """The code point of the character starting at each of `starts` (valid UTF-8, or
         lone surrogates written with surrogatepass)."""
-        padded = np.concatenate([raw, np.zeros(3, np.uint8)]).astype(np.int64)
-        b0, b1, b2, b3 = (padded[starts + i] for i in range(4))
+        padded = np.concatenate([raw, np.zeros(3, np.uint8)])
+        b0, b1, b2, b3 = (padded[starts + i].astype(np.int64) for i in range(4))
         return np.select(
             [b0 < 0x80, b0 < 0xE0, b0 < 0xF0],
             [b0, ((b0 & 0x1F) << 6) | (b1 & 0x3F), ((b0 & 0x0F) << 12) | ((b1 & 0x3F) << 6) | (b2 & 0x3F)],
