@@ -31,6 +31,7 @@ added), so does this.
 from __future__ import annotations
 
 import itertools
+import re
 from typing import Sequence
 
 import ahocorasick
@@ -198,11 +199,9 @@ class _Words:
 
 
 class _Windows:
-    """The k-word queries for one k > 1: their word ids and the kinds of the boundaries
-    between them (`_keys`), hashed (a Horner hash with one multiplier for every k, chosen so
-    that no two queries of a length share a hash) into a table and a bitmap of the hashes'
-    top bits; a hit is verified word by word. `_find_windows` hashes the token windows of
-    every length incrementally."""
+    """The k-word queries for one k > 1: their word ids and inner boundary kinds (`_keys`),
+    Horner-hashed (`_choose_prime`) into a table and a bitmap of the hashes' top bits; a hit
+    is verified word by word. `_find_windows` hashes the windows incrementally."""
 
     BITS = 22   # bitmap of 4M entries: one bit of the hash's top 22 per query hash
 
@@ -215,7 +214,7 @@ class _Windows:
         self.starts_query = np.zeros(vocabulary_size + 2, dtype=bool)  # ids -2 and -1 -> slots 0, 1
         self.starts_query[ids[:, 0] + 2] = True
 
-    def hashes(self, prime: np.uint64) -> np.ndarray:
+    def hashes(self, prime: np.uint64) -> np.ndarray:   # as `_find_windows` computes them
         out = np.zeros(len(self.words), dtype=np.uint64)
         with np.errstate(over="ignore"):
             for column in self.words.T:
@@ -230,8 +229,7 @@ class _Windows:
 
     def lookup(self, hashes: np.ndarray, starts: np.ndarray, ids: np.ndarray,
                real: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """The windows at `starts` (with those hashes) equal to a query and with its
-        boundaries (`_Sides`), and the query's group."""
+        """The windows at `starts` equal to a query, with its boundaries (`_Sides`); its group."""
         maybe = self.bitmap[hashes >> np.uint64(64 - self.BITS)]
         starts, hashes = starts[maybe], hashes[maybe]
         position = self.index.get_indexer(hashes)
@@ -309,9 +307,11 @@ class _Boundaries:
         self.astral = [(low, high) for low, high in blocks if high >= 0x10000]
 
     def tokens(self, data: bytes) -> tuple[pa.Array, np.ndarray]:
-        """The tokens of `data` (UTF-8) cut at its spaces and at its virtual boundaries (the
-        tokens of `split(data)[0].split(b" ")`, built as one Arrow array over `data` without
-        its spaces), and per token whether a real space comes before it (`split`)."""
+        """The tokens of `data` (UTF-8) cut at its spaces and at its virtual boundaries (as if
+        a space were put at each virtual boundary and the result split at spaces; built as
+        one Arrow array over `data` without its spaces), and per token whether a real space
+        (not a virtual boundary) comes before it, with one more entry, True, for the space
+        after the last token."""
         raw = np.frombuffer(data, dtype=np.uint8)
         at, _ = self._virtual(raw)
         mark = (raw == 0x20).astype(np.int8)                   # 1: a space, 2: a virtual boundary
@@ -345,24 +345,11 @@ class _Boundaries:
         need = (bare[1:] | bare[:-1]) & ~space[1:] & ~space[:-1]
         return ((np.flatnonzero(need) + 1) if starts is None else starts[1:][need]), starts
 
-    def split(self, data: bytes) -> tuple[bytes, np.ndarray]:
-        """`data` (UTF-8) with a space at each virtual boundary, and per token of its
-        split(b" ") whether a real space (not a virtual boundary) comes before it; one
-        more entry, True, stands for the space after the last token."""
-        raw = np.frombuffer(data, dtype=np.uint8)
-        at, _ = self._virtual(raw)
-        spaced = np.insert(raw, at, 0x20)
-        virtual = np.zeros(len(spaced) + 1, dtype=bool)
-        virtual[at + np.arange(len(at))] = True
-        separators = np.flatnonzero(spaced == 0x20)
-        real = np.concatenate([[True], ~virtual[separators], [True]])
-        return spaced.tobytes(), real
-
     def entry(self, key: str) -> tuple[tuple[str, ...], tuple[bool, ...], bool, bool]:
         """An entry's tokens, the kinds of its inner boundaries, and whether it is padded on
         the left and on the right (needs a real space there)."""
-        data, real = self.split(key.encode("utf-8", "surrogatepass"))
-        words = tuple(w.decode("utf-8", "surrogatepass") for w in data.split(b" "))
+        tokens, real = self.tokens(key.encode("utf-8", "surrogatepass"))
+        words = tuple(w.decode("utf-8", "surrogatepass") for w in tokens.to_pylist())
         bare = self._bare(np.array([ord(key[0]), ord(key[-1])], dtype=np.int64))
         return words, tuple(bool(r) for r in real[1:len(words)]), not bare[0], not bare[1]
 
@@ -410,7 +397,4 @@ def _automaton(by_pattern: dict[str, list[int]]) -> tuple[ahocorasick.Automaton,
 
 
 def _positions(text: str, char: str):
-    at = text.find(char)
-    while at >= 0:
-        yield at
-        at = text.find(char, at + 1)
+    return (found.start() for found in re.finditer(re.escape(char), text))

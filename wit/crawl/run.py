@@ -33,7 +33,7 @@ from wit.formats.balance import balanced, space_probabilities, space_thresholds
 from wit.crawl.config import NOT_DECIDING, CrawlConfig
 from wit.crawl.image_groups import bucket_count, group_rows, read_bucket, write_bucket, write_buckets, write_selected
 from wit.crawl.match import QueryMatcher
-from wit.crawl.worldwide import WorldwideMatcher
+from wit.crawl.worldwide import WorldwideMatcher, count_languages, language_summary
 from wit.crawl.sources import Partition, SourceStats, TableColumns, plan_partitions, read_partition
 from wit.crawl.urls import REFUSAL_REASONS, refusal
 from wit.formats.uids import url_uid
@@ -114,7 +114,7 @@ def _crawl(config: CrawlConfig, work: WorkDir, partitions: list[Partition],
         "queries_matched": int((matched > 0).sum()),
     }
     if space.worldwide:
-        summary["languages"] = _language_summary(space, languages or {}, matched, thresholds, selected)
+        summary["languages"] = language_summary(space, languages or {}, matched, thresholds, selected)
     if not config.match_only:
         # img2dataset takes seconds to import (torch, albumentations): only when downloading.
         from wit.crawl.img2dataset_download import download, download_summary
@@ -150,20 +150,6 @@ def _init_worker(queries: list[str] | tuple[dict[str, str], EntrySpace], lowerca
                 else QueryMatcher(queries, lowercase))
 
 
-def _language_summary(space: EntrySpace, found: dict, matched: np.ndarray, thresholds: dict[str, float],
-                      selected: Counter[str]) -> dict:
-    """crawl.json's `languages`: per language its list size, t, texts, matched candidates,
-    matched count over its entries and selected; `other` counts the texts in no listed language."""
-    summary = {}
-    for lang, where in space.slices().items():
-        counts = found.get(lang, {})
-        summary[lang] = {"queries": where.stop - where.start, "t": thresholds[lang], "texts": counts.get("texts", 0),
-                         "matched": counts.get("matched", 0), "entry_matches": int(matched[where].sum()),
-                         "queries_matched": int((matched[where] > 0).sum()), "selected": selected.get(lang, 0)}
-    summary[OTHER] = {"texts": found.get(OTHER, {}).get("texts", 0)}
-    return summary
-
-
 def _match_partition(partition: Partition, config: CrawlConfig, columns: TableColumns, root: str) -> dict:
     """Read, police, match one partition; write its candidates and its per-query counts;
     return its counts (the caller marks it done)."""
@@ -192,7 +178,7 @@ def _match_partition(partition: Partition, config: CrawlConfig, columns: TableCo
                 query_ids = _matcher.match(texts)
             hits = pc.greater(pc.list_value_length(query_ids), 0)
             if space.worldwide:
-                _count_languages(languages, batch["lang"], hits)
+                count_languages(languages, batch["lang"], hits)
             batch = batch.filter(hits)
             query_ids = query_ids.filter(hits)
             matched += batch.num_rows
@@ -219,13 +205,6 @@ def _space_of(matcher: QueryMatcher | WorldwideMatcher) -> EntrySpace:
     if isinstance(matcher, WorldwideMatcher):
         return matcher.space
     return EntrySpace.single(matcher.query_count)
-
-
-def _count_languages(languages: dict[str, Counter[str]], langs: pa.Array | pa.ChunkedArray, hits: pa.Array) -> None:
-    """Texts and matched texts per language (`other` included)."""
-    for name, values in (("texts", langs), ("matched", langs.filter(hits))):
-        for entry in pc.value_counts(values).to_pylist():
-            languages.setdefault(entry["values"], Counter())[name] += entry["counts"]
 
 
 def _candidates_file(partition: Partition, unit: str = "pair") -> tuple[str, ...]:

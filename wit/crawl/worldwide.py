@@ -11,10 +11,12 @@ text in that language, from that language's file alone.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from wit.crawl.language import LanguageIdentifier
 from wit.crawl.match import QueryMatcher
@@ -64,3 +66,24 @@ class WorldwideMatcher:
         inverse = np.empty(len(order), dtype=np.int64)
         inverse[order] = np.arange(len(order))
         return pa.concat_arrays(parts).take(pa.array(inverse))
+
+
+def language_summary(space: EntrySpace, found: dict, matched: np.ndarray, thresholds: dict[str, float],
+                      selected: Counter[str]) -> dict:
+    """crawl.json's `languages`: per language its list size, t, texts, matched candidates,
+    matched count over its entries and selected; `other` counts the texts in no listed language."""
+    summary = {}
+    for lang, where in space.slices().items():
+        counts = found.get(lang, {})
+        summary[lang] = {"queries": where.stop - where.start, "t": thresholds[lang], "texts": counts.get("texts", 0),
+                         "matched": counts.get("matched", 0), "entry_matches": int(matched[where].sum()),
+                         "queries_matched": int((matched[where] > 0).sum()), "selected": selected.get(lang, 0)}
+    summary[OTHER] = {"texts": found.get(OTHER, {}).get("texts", 0)}
+    return summary
+
+
+def count_languages(languages: dict[str, Counter[str]], langs: pa.Array | pa.ChunkedArray, hits: pa.Array) -> None:
+    """Texts and matched texts per language (`other` included)."""
+    for name, values in (("texts", langs), ("matched", langs.filter(hits))):
+        for entry in pc.value_counts(values).to_pylist():
+            languages.setdefault(entry["values"], Counter())[name] += entry["counts"]

@@ -1,6 +1,5 @@
 import random
 
-import ahocorasick
 import pytest
 
 from wit.crawl.match import QueryMatcher
