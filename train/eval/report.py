@@ -1,5 +1,6 @@
-"""What a suite run reports: results.json (every set's metrics, where its class names and
-templates came from, the sets missing or skipped), one table and one bar per set."""
+"""What a suite run reports: results.json (every set's metrics, per language where it has
+languages, where its class names and templates came from, the sets missing or skipped), one
+table and one bar per set and per language of a set."""
 
 from __future__ import annotations
 
@@ -17,9 +18,15 @@ def results(task: SuiteTask, metrics: dict[str, float]) -> dict:
     for dataset in task.datasets:
         prefix = f"{PREFIX}{dataset.entry.name}/"
         own = {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix)}
+        languages = {}
+        for lang in dataset.languages:
+            mine = {k[len(lang) + 1:]: own.pop(k) for k in list(own) if k.startswith(f"{lang}/")}
+            languages[lang] = {"value": mine.pop("value"), "chance": mine.pop("chance"), "metrics": mine}
+        for key in [k for k in own if "/" in k]:    # a language of the set not asked for
+            own.pop(key)
         datasets.append({"name": dataset.entry.name, "task": TASK_NAMES[dataset.kind], "path": dataset.entry.path,
                          "metric": dataset.metric, "value": own.pop("value"), "chance": own.pop("chance"),
-                         **dataset.sources, "metrics": own})
+                         **dataset.sources, "metrics": own, **({"languages": languages} if languages else {})})
     return {"suite": task.suite.path, "datasets": datasets, "classification_mean": metrics.get(MEAN),
             "missing": [{"name": e.name, "path": e.path} for e in task.missing],
             "skipped": [{"name": e.name, "reason": e.skip} for e in task.suite.entries if e.skip]}
@@ -29,7 +36,12 @@ def table(report: dict) -> str:
     """One row per set (dataset, metric, value, chance), then the classification mean and
     the sets not run."""
     rows = [("dataset", "metric", "value", "chance")]
-    rows += [(d["name"], d["metric"], f"{d['value']:.2%}", f"{d['chance']:.2%}") for d in report["datasets"]]
+    for d in report["datasets"]:
+        languages = d.get("languages", {})
+        mean = f" (mean of {len(languages)} languages)" if languages else ""
+        rows.append((d["name"], d["metric"] + mean, f"{d['value']:.2%}", f"{d['chance']:.2%}"))
+        rows += [(f"  {d['name']}/{lang}", d["metric"], f"{v['value']:.2%}", f"{v['chance']:.2%}")
+                 for lang, v in languages.items()]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = ["  ".join(f"{cell:<{w}}" if i < 2 else f"{cell:>{w}}" for i, (cell, w) in enumerate(zip(row, widths)))
              for row in rows]
@@ -47,7 +59,8 @@ def plot(report: dict, path: str | Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    datasets = report["datasets"]
+    datasets = [bar for d in report["datasets"] for bar in
+                [d, *({"name": f"{d['name']}/{lang}", **v} for lang, v in d.get("languages", {}).items())]]
     figure = Figure(figsize=(max(4, 0.5 * len(datasets) + 2), 4), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.add_axes((0.1, 0.3, 0.85, 0.6))

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import os
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 from wit.formats.errors import WitError
+from wit.formats.languages import LANGUAGE_CODE
 from wit.formats.tars import IMAGE_EXTENSIONS, StreamedSample, stream_samples
+from wit.formats.xm3600 import Xm3600, is_xm3600, read_xm3600
 
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -49,7 +51,17 @@ def read_imagefolder(root: str | Path) -> ImageFolder:
 
 CLASSIFICATION, RETRIEVAL = "classification", "retrieval"
 CLASSNAMES, TEMPLATES, DATASET_TYPE = "classnames.txt", "zeroshot_classification_templates.txt", "dataset_type.txt"
-WDS_PARTS = (*IMAGE_EXTENSIONS, "cls", "txt")
+WDS_PARTS = (*IMAGE_EXTENSIONS, "cls", "txt")   # and LANG.txt: a retrieval sample's captions in LANG
+
+
+def caption_language(extension: str) -> str | None:
+    """LANG for a member `KEY.LANG.txt` (captions in LANG), else None."""
+    lang, dot, rest = extension.partition(".")
+    return lang if dot and rest == "txt" and LANGUAGE_CODE.fullmatch(lang) else None
+
+
+def _wds_part(extension: str) -> bool:
+    return extension in WDS_PARTS or caption_language(extension) is not None
 
 
 @dataclass(frozen=True)
@@ -58,39 +70,40 @@ class EvalSample:
     image: bytes
     label: int | None             # classification
     captions: list[str] | None    # retrieval
+    languages: list[str | None] | None = None   # retrieval: each caption's language, None where not given
 
 
 @dataclass(frozen=True)
 class EvalSet:
-    """An evaluation set on local disk: an ImageFolder (classification) or the WebDataset
+    """An evaluation set on local disk: an ImageFolder (classification), the WebDataset
     layout of CLIP_benchmark and DataComp (`SPLIT/*.tar` whose samples hold `cls` or `txt`,
-    with optional `classnames.txt`, `zeroshot_classification_templates.txt` and
-    `dataset_type.txt`). `classnames` and `templates` are the set's own files, if any."""
+    and for retrieval in several languages `LANG.txt`, with optional `classnames.txt`,
+    `zeroshot_classification_templates.txt` and `dataset_type.txt`), or XM3600's layout
+    (retrieval, captions per language; wit.formats.xm3600). `classnames` and `templates`
+    are the set's own files, if any; `language_classnames` and `language_templates` its
+    `classnames_LANG.txt` and `zeroshot_classification_templates_LANG.txt`."""
     path: str
-    layout: str                   # "imagefolder" | "wds"
+    layout: str                   # "imagefolder" | "wds" | "xm3600"
     kind: str                     # CLASSIFICATION | RETRIEVAL
     classnames: list[str] | None
     templates: list[str] | None
     tars: tuple[str, ...] = ()
     folder: ImageFolder | None = None
+    language_classnames: dict[str, list[str]] = field(default_factory=dict)
+    language_templates: dict[str, list[str]] = field(default_factory=dict)
+    xm3600: Xm3600 | None = None
 
     def samples(self, select: Callable[[int], bool] | None = None) -> Iterator[EvalSample]:
         """Every sample (or those whose index `select` accepts: an ImageFolder reads no other
         file), in order; an unreadable member or tar is a one-line error."""
-        if self.folder is not None:
-            for index, (file, label) in enumerate(zip(self.folder.files, self.folder.labels)):
-                if select is not None and not select(index):
-                    continue
-                try:
-                    yield EvalSample(index, file.read_bytes(), label, None)
-                except OSError as e:
-                    raise WitError(f"{file}: cannot read the image ({e.strerror or e})") from None
+        if self.folder is not None or self.xm3600 is not None:
+            yield from self._files(select)
             return
         index = 0
         for tar in self.tars:
             try:
                 with open(tar, "rb") as stream:
-                    for sample in stream_samples(stream, WDS_PARTS):
+                    for sample in stream_samples(stream, _wds_part):
                         found = self._sample(tar, index, sample)
                         if found is not None:
                             index += 1
@@ -99,15 +112,39 @@ class EvalSet:
             except (tarfile.TarError, EOFError, OSError) as e:
                 raise WitError(f"{tar}: unreadable evaluation shard ({e})") from None
 
+    def _files(self, select: Callable[[int], bool] | None) -> Iterator[EvalSample]:
+        if self.folder is not None:
+            items = [(file, label, None) for file, label in zip(self.folder.files, self.folder.labels)]
+        else:
+            items = [(file, None, pairs) for file, pairs in zip(self.xm3600.images, self.xm3600.captions)]
+        for index, (file, label, pairs) in enumerate(items):
+            if select is not None and not select(index):
+                continue
+            try:
+                image = file.read_bytes()
+            except OSError as e:
+                raise WitError(f"{file}: cannot read the image ({e.strerror or e})") from None
+            if pairs is None:
+                yield EvalSample(index, image, label, None)
+            else:
+                yield EvalSample(index, image, None, [text for _, text in pairs], [lang for lang, _ in pairs])
+
     def _sample(self, tar: str, index: int, sample: StreamedSample) -> EvalSample | None:
         image = sample.image
         if image is None:
             return None
         if self.kind == RETRIEVAL:
-            if "txt" not in sample.parts:
+            captions, languages = [], []
+            for extension in sorted(sample.parts, key=lambda e: (e != "txt", e)):
+                lang = caption_language(extension)
+                if extension == "txt" or lang is not None:
+                    found = [c.strip() for c in sample.parts[extension].decode("utf-8", "replace").splitlines()
+                             if c.strip()]
+                    captions += found
+                    languages += [lang] * len(found)
+            if not any(e == "txt" or caption_language(e) for e in sample.parts):
                 raise WitError(f"{tar}: sample {sample.key!r} has no txt (a retrieval set needs its captions)")
-            captions = [c.strip() for c in sample.parts["txt"].decode("utf-8", "replace").splitlines() if c.strip()]
-            return EvalSample(index, image, None, captions)
+            return EvalSample(index, image, None, captions, languages)
         raw = sample.parts.get("cls", b"").decode("ascii", "replace").strip()
         if not raw.isdigit():
             raise WitError(f"{tar}: sample {sample.key!r} has no integer cls (got {raw[:20]!r})")
@@ -122,18 +159,41 @@ def open_evalset(path: str | Path, split: str = "test") -> EvalSet:
         raise WitError(f"{root}: no such evaluation set directory")
     classnames = _lines(root / CLASSNAMES, "class names")
     templates = _lines(root / TEMPLATES, "templates")
+    own = {"language_classnames": _per_language(root, CLASSNAMES, "class names"),
+           "language_templates": _per_language(root, TEMPLATES, "templates")}
+    if is_xm3600(root):
+        return EvalSet(str(root), "xm3600", RETRIEVAL, None, None, xm3600=read_xm3600(root))
     split_dir = root / split
     tars = sorted(split_dir.glob("*.tar"), key=_shard_order) if split_dir.is_dir() else []
     if tars:
         kinds = _lines(root / DATASET_TYPE, "dataset type") or [CLASSIFICATION]
         kind = RETRIEVAL if kinds[0].strip().lower() == RETRIEVAL else CLASSIFICATION
-        return EvalSet(str(root), "wds", kind, classnames, templates, tuple(map(str, tars)))
+        return EvalSet(str(root), "wds", kind, classnames, templates, tuple(map(str, tars)), **own)
     if split_dir.is_dir():
         raise WitError(f"{split_dir}: no .tar shards (expected the WebDataset evaluation layout)")
     folder = read_imagefolder(root)
-    if classnames is not None and len(classnames) != len(folder.classes):
-        raise WitError(f"{root / CLASSNAMES}: {len(classnames)} class names for {len(folder.classes)} class folders")
-    return EvalSet(str(root), "imagefolder", CLASSIFICATION, classnames, templates, folder=folder)
+    for name, found in [(CLASSNAMES, classnames), *((_language_file(CLASSNAMES, lang), names)
+                                                    for lang, names in own["language_classnames"].items())]:
+        if found is not None and len(found) != len(folder.classes):
+            raise WitError(f"{root / name}: {len(found)} class names for {len(folder.classes)} class folders")
+    return EvalSet(str(root), "imagefolder", CLASSIFICATION, classnames, templates, folder=folder, **own)
+
+
+def _language_file(name: str, lang: str) -> str:
+    """classnames.txt -> classnames_LANG.txt"""
+    stem, _, suffix = name.rpartition(".")
+    return f"{stem}_{lang}.{suffix}"
+
+
+def _per_language(root: Path, name: str, what: str) -> dict[str, list[str]]:
+    """{LANG: lines} of the set's `name` files per language (classnames_LANG.txt)."""
+    stem, _, suffix = name.rpartition(".")
+    found = {}
+    for path in sorted(root.glob(f"{stem}_*.{suffix}")):
+        lang = path.name[len(stem) + 1:-len(suffix) - 1]
+        if LANGUAGE_CODE.fullmatch(lang):
+            found[lang] = _lines(path, f"{what} in {lang}")
+    return found
 
 
 def _shard_order(path: Path) -> tuple:

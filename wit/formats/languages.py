@@ -8,8 +8,12 @@ a text whose language has no list in the worldwide query list goes to OTHER.
 
 from __future__ import annotations
 
+import re
+
 OTHER = "other"
 ENGLISH = "en"
+# A language code as Wikipedia, XM3600 and the evaluation sets write it: en, fil, zh_yue, be-tarask.
+LANGUAGE_CODE = re.compile(r"[a-z]{2,3}(?:[_-][a-z0-9]+)*")
 
 # MetaCLIP 2's languages written without spaces: word-segmented for counting, their bigrams
 # joined without a space.

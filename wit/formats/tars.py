@@ -23,7 +23,7 @@ import posixpath
 import tarfile
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import IO, BinaryIO, Generic, Iterable, Iterator, TypeVar
+from typing import IO, BinaryIO, Callable, Generic, Iterable, Iterator, TypeVar
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "webp", "png")  # in order of preference
 T = TypeVar("T")
@@ -334,13 +334,14 @@ class StreamedSample:
         return self.parts[extension] if extension else None
 
 
-def stream_samples(stream: IO[bytes], wanted: Iterable[str], skip: int = 0,
+def stream_samples(stream: IO[bytes], wanted: Iterable[str] | Callable[[str], bool], skip: int = 0,
                    refused: Counter[str] | None = None) -> Iterator[StreamedSample]:
     """The samples of a tar stream in order, from sample number `skip` on, with the bytes
-    of the `wanted` extensions (the data of skipped samples is not read). Refused and
+    of the `wanted` extensions, or of those `wanted(extension)` accepts (the data of skipped
+    samples is not read). Refused and
     dropped members are counted in `refused`; a damaged stream raises tarfile.TarError,
     EOFError or OSError after the samples before the damage."""
-    wanted = set(wanted)
+    accept = wanted if callable(wanted) else set(wanted).__contains__
     grouper: SampleGrouper[bytes] = SampleGrouper()
     emitted = 0
 
@@ -356,7 +357,7 @@ def stream_samples(stream: IO[bytes], wanted: Iterable[str], skip: int = 0,
             for info in tar:
                 extension = grouper.member(info.type, info.name)
                 yield from finished()
-                if extension is None or grouper.started <= skip or extension not in wanted:
+                if extension is None or grouper.started <= skip or not accept(extension):
                     continue
                 grouper.add(extension, tar.extractfile(info).read())
         grouper.finish()
