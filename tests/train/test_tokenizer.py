@@ -14,10 +14,11 @@ import torch
 import yaml
 
 from tests.cli import assert_one_line_error, run_module
-from tests.support.shards import write_shards
+from tests.support.shards import shards_dir, write_shards
 from train.model import clip as models
 from train.model.text_tokens import FileTokenizer
 from train.tokenizer import TokenizerConfig, shard_texts, train_tokenizer
+from wit.formats.embeddings import read_embeddings
 from wit.formats.errors import WitError
 
 CAPTIONS = ["a red circle on the left", "赤い丸が左にあります", "左边有一个红色的圆", "un cercle rouge à gauche",
@@ -90,3 +91,36 @@ def test_training_records_the_tokenizer_and_every_loader_uses_it(tmp_path, shard
     (moved / "tokenizer.json").write_text((moved / "tokenizer.json").read_text().replace('"<unk>"', '"<UNK>"'))
     with pytest.raises(WitError, match="its tokenizer .* is at none of"):
         models.load(moved / "checkpoints" / "latest.pt")
+
+
+def test_an_openclip_file_with_its_tokenizer_embeds_as_the_trainer_checkpoint(tmp_path, tiny_model):
+    """`wit embed --model RUN/<name>.json --tokenizer RUN/tokenizer.json` on the run's weights
+    gives the trainer checkpoint's embeddings; without --tokenizer the weights do not fit."""
+    shards = shards_dir(tmp_path / "shards", [8, 8], text=lambda n: CAPTIONS[n % len(CAPTIONS)])
+    tokenizer = tmp_path / "tok.json"
+    train_tokenizer(TokenizerConfig(shards=str(shards), out=str(tokenizer), vocab_size=100))
+    run_dir = tmp_path / "run"
+    config = {"shards": str(shards), "run_dir": str(run_dir), "batch_size": 8, "steps": 2, "lr": 1e-3, "warmup": 1,
+              "workers": 0, "save_every": 2, "log_every": 1, "tensorboard": False, "progress": False,
+              "model": {**tiny_model, "tokenizer": str(tokenizer)}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    assert run_module("train", "--config", tmp_path / "c.yaml").returncode == 0
+    checkpoint = run_dir / "checkpoints" / "latest.pt"
+    common = ["--shards", shards, "--workers", 0, "--batch-size", 8]
+    done = run_module("wit", "embed", "--checkpoint", checkpoint, "--out", tmp_path / "trainer", *common)
+    assert done.returncode == 0, done.stderr[-2000:]
+    done = run_module("wit", "embed", "--checkpoint", checkpoint, "--model", run_dir / "wit-test-tiny.json",
+                      "--tokenizer", run_dir / "tokenizer.json", "--out", tmp_path / "openclip", *common)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ours, theirs = (read_embeddings(str(tmp_path / name)) for name in ("trainer", "openclip"))
+    assert ours["uid"].to_pylist() == theirs["uid"].to_pylist() and ours.num_rows == 16
+    for column in ("image", "text"):
+        assert torch.allclose(torch.tensor(ours[column].to_pylist()), torch.tensor(theirs[column].to_pylist()),
+                              atol=1e-5)
+
+    result = run_module("wit", "embed", "--checkpoint", checkpoint, "--model", run_dir / "wit-test-tiny.json",
+                        "--out", tmp_path / "bare", *common)   # OpenCLIP's own tokenizer: 49,408 tokens
+    assert_one_line_error(result, "wit embed", "wit-test-tiny.json: its text tower has", "tokens; give the tokenizer")
+    result = run_module("wit", "embed", "--checkpoint", checkpoint, "--tokenizer", tokenizer,
+                        "--out", tmp_path / "alone", *common)
+    assert_one_line_error(result, "wit embed", "--tokenizer", "only with --model")

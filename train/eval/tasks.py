@@ -121,7 +121,8 @@ class Retrieval:
             images = torch.unique(self.text_image[texts])     # sorted: the language's images, in order
             position = torch.full((self.images,), -1, dtype=torch.long)
             position[images] = torch.arange(len(images))
-            found = retrieval.recall_at_k(image_features[images], text_features[texts], position[self.text_image[texts]])
+            found = retrieval.recall_at_k(image_features[images], text_features[texts],
+                                          position[self.text_image[texts]])
             metrics.update({f"{lang}/{k}": v for k, v in found.items()})
             metrics.update({f"{lang}/retrieval_pairs": len(texts), f"{lang}/retrieval_images": len(images)})
         return metrics

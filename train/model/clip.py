@@ -217,13 +217,16 @@ def _checkpoint_tokenizer(cfg: ModelConfig, checkpoint: Path) -> str | None:
                    f"{', '.join(map(str, places))}; put the run's {places[0].name} beside the checkpoint")
 
 
-def load_openclip(checkpoint: str | Path, model: str, device: str | torch.device = "cpu") -> Loaded:
+def load_openclip(checkpoint: str | Path, model: str, device: str | torch.device = "cpu",
+                  tokenizer_file: str = "") -> Loaded:
     """An OpenCLIP architecture (`model`: a built-in name, or a model config .json such as
     a run's RUN/<name>.json) with the weights of a state-dict file, as OpenCLIP's
     `pretrained=` files are: a bare state dict, or one under "state_dict" (OpenCLIP's
     trainer, this trainer), keys perhaps prefixed "module."; `.safetensors` too. Nothing
-    but tensors is unpickled (weights_only=True); TorchScript archives are refused."""
-    cfg = openclip_config(model)
+    but tensors is unpickled (weights_only=True); TorchScript archives are refused. With
+    `tokenizer_file` (a tokenizer.json or SentencePiece model, e.g. a run's RUN/tokenizer.json)
+    the text tower is that tokenizer's, as in training with `model.tokenizer`."""
+    cfg = openclip_config(model, tokenizer_file)
     state = _state_dict(checkpoint)
     net = create(cfg)
     try:
@@ -231,32 +234,49 @@ def load_openclip(checkpoint: str | Path, model: str, device: str | torch.device
     except RuntimeError as e:
         raise WitError(f"{checkpoint}: not weights of the model {cfg.name} "
                        f"({str(e).splitlines()[0][:160]})") from None
+    tokenize = tokenizer(cfg)
+    vocab = getattr(tokenize.inner, "vocab_size", None)
+    embedding = getattr(net, "token_embedding", None)
+    if vocab and embedding is not None and vocab > embedding.weight.shape[0]:
+        raise WitError(f"--model {model}: its text tower has {embedding.weight.shape[0]:,} token rows, but "
+                       f"{'--tokenizer' if tokenizer_file else 'the OpenCLIP tokenizer'} has {vocab:,} tokens; "
+                       f"give the tokenizer it was trained with (--tokenizer FILE, e.g. the run's RUN/tokenizer.json)")
     net.to(device).eval()
     mean, std = mean_std(net)
-    return Loaded(net, tokenizer(cfg), image_size(net), mean, std, cfg.name, 0)
+    return Loaded(net, tokenize, image_size(net), mean, std, cfg.name, 0)
 
 
-def load_model(checkpoint: str | Path, model: str = "", device: str | torch.device = "cpu") -> Loaded:
-    """A trainer checkpoint, or with `model` an OpenCLIP file of that architecture, without
-    OpenCLIP's INFO lines about finding its tokenizer: what `wit embed`, `wit filter` and
-    search load."""
+def load_model(checkpoint: str | Path, model: str = "", device: str | torch.device = "cpu",
+               tokenizer_file: str = "") -> Loaded:
+    """A trainer checkpoint, or with `model` an OpenCLIP file of that architecture (and
+    perhaps its tokenizer file), without OpenCLIP's INFO lines about finding its tokenizer:
+    what `wit embed`, `wit filter` and search load."""
+    if tokenizer_file and not model:
+        raise WitError("--tokenizer: only with --model (a trainer checkpoint names its own tokenizer)")
     root = logging.getLogger()   # OpenCLIP logs on the root logger
     level = root.level
     root.setLevel(max(level, logging.WARNING))
     try:
-        return load_openclip(checkpoint, model, device) if model else load(checkpoint, device)
+        return load_openclip(checkpoint, model, device, tokenizer_file) if model else load(checkpoint, device)
     finally:
         root.setLevel(level)
 
 
-def openclip_config(model: str) -> ModelConfig:
+def openclip_config(model: str, tokenizer_file: str = "") -> ModelConfig:
     """The ModelConfig of `--model`: a built-in OpenCLIP name, or a model config .json
-    file (registered under its file name, as `open_clip.add_model_config` does)."""
+    file (registered under its file name, as `open_clip.add_model_config` does); with
+    `--tokenizer`, that file's tokenizer (checked now: a one-line error)."""
+    if tokenizer_file:
+        if not Path(tokenizer_file).is_file():
+            raise WitError(f"--tokenizer {tokenizer_file}: no such file")
+        FileTokenizer(tokenizer_file, 1)
+    tokenizer_file = tokenizer_file or None
     if model.endswith(".json"):
-        return ModelConfig(name=Path(model).stem, config=read_json_object(model, "OpenCLIP model config"))
+        return ModelConfig(name=Path(model).stem, config=read_json_object(model, "OpenCLIP model config"),
+                           tokenizer=tokenizer_file)
     if model not in open_clip.list_models():
         raise WitError(f"--model {model!r}: not an OpenCLIP model (e.g. ViT-B-32, RN50) nor a model config .json")
-    return ModelConfig(name=model)
+    return ModelConfig(name=model, tokenizer=tokenizer_file)
 
 
 def _torch_load(checkpoint: str | Path):

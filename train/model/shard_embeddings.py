@@ -40,7 +40,7 @@ log = logging.getLogger("wit.embed")
 
 def embed_shards_dir(checkpoint: str, shards_dir: str, out: str, model: str = "", batch_size: int = 256,
                      device: str = "auto", precision: str = "auto", workers: int = 0, max_pixels: int = MAX_PIXELS,
-                     overwrite: bool = False, sizes: str | None = None) -> dict:
+                     overwrite: bool = False, sizes: str | None = None, tokenizer: str = "") -> dict:
     """Build (or finish, or confirm) the EMBED dir `out` of a SHARDS dir, or of any shards
     `train.data.shards.list_shards` reads (a brace pattern, urls, `pipe:` commands, with
     `sizes`), with `wit embed`'s flags of the same names; return its summary (embed.json)."""
@@ -57,13 +57,16 @@ def embed_shards_dir(checkpoint: str, shards_dir: str, out: str, model: str = ""
         raise WitError(f"{shards_dir}: two shards are named {twice}, and each shard's embeddings are named "
                        "after it; embed them separately")
     manifest = shards_sha256(shards_dir, [(s.url, s.samples) for s in shards])
-    if model:
-        openclip_config(model)        # an unknown name fails before anything is written
+    if model or tokenizer:
+        if tokenizer and not model:
+            raise WitError("--tokenizer: only with --model (a trainer checkpoint names its own tokenizer)")
+        openclip_config(model, tokenizer)   # an unknown name or a bad tokenizer fails before anything is written
     checkpoint_sha256 = file_sha256(checkpoint, "checkpoint")
     world = dist.world_of(device)
     precision = precision if precision != "auto" else "bf16" if world.device.type == "cuda" else "fp32"
     fingerprint = {"checkpoint_sha256": checkpoint_sha256, "model": model, "manifest_sha256": manifest,
-                   "precision": precision, "max_pixels": max_pixels}
+                   "precision": precision, "max_pixels": max_pixels,
+                   **({"tokenizer_sha256": file_sha256(tokenizer, "tokenizer file")} if tokenizer else {})}
     inputs = (shards_dir,) if local and os.path.isdir(shards_dir) else ()
     with ExitStack() as stack:
         if not world.is_main:                # rank 0 claims (and may start the build dir) first
@@ -76,7 +79,7 @@ def embed_shards_dir(checkpoint: str, shards_dir: str, out: str, model: str = ""
         complete = work.complete()
         if complete is not None:
             return complete
-        loaded = load_model(checkpoint, model, world.device)
+        loaded = load_model(checkpoint, model, world.device, tokenizer)
         dim = embed_dim(loaded)
         shares = shards[world.rank::world.size]
         mine = [s for s in shares if work.done(_unit(s.url)) is None]

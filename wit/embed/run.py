@@ -40,6 +40,8 @@ class EmbedConfig:
     model: str = option("", "the architecture of an OpenCLIP pretrained file: a built-in name (e.g. ViT-B-32) "
                             "or a model config .json (a run's RUN/<name>.json); not for trainer checkpoints",
                         metavar="NAME|FILE")
+    tokenizer: str = option("", "with --model: the tokenizer file of its text tower (a tokenizer.json or "
+                                "SentencePiece model, e.g. a run's RUN/tokenizer.json)", metavar="FILE")
     batch_size: int = option(256, "samples per model call")
     device: str = option("auto", "cpu, cuda or cuda:N; auto: cuda when available (under torchrun: the local GPU)")
     precision: str = option("auto", "bf16 (the weights cast: about 3x on CPUs with AMX) or fp32; auto: bf16 on a "
@@ -59,6 +61,8 @@ class EmbedConfig:
                 raise WitError(f"--{name.replace('_', '-')}: must be at least 1")
         if self.workers < 0:
             raise WitError("--workers: must be at least 0")
+        if self.tokenizer and not self.model:
+            raise WitError("--tokenizer: only with --model (a trainer checkpoint names its own tokenizer)")
 
 
 def run(config: EmbedConfig) -> dict:
@@ -68,4 +72,5 @@ def run(config: EmbedConfig) -> dict:
     manifest_sha256(config.shards)   # a finished `wit shard` output, else a one-line error naming its manifest
     return embed_shards_dir(config.checkpoint, config.shards, config.out, model=config.model,
                             batch_size=config.batch_size, device=config.device, precision=config.precision,
-                            workers=config.workers, max_pixels=config.max_pixels, overwrite=config.overwrite)
+                            workers=config.workers, max_pixels=config.max_pixels, overwrite=config.overwrite,
+                            tokenizer=config.tokenizer)

@@ -144,7 +144,7 @@ class EvalVectors:
     where there is none) in a faiss inner-product index, and the model that embeds the
     evaluation images."""
 
-    def __init__(self, embedded: pa.Table, checkpoint: str, model: str, threshold: float) -> None:
+    def __init__(self, embedded: pa.Table, checkpoint: str, model: str, threshold: float, tokenizer: str = "") -> None:
         import faiss
 
         from train.dist import local_device
@@ -154,7 +154,7 @@ class EvalVectors:
         self.rows = np.flatnonzero(~np.isnan(images[:, 0]))
         self.index = faiss.IndexFlatIP(images.shape[1])
         self.index.add(np.ascontiguousarray(images[self.rows]))
-        self.loaded = load_model(checkpoint, model, local_device())
+        self.loaded = load_model(checkpoint, model, local_device(), tokenizer)
         self.threshold = threshold
 
     def matches(self, images: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

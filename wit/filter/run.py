@@ -66,6 +66,8 @@ class FilterConfig:
                                  "matches evaluation images by embedding cosine (--eval-cosine)", metavar="FILE")
     model: str = option("", "the architecture of an OpenCLIP --checkpoint file (as for wit embed)",
                         metavar="NAME|FILE")
+    tokenizer: str = option("", "with --model: the tokenizer file of its text tower (as for wit embed)",
+                            metavar="FILE")
     eval_cosine: float = option(DEFAULT_EVAL_COSINE, "--decontaminate with --checkpoint: an image whose "
                                                      "embedding has at least this cosine with an evaluation "
                                                      "image's is removed too")
@@ -108,6 +110,8 @@ class FilterConfig:
             raise WitError("--checkpoint: only with --clip-score or --decontaminate")
         if self.model and not self.checkpoint:
             raise WitError("--model: only with --checkpoint (an OpenCLIP file's architecture)")
+        if self.tokenizer and not self.model:
+            raise WitError("--tokenizer: only with --model (a trainer checkpoint names its own tokenizer)")
         if not -1 <= self.eval_cosine <= 1:
             raise WitError("--eval-cosine: must be between -1 and 1")
         names = [eval_name(p) for p in self.decontaminate]
@@ -122,7 +126,7 @@ def run(config: FilterConfig) -> dict:
     manifest = read_manifest(config.shards)
     evalsets = [open_evalset(path) for path in config.decontaminate]
     settings = {k: v for k, v in asdict(config).items()
-                if k not in ("shards", "out", "workers", "overwrite", "embeddings", "checkpoint")}
+                if k not in ("shards", "out", "workers", "overwrite", "embeddings", "checkpoint", "tokenizer")}
     settings["samples_per_shard"] = config.samples_per_shard or max([s["samples"] for s in manifest["shards"]],
                                                                     default=1)
     inputs = {"shards": os.path.abspath(config.shards), "manifest_sha256": manifest_sha256(config.shards),
@@ -130,7 +134,8 @@ def run(config: FilterConfig) -> dict:
               "embeddings": file_sha256(os.path.join(config.embeddings, EMBED_SUMMARY),
                                         "embeddings summary (not a finished `wit embed` output?)")
               if config.embeddings else None,
-              "checkpoint_sha256": file_sha256(config.checkpoint, "checkpoint") if config.checkpoint else None}
+              "checkpoint_sha256": file_sha256(config.checkpoint, "checkpoint") if config.checkpoint else None,
+              **({"tokenizer_sha256": file_sha256(config.tokenizer, "tokenizer file")} if config.tokenizer else {})}
     with claim(config.out, "filter", {**settings, "inputs": inputs}, config.overwrite,
                inputs=tuple(p for p in (config.shards, *config.decontaminate, config.embeddings) if p)) as work:
         done = work.complete()
@@ -142,7 +147,7 @@ def run(config: FilterConfig) -> dict:
             table = _read(config.shards, manifest, hashing, pool, work)
             # the embeddings, row for row, read once for every filter that needs them
             embedded = clipscore.aligned(embed_dir, config.shards, table["uid"]) if embed_dir else None
-            vectors = EvalVectors(embedded, config.checkpoint, config.model, config.eval_cosine) \
+            vectors = EvalVectors(embedded, config.checkpoint, config.model, config.eval_cosine, config.tokenizer) \
                 if evalsets and config.checkpoint else None
             decontaminate = Decontaminate(evalsets, config.hamming, pool, vectors) if evalsets else None
             chosen = [decontaminate,
@@ -227,7 +232,8 @@ def _embed(config: FilterConfig, work: WorkDir) -> str:
     from train.model.shard_embeddings import embed_shards_dir
 
     out = work.scratch("embed")
-    embed_shards_dir(config.checkpoint, config.shards, out, model=config.model, workers=min(config.workers, 8))
+    embed_shards_dir(config.checkpoint, config.shards, out, model=config.model, workers=min(config.workers, 8),
+                     tokenizer=config.tokenizer)
     return out
 
 
