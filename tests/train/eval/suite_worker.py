@@ -1,11 +1,15 @@
 """Run by the suite tests as one of several processes (RANK, WORLD_SIZE, MASTER_ADDR,
 MASTER_PORT set): builds the evaluator of a suite, runs it on a checkpoint's model and
-writes {"metrics": ..., "local": images this rank holds per set} to OUT."""
+writes {"metrics": ..., "local": images this rank holds per set} to OUT. `run_ranks`
+starts two and returns their reports."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import torch
 
@@ -27,6 +31,22 @@ def main(checkpoint: str, suite: str, out: str) -> None:
     with open(out, "w") as f:
         json.dump({"metrics": metrics, "local": local}, f)
     dist.shutdown()
+
+
+def run_ranks(checkpoint: Path, suite: str, out: Path, ranks: int = 2) -> list[dict]:
+    """This worker as `ranks` processes (gloo on 127.0.0.1); each rank's report."""
+    from tests.cli import REPO, free_port
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WORLD_SIZE": str(ranks), "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(free_port()), "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1"}
+    workers = [subprocess.Popen([sys.executable, "-m", "tests.train.eval.suite_worker", str(checkpoint), suite,
+                                 str(out / f"rank{rank}.json")], cwd=REPO,
+                                env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+                                stderr=subprocess.PIPE, text=True) for rank in range(ranks)]
+    for worker in workers:
+        _, stderr = worker.communicate(timeout=180)
+        assert worker.returncode == 0, stderr
+    return [json.loads((out / f"rank{rank}.json").read_text()) for rank in range(ranks)]
 
 
 if __name__ == "__main__":

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.cli import REPO, assert_one_line_error, free_port, run_module
+from tests.cli import REPO, assert_one_line_error, run_module
+from tests.train.eval.suite_worker import run_ranks
 from tests.support.images import COLOURS, drawn_image, write_imagefolder
 from train.data import preprocess as images
 from train.eval import prompt_lists
@@ -194,15 +192,7 @@ def test_without_clip_benchmark_a_lookup_says_how_to_install_it(tmp_path, monkey
 @pytest.mark.slow
 def test_two_ranks_return_the_suite_metrics_of_one_process(checkpoint, sets, tmp_path, capsys):
     cfg = EvalConfig(suite=str(sets / "suite.yaml"), batch_size=4)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
-           "MASTER_PORT": str(free_port()), "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1"}
-    workers = [subprocess.Popen([sys.executable, "-m", "tests.train.eval.suite_worker", str(checkpoint), cfg.suite,
-                                 str(tmp_path / f"rank{rank}.json")], cwd=REPO,
-                                env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
-                                stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
-    for worker in workers:
-        _, stderr = worker.communicate(timeout=180)
-        assert worker.returncode == 0, stderr
+    reports = run_ranks(checkpoint, cfg.suite, tmp_path)
     loaded = load(checkpoint)
     expected = build_evaluator(cfg, CPU, loaded.tokenizer, loaded.image_size, loaded.mean, loaded.std,
                                10**8).run(loaded.model)
@@ -211,7 +201,6 @@ def test_two_ranks_return_the_suite_metrics_of_one_process(checkpoint, sets, tmp
     assert {f"suite/{d['name']}/{k}": v for d in cli["datasets"] for k, v in
             {**d["metrics"], "value": d["value"], "chance": d["chance"]}.items()} == \
         {k: v for k, v in expected.items() if k != suite.MEAN}
-    reports = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     for report in reports:
         assert report["metrics"].keys() == expected.keys()
         for key, value in expected.items():

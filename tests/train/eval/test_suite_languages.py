@@ -7,17 +7,15 @@ against one, clip-benchmark's translated lists, one-line errors."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from tests.cli import REPO, assert_one_line_error, free_port, run_module
+from tests.cli import assert_one_line_error, run_module
+from tests.train.eval.suite_worker import run_ranks
 from tests.support.images import COLOURS, drawn_image, write_imagefolder
 from train.config import EvalConfig
 from train.dist import World
@@ -214,21 +212,12 @@ def test_clip_benchmark_lists_come_in_its_languages():
 def test_two_ranks_return_the_per_language_metrics_of_one_process(checkpoint, multilingual, tmp_path):
     (tmp_path / "suite.yaml").write_text(f"datasets:\n  - {{name: ml, path: {multilingual}}}\n")
     cfg = EvalConfig(suite=str(tmp_path / "suite.yaml"), batch_size=4)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
-           "MASTER_PORT": str(free_port()), "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1"}
-    workers = [subprocess.Popen([sys.executable, "-m", "tests.train.eval.suite_worker", str(checkpoint), cfg.suite,
-                                 str(tmp_path / f"rank{rank}.json")], cwd=REPO,
-                                env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
-                                stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
-    for worker in workers:
-        _, stderr = worker.communicate(timeout=180)
-        assert worker.returncode == 0, stderr
+    reports = run_ranks(checkpoint, cfg.suite, tmp_path)
     loaded = load(checkpoint)
     expected = build_evaluator(cfg, World(0, 1, 0, torch.device("cpu")), loaded.tokenizer, loaded.image_size,
                                loaded.mean, loaded.std, 10**8).run(loaded.model)
     assert "suite/ml/it/i2t_r1" in expected and "suite/ml/en/value" in expected
-    for rank in (0, 1):
-        report = json.loads((tmp_path / f"rank{rank}.json").read_text())
+    for rank, report in enumerate(reports):
         assert report["metrics"] == pytest.approx(expected, abs=1e-6)
         assert report["local"] == {"ml": 6 - rank}
 
