@@ -90,8 +90,10 @@ def _build_queries(config) -> None:
               f"({stats['duplicates']['entries']:,} duplicated, {stats['never_matching']['entries']:,} never "
               f"matching) -> {config.out}", file=sys.stderr)
         return
-    sources = ", ".join(f"{s} {v['first_listed_by']:,}" for s, v in stats["sources"].items())
-    print(f"wit build-queries: {stats['queries']:,} queries ({sources}) from "
+    listed = "listed" if stats.get("lang") else "first_listed_by"   # --lang: MetaCLIP 2's per-source caps
+    sources = ", ".join(f"{s} {v[listed]:,}" for s, v in stats["sources"].items())
+    language = f" in {stats['lang']}" if stats.get("lang") else ""
+    print(f"wit build-queries: {stats['queries']:,} queries{language} ({sources}) from "
           f"{stats['pages']['articles']:,} articles in {stats['seconds']:.1f}s -> {config.out}",
           file=sys.stderr)
 

@@ -99,13 +99,18 @@ DE_PAGES = [
 ]
 
 
-def test_a_language_with_spaces_keeps_its_bigrams_spaced_and_reads_its_own_views(tmp_path):
+def test_a_language_with_spaces_keeps_its_bigrams_spaced_and_reads_its_own_views(tmp_path, capsys):
     dump = write_dump(tmp_path / "dewiki.xml", DE_PAGES,
                       header=site_header("de", {-2: "Medium", 6: "Datei", 14: "Kategorie"}))
     views = tmp_path / "pageviews-20240101-000000"
     views.write_text("de Hund 40 0\nde.m Katze 30 0\nen Dog 999 0\nde.d Hund 999 0\n")
-    stats = build_queries(BuildConfig(out=str(tmp_path / "q"), wiki_dumps=(str(dump),), pageviews=(str(views),),
-                                      lang="de", min_pmi=0.0, min_bigram_count=2, workers=1))
+    done = wit_in_process(capsys, "build-queries", "--wiki-dump", dump, "--pageviews", views, "--lang", "de",
+                          "--min-pmi", "0", "--min-bigram-count", "2", "--workers", "1", "--out", tmp_path / "q")
+    assert done.returncode == 0, done.stderr
+    stats = json.loads((tmp_path / "q" / "stats.json").read_text())
+    # the summary line names the language and what each source listed under its cap
+    listed = ", ".join(f"{s} {v['listed']:,}" for s, v in stats["sources"].items())
+    assert f"{stats['queries']:,} queries in de ({listed}) from 3 articles" in done.stderr.splitlines()[-1]
     entries = json.loads((tmp_path / "q" / "metadata.json").read_text())
     assert "segmenter" in stats and stats["segmenter"] is None
     assert "Bildtext" not in entries and "Tiere" not in entries   # Datei: and Kategorie: from the siteinfo
