@@ -30,9 +30,11 @@ system-packages:
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-# The main job on the embedded sample, end to end: the query list from the real Wikipedia
-# excerpt of the gensim wheel and WordNet, a demo web crawled from its WAT file, shards,
-# a small CLIP trained for a few minutes, zero-shot and retrieval evaluation (pipelines/demo.py).
+# The main job on the embedded sample, end to end, in English, Japanese and Chinese: query
+# lists from the real Wikipedia excerpt of the gensim wheel and WordNet and from generated
+# ja/zh dumps, merged into a worldwide list; a demo web crawled from its WAT file (language
+# ID, per-language matching and balancing), shards, a tokenizer trained on them, a small
+# CLIP trained for a few minutes, zero-shot and retrieval per language (pipelines/demo.py).
 demo: $(BIN)/.installed
 	@$(MAKE) --no-print-directory system-packages PACKAGES=wordnet-base || echo "WordNet not installed: building the query list without it"
 	$(BIN)/python pipelines/demo.py --out $(DEMO)

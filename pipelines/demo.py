@@ -1,19 +1,28 @@
-"""The main job end to end on the embedded sample: from Wikipedia text to a trained,
-evaluated CLIP, offline, every stage run through its real command.
+"""The main job end to end on the embedded sample, in three languages: from Wikipedia text
+to a trained, evaluated multilingual CLIP, offline, every stage run through its real command.
 
-1. `wit build-queries` on the real English Wikipedia excerpt of the gensim wheel, with
-   WordNet 3.0 (when installed) and a small page-view file for the excerpt's titles.
-2. A demo web (wit.demo.web): HTML pages whose <img> alt texts describe procedurally
-   drawn images, served from 127.0.0.1, and the same pages as a Common Crawl-style WAT.
-   Some colour-shape classes never appear in it: they exist only as words.
-3. `wit crawl --wat` (loopback allowed explicitly), `wit shard`, `python -m train`
-   (pipelines/configs/tiny.yaml) with zero-shot classification (prompt ensemble) on
-   held-out images of every class, the unseen ones included, and retrieval on
-   held-out shards.
-4. `python -m train.evaluate --suite` with pipelines/evals/demo.yaml on the held-out
-   images (an ImageFolder) and held-out scenes in the WebDataset retrieval layout:
-   DEMO/eval/suite/results.json and suite.png.
-5. A summary table, DEMO/summary.json, and plots in DEMO/run.
+1. Query lists (DEMO/lists): English with `wit build-queries` on the real English
+   Wikipedia excerpt of the gensim wheel, with WordNet 3.0 (when installed) and a small
+   page-view file for the excerpt's titles (MetaCLIP 1's list); Japanese and Chinese with
+   `wit build-queries --lang ja|zh` on small generated dumps (wit.demo.wikis: words
+   segmented, MetaCLIP 2's caps). `wit build-queries --merge` makes them one worldwide
+   list, DEMO/queries.
+2. A demo web (wit.demo.web): HTML pages in English, Japanese and Chinese whose <img> alt
+   texts describe procedurally drawn images, served from 127.0.0.1, and the same pages as
+   a Common Crawl-style WAT. Some colour-shape classes never appear in it: they exist
+   only as words.
+3. `wit crawl --wat` (loopback allowed explicitly): each alt text's language identified
+   offline, matched against its language's list (MetaCLIP 2's rule), balanced per
+   language; `wit shard`.
+4. `python -m train.tokenizer` on the shards' texts (a multilingual SentencePiece-style
+   unigram vocabulary), then `python -m train` (pipelines/configs/tiny.yaml with that
+   tokenizer) with zero-shot classification (prompt ensemble) on held-out images of
+   every class, the unseen ones included, and retrieval on held-out shards.
+5. `python -m train.evaluate --suite` with pipelines/evals/demo.yaml on the held-out
+   images (an ImageFolder with class names and templates in each language) and held-out
+   scenes captioned in each language (the WebDataset retrieval layout, KEY.LANG.txt):
+   DEMO/eval/suite/results.json and suite.png, per language and their mean.
+6. A summary table, DEMO/summary.json, and plots in DEMO/run.
 
     python pipelines/demo.py [--out demo] [--fast]
 
@@ -40,6 +49,7 @@ WORDNET = Path("/usr/share/wordnet")
 HELD_OUT = {"purple star", "orange ring", "green diamond", "blue cross"}   # described only in words
 TEMPLATES = REPO / "pipelines" / "configs" / "demo_templates.txt"
 SUITE = REPO / "pipelines" / "evals" / "demo.yaml"
+LANGUAGES = ("en", "ja", "zh")
 
 
 @dataclass(frozen=True)
@@ -50,10 +60,11 @@ class Settings:
     cap: int = 150
     eval_per_class: int = 6
     heldout_samples: int = 400
+    vocab_size: int = 1000
     seed: int = 0
 
 
-FAST = Settings(pages=90, steps=150, eval_per_class=4, heldout_samples=200)
+FAST = Settings(pages=150, steps=200, eval_per_class=4, heldout_samples=200)
 
 
 def main() -> None:
@@ -70,10 +81,12 @@ def main() -> None:
 
     for stale in ("web", "crawl", "shards", "run", "eval"):
         shutil.rmtree(out / stale, ignore_errors=True)
-    (out / "summary.json").unlink(missing_ok=True)
-    _step(f"demo web: {settings.pages} pages x {settings.images_per_page} images; never shown: {sorted(HELD_OUT)}")
+    for stale in ("summary.json", "tokenizer.json"):
+        (out / stale).unlink(missing_ok=True)
+    _step(f"demo web: {settings.pages} pages x {settings.images_per_page} images in {', '.join(LANGUAGES)}; "
+          f"never shown: {sorted(HELD_OUT)}")
     pages = web.build_site(out / "web" / "site", settings.pages, settings.images_per_page, settings.seed,
-                           held_out=HELD_OUT)
+                           held_out=HELD_OUT, languages=LANGUAGES)
     with web.serve(out / "web" / "site") as base_url:
         wat = web.write_site_wat(pages, base_url, out / "web" / "demo.wat.gz")
         _step(f"wit crawl from {wat.name}, served at {base_url}")
@@ -86,9 +99,13 @@ def main() -> None:
     folder = world.write_imagefolder(out / "eval" / "images", settings.eval_per_class, seed=settings.seed + 1)
     world.write_shards(out / "eval" / "shards", settings.heldout_samples, seed=settings.seed + 2,
                        samples_per_shard=settings.heldout_samples)
-    _step(f"python -m train: {settings.steps} steps of pipelines/configs/tiny.yaml")
+    _step(f"python -m train.tokenizer: {settings.vocab_size} pieces from the shards' texts")
+    _run(sys.executable, "-m", "train.tokenizer", "--shards", out / "shards", "--out", out / "tokenizer.json",
+         "--vocab-size", settings.vocab_size)
+    _step(f"python -m train: {settings.steps} steps of pipelines/configs/tiny.yaml with that tokenizer")
     _run(sys.executable, "-m", "train", "--config", REPO / "pipelines" / "configs" / "tiny.yaml", "--set",
          f"shards={out / 'shards'}", f"run_dir={out / 'run'}", f"steps={settings.steps}", "resume=restart",
+         f"model.tokenizer={out / 'tokenizer.json'}",
          f"warmup={settings.steps // 10}", "save_every=0", "log_every=10", f"eval.imagefolder={folder}",
          f"eval.classnames={folder / 'classnames.txt'}", f"eval.templates={TEMPLATES}",
          f"eval.shards={out / 'eval' / 'shards'}")
@@ -103,19 +120,29 @@ def main() -> None:
 
 def write_suite(eval_dir: Path, folder: Path, settings: Settings) -> Path:
     """DEMO/eval/demo.yaml beside its sets: the held-out ImageFolder (with the demo's
-    templates as its own) and held-out scenes as a WebDataset retrieval set."""
-    from wit.demo import world
+    templates as its own, and class names and templates in Japanese and Chinese:
+    classnames_LANG.txt, zeroshot_classification_templates_LANG.txt) and held-out scenes
+    captioned in each language as a WebDataset retrieval set."""
+    from wit.demo import phrases, world
 
     shutil.copyfile(TEMPLATES, folder / "zeroshot_classification_templates.txt")
+    names = (folder / "classnames.txt").read_text(encoding="utf-8").splitlines()
+    for lang in LANGUAGES[1:]:
+        (folder / f"classnames_{lang}.txt").write_text(
+            "".join(phrases.class_name(name, lang) + "\n" for name in names), encoding="utf-8")
+        (folder / f"zeroshot_classification_templates_{lang}.txt").write_text(
+            "".join(t + "\n" for t in phrases.TEMPLATES[lang]), encoding="utf-8")
     world.write_shards(eval_dir / "wds_captions" / "test", settings.heldout_samples, seed=settings.seed + 3,
-                       samples_per_shard=settings.heldout_samples)
+                       samples_per_shard=settings.heldout_samples, languages=LANGUAGES)
     (eval_dir / "wds_captions" / "dataset_type.txt").write_text("retrieval\n")
     shutil.copyfile(SUITE, eval_dir / SUITE.name)
     return eval_dir / SUITE.name
 
 
 def build_queries(out: Path) -> Path:
-    """DEMO/queries; `wit build-queries` itself does nothing when its inputs are unchanged."""
+    """DEMO/lists/{en,ja,zh} and their worldwide merge, DEMO/queries; `wit build-queries`
+    itself does nothing when its inputs are unchanged."""
+    from wit.demo.wikis import write_wiki
     from wit.enwiki_excerpt import enwiki_excerpt
 
     dump = enwiki_excerpt()
@@ -124,7 +151,16 @@ def build_queries(out: Path) -> Path:
     _step("wit build-queries on the gensim Wikipedia excerpt" + (" with WordNet 3.0" if wordnet else
                                                                  " (WordNet not installed)"))
     _run("wit", "build-queries", "--wiki-dump", str(dump), "--pageviews", str(views), *wordnet,
-         "--out", str(out / "queries"), "--min-count", "20", "--min-pmi", "10", "--min-views", "70", "--overwrite")
+         "--out", str(out / "lists" / "en"), "--min-count", "20", "--min-pmi", "10", "--min-views", "70",
+         "--overwrite")
+    for lang in LANGUAGES[1:]:
+        dump, views = write_wiki(lang, out / "inputs")
+        _step(f"wit build-queries --lang {lang} on a generated {lang} Wikipedia dump")
+        _run("wit", "build-queries", "--lang", lang, "--wiki-dump", dump, "--pageviews", views,
+             "--min-pmi", "5", "--out", out / "lists" / lang, "--overwrite")
+    _step("wit build-queries --merge: one worldwide list")
+    _run("wit", "build-queries", *(a for lang in LANGUAGES for a in ("--merge", f"{lang}={out / 'lists' / lang}")),
+         "--out", out / "queries", "--overwrite")
     return out / "queries"
 
 
@@ -147,8 +183,13 @@ def write_pageviews(dump: Path, path: Path) -> Path:
 
 
 def summarise(out: Path, settings: Settings, seconds: float) -> dict:
+    from train.model.text_tokens import FileTokenizer
+
     stats = json.loads((out / "queries" / "stats.json").read_text())
+    english = json.loads((out / "lists" / "en" / "stats.json").read_text())
     crawl = json.loads((out / "crawl" / "crawl.json").read_text())
+    card = json.loads((out / "shards" / "datacard.json").read_text())
+    model = json.loads((out / "run" / "config.json").read_text())["model"]
     manifest = json.loads((out / "shards" / "manifest.json").read_text())
     lines = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
     train = [m for m in lines if m["kind"] == "train"]
@@ -157,7 +198,17 @@ def summarise(out: Path, settings: Settings, seconds: float) -> dict:
     suite = json.loads((out / "eval" / "suite" / "results.json").read_text())
     summary = {
         "queries": stats["queries"],
-        "queries_per_source": {k: v["first_listed_by"] for k, v in stats["sources"].items()},
+        "queries_per_source": {k: v["first_listed_by"] for k, v in english["sources"].items()},   # English's
+        "languages": {lang: {
+            "queries": stats["inputs"][lang]["queries"], "t": crawl["languages"][lang]["t"],
+            "texts": crawl["languages"][lang]["texts"], "matched": crawl["languages"][lang]["matched"],
+            "selected": crawl["languages"][lang]["selected"], "downloaded": crawl["languages"][lang]["downloaded"],
+            "shard_samples": card["languages"][lang]["samples"]["kept"],
+            **{name: d["languages"][lang] for name, d in ((d["name"], d) for d in suite["datasets"])},
+        } for lang in LANGUAGES},
+        "other_language_texts": crawl["languages"]["other"]["texts"],
+        "tokenizer": {"file": str(out / "tokenizer.json"), "sha256": model["tokenizer_sha256"],
+                      "vocab_size": FileTokenizer(str(out / "tokenizer.json"), 1).vocab_size},
         "candidates": counts["read"], "matched": counts["matched"],
         "selected": counts["selected"], "downloaded": counts["downloaded"],
         "shards": len(manifest["shards"]), "shard_samples": manifest["total_samples"],
@@ -168,7 +219,9 @@ def summarise(out: Path, settings: Settings, seconds: float) -> dict:
         "recall_i2t@1": final["i2t_r1"], "recall_i2t@5": final["i2t_r5"],
         "recall_t2i@1": final["t2i_r1"], "recall_t2i@5": final["t2i_r5"],
         "retrieval_chance@1": 1 / final["retrieval_pairs"],
-        "suite": {d["name"]: {"metric": d["metric"], "value": d["value"], "chance": d["chance"]}
+        "suite": {d["name"]: {"metric": d["metric"], "value": d["value"], "chance": d["chance"],
+                              "languages": {lang: {"value": v["value"], "chance": v["chance"]}
+                                            for lang, v in d.get("languages", {}).items()}}
                   for d in suite["datasets"]},
         "settings": asdict(settings), "seconds": round(seconds, 1),
     }
@@ -205,27 +258,37 @@ def plot(out: Path, cap: int) -> None:
 
 def print_table(s: dict, out: Path) -> None:
     rows = [
-        ("queries", f"{s['queries']:,} (" + ", ".join(f"{k} {v:,}" for k, v in s["queries_per_source"].items()) + ")"),
-        ("candidates (WAT img alt texts)", f"{s['candidates']:,}"),
+        ("queries", f"{s['queries']:,} (" + ", ".join(f"{k} {v['queries']:,}" for k, v in s["languages"].items())
+                    + "; English: " + ", ".join(f"{k} {v:,}" for k, v in s["queries_per_source"].items()) + ")"),
+        ("candidates (WAT img alt texts)", f"{s['candidates']:,} ({s['other_language_texts']:,} in no listed language)"),
         ("matched", f"{s['matched']:,}"),
         ("selected (balanced)", f"{s['selected']:,}"),
         ("downloaded", f"{s['downloaded']:,}"),
         ("shards", f"{s['shards']} ({s['shard_samples']:,} samples)"),
+        *((f"  {lang}: t, matched, selected, downloaded, kept",
+           f"t {v['t']:.1f}: {v['matched']:,} / {v['selected']:,} / {v['downloaded']:,} / {v['shard_samples']:,}")
+          for lang, v in s["languages"].items()),
+        ("tokenizer", f"{s['tokenizer']['vocab_size']:,} pieces, trained on the shards' texts "
+                      f"(sha256 {str(s['tokenizer']['sha256'])[:12]}...)"),
         ("training steps", f"{s['training_steps']}"),
         ("loss", f"{s['first_loss']:.3f} -> {s['final_loss']:.3f}"),
-        ("zero-shot top-1", f"{s['zero_shot_top1']:.1%} over {s['zero_shot_classes']} classes "
+        ("zero-shot top-1 (en, in training)", f"{s['zero_shot_top1']:.1%} over {s['zero_shot_classes']} classes "
                             f"(chance {s['chance']:.1%}; {len(s['unseen_classes'])} never seen in images)"),
         ("recall@1 / @5 image->text", f"{s['recall_i2t@1']:.1%} / {s['recall_i2t@5']:.1%}"),
         ("recall@1 / @5 text->image", f"{s['recall_t2i@1']:.1%} / {s['recall_t2i@5']:.1%} "
                                       f"(chance@1 {s['retrieval_chance@1']:.2%})"),
-        *((f"suite: {name} {d['metric']}", f"{d['value']:.1%} (chance {d['chance']:.1%})")
-          for name, d in s["suite"].items()),
+        *(row for name, d in s["suite"].items() for row in (
+            (f"suite: {name} {d['metric']}", f"{d['value']:.1%} (chance {d['chance']:.1%}; mean of "
+                                              f"{len(d['languages']) or 1} languages)"),
+            *((f"  {name}/{lang}", f"{v['value']:.1%} (chance {v['chance']:.1%})")
+              for lang, v in d["languages"].items()))),
         ("time", f"{s['seconds']:.0f} s"),
     ]
     width = max(len(k) for k, _ in rows)
     print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
     print(f"summary: {out / 'summary.json'}; plots in {out / 'run'}: loss.png, logit_scale.png, "
-          f"query_distribution.png; the suite's in {out / 'eval' / 'suite'}")
+          f"query_distribution.png; per language: {out / 'shards' / 'languages.png'}; "
+          f"the suite's in {out / 'eval' / 'suite'}")
 
 
 def _run(*command) -> None:

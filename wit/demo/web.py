@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from wit.formats.atomic import atomic_path
 from wit.demo import world
@@ -27,22 +27,28 @@ class Page:
     path: str                                   # /p/0001.html
     title: str
     images: tuple[tuple[str, str | None], ...]  # (src, alt) in page order
+    lang: str = "en"
+
+
+TITLES = {"en": "Shapes and colours, page {}", "ja": "色と形 {}ページ目", "zh": "形状和颜色 第{}页"}
+INTROS = {"en": "Pictures of shapes in colours.", "ja": "色のついた図形の絵です。", "zh": "彩色图形的图片。"}
 
 
 def build_site(out: Path, pages: int, images_per_page: int, seed: int, image_size: int = 96,
-               held_out: set[str] | None = None) -> list[Page]:
+               held_out: set[str] | None = None, languages: Sequence[str] = ("en",)) -> list[Page]:
     """Write `out/index.html`, `out/p/NNNN.html` and `out/img/NNNNNN.jpg`; return the pages.
-    Scenes of the `held_out` classes never appear (they are described only in words in the
-    evaluation). About 1 image in 12 has no alt text and 1 in 40 links to a missing file."""
+    Page N is written in `languages[N % len(languages)]`, its alt texts too. Scenes of the
+    `held_out` classes never appear (they are described only in words in the evaluation).
+    About 1 image in 12 has no alt text and 1 in 40 links to a missing file."""
     rng = random.Random(f"wit.demo.web:{seed}")
     (out / "p").mkdir(parents=True, exist_ok=True)
     (out / "img").mkdir(exist_ok=True)
     excluded = sorted(held_out or ())
     site, n = [], 0
     for p in range(pages):
-        images = []
+        images, lang = [], languages[p % len(languages)]
         for _ in range(images_per_page):
-            scene = world.sample_scene(rng, exclude=excluded)
+            scene = world.sample_scene(rng, exclude=excluded, lang=lang)
             src = f"/img/{n:06d}.jpg"
             if rng.random() < 1 / 40:
                 src = f"/img/missing-{n:06d}.jpg"
@@ -50,18 +56,19 @@ def build_site(out: Path, pages: int, images_per_page: int, seed: int, image_siz
                 _write(out / src.lstrip("/"), world.jpeg(world.render(scene, image_size)))
             images.append((src, None if rng.random() < 1 / 12 else scene.caption))
             n += 1
-        page = Page(f"/p/{p:04d}.html", f"Shapes and colours, page {p + 1}", tuple(images))
+        page = Page(f"/p/{p:04d}.html", TITLES[lang].format(p + 1), tuple(images), lang)
         _write(out / page.path.lstrip("/"), _page_html(page).encode())
         site.append(page)
     links = "".join(f'<li><a href="{pg.path}">{html.escape(pg.title)}</a></li>' for pg in site)
-    _write(out / "index.html", f"<!doctype html><title>Demo web</title><ul>{links}</ul>".encode())
+    _write(out / "index.html", f'<!doctype html><meta charset="utf-8"><title>Demo web</title><ul>{links}</ul>'.encode())
     return site
 
 
 def _page_html(page: Page) -> str:
     figures = "".join(f'<figure><img src="{src}"{_alt(alt)}></figure>' for src, alt in page.images)
-    return (f"<!doctype html><html><head><title>{html.escape(page.title)}</title></head>"
-            f"<body><h1>{html.escape(page.title)}</h1><p>Pictures of shapes in colours.</p>{figures}"
+    return (f'<!doctype html><html lang="{page.lang}"><head><meta charset="utf-8">'
+            f"<title>{html.escape(page.title)}</title></head>"
+            f"<body><h1>{html.escape(page.title)}</h1><p>{INTROS[page.lang]}</p>{figures}"
             f'<p><a href="/index.html">All pages</a></p></body></html>')
 
 
@@ -113,8 +120,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pages", type=int, default=400)
     parser.add_argument("--images-per-page", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--languages", default="en", help="the pages' languages, comma-separated: en, ja, zh")
     args = parser.parse_args(argv)
-    pages = build_site(args.out, args.pages, args.images_per_page, args.seed)
+    languages = [lang.strip() for lang in args.languages.split(",") if lang.strip()]
+    unknown = sorted(set(languages) - set(world.LANGUAGES))
+    if unknown or not languages:
+        parser.error(f"--languages: the demo world speaks {', '.join(world.LANGUAGES)}, not {', '.join(unknown) or 'none'}")
+    pages = build_site(args.out, args.pages, args.images_per_page, args.seed, languages=languages)
     print(write_site_wat(pages, args.base_url.rstrip("/"), args.wat))
 
 

@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from wit.demo.drawing import EXTENT, SHAPES, SUPERSAMPLE, draw_object, jpeg
+from wit.demo.phrases import LANGUAGES, NUMBERS, caption
 from wit.formats.atomic import atomic_path, remove_temporaries, write_json
 from wit.formats.errors import WitError
 from wit.formats.tars import write_tar
@@ -46,15 +47,6 @@ COLOURS = {  # nominal sRGB; far apart from each other and from the light backgr
 }
 COUNTS = (1, 2, 3, 4)
 POSITIONS = ("left", "right", "top", "bottom", "centre")
-NUMBERS = {1: "one", 2: "two", 3: "three", 4: "four"}
-POSITION_PHRASES = {
-    "left": ("on the left", "on the left side"),
-    "right": ("on the right", "on the right side"),
-    "top": ("at the top", "near the top"),
-    "bottom": ("at the bottom", "near the bottom"),
-    "centre": ("in the centre", "in the middle"),
-}
-
 # Where the whole of an object lies, for each position (x0, y0, x1, y1 in image units);
 # None: anywhere. "left" objects lie entirely in the left half, and so on.
 _REGIONS = {
@@ -98,9 +90,10 @@ class Scene:
 
 def sample_scene(rng: RandomLike, shapes: Sequence[str] = SHAPES, colours: Sequence[str] = tuple(COLOURS),
                  counts: Sequence[int] = COUNTS, positions: Sequence[str] = POSITIONS,
-                 exclude: Iterable[str] = ()) -> Scene:
-    """A random scene. `exclude` lists class names ("red circle", or a shape: "star") that
-    must not occur. Several objects are grouped on a side (never "centre") or spread out."""
+                 exclude: Iterable[str] = (), lang: str = "en") -> Scene:
+    """A random scene, captioned in `lang` (wit.demo.phrases). `exclude` lists class names
+    ("red circle", or a shape: "star") that must not occur. Several objects are grouped on a
+    side (never "centre") or spread out."""
     rng = _as_random(rng)
     _check(shapes, SHAPES, "shape")
     _check(colours, COLOURS, "colour")
@@ -116,7 +109,7 @@ def sample_scene(rng: RandomLike, shapes: Sequence[str] = SHAPES, colours: Seque
         position = rng.choice(list(positions)) if positions else None
     else:
         position = rng.choice([p for p in positions if p != "centre"] + [None])
-    return _scene(rng, shape, colour, count, position)
+    return _scene(rng, shape, colour, count, position, lang)
 
 
 def classes(shapes: Sequence[str] = SHAPES, colours: Sequence[str] | None = tuple(COLOURS)) -> list[str]:
@@ -156,10 +149,12 @@ def render(scene: Scene, size: int = 64) -> Image.Image:
 
 def write_shards(out_dir: str | Path, samples: int, seed: int, samples_per_shard: int, image_size: int = 64,
                  held_out: set[str] | None = None, *, shapes: Sequence[str] = SHAPES,
-                 colours: Sequence[str] = tuple(COLOURS)) -> dict:
+                 colours: Sequence[str] = tuple(COLOURS), languages: Sequence[str] = ()) -> dict:
     """Write `samples` random scenes of `shapes` and `colours` as a SHARDS dir (NNNNNN.tar,
     sizes.json, manifest.json), leaving out the classes in `held_out` ("red circle", or a
-    shape: "star"). The same arguments give byte-identical files.
+    shape: "star"). Each sample's caption is KEY.txt, in English; with `languages` it is
+    captioned in each of them instead, as KEY.LANG.txt (a retrieval set in several
+    languages, train.evaluate's layout). The same arguments give byte-identical files.
     Returns a summary: out, shards, samples, bytes, seconds."""
     started = time.perf_counter()
     if samples < 1 or samples_per_shard < 1 or image_size < 8:
@@ -168,7 +163,8 @@ def write_shards(out_dir: str | Path, samples: int, seed: int, samples_per_shard
     excluded = sorted(held_out or ())
     for name in excluded:
         _parse(name)
-    shapes, colours = list(shapes), list(colours)
+    shapes, colours, languages = list(shapes), list(colours), list(languages)
+    _check(languages, LANGUAGES, "language")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     remove_temporaries(out)
@@ -177,7 +173,7 @@ def write_shards(out_dir: str | Path, samples: int, seed: int, samples_per_shard
         rng = random.Random(f"wit.demo.shards:{seed}:{index}")  # one stream per shard
         keys = range(start, min(start + samples_per_shard, samples))
         scenes = (sample_scene(rng, shapes, colours, exclude=excluded) for _ in keys)
-        shards.append(_write_shard(out / f"{index:06d}.tar", zip(keys, scenes), seed, image_size))
+        shards.append(_write_shard(out / f"{index:06d}.tar", zip(keys, scenes), seed, image_size, languages))
     names = {s["name"] for s in shards}
     for stale in out.glob("[0-9][0-9][0-9][0-9][0-9][0-9].tar"):
         if stale.name not in names:  # from an earlier run with more shards
@@ -187,7 +183,7 @@ def write_shards(out_dir: str | Path, samples: int, seed: int, samples_per_shard
     write_json(out / "manifest.json", {
         "tool": "wit.demo.world", "seed": seed, "samples_per_shard": samples_per_shard,
         "image_size": image_size, "shapes": shapes, "colours": colours, "held_out": excluded,
-        "shards": shards,
+        **({"languages": languages} if languages else {}), "shards": shards,
         "total_samples": samples, "total_bytes": sum(s["bytes"] for s in shards),
     })
     return {"out": str(out), "shards": len(shards), "samples": samples,
@@ -260,12 +256,13 @@ def _parse(name: str) -> tuple[str, str | None]:
                    f"from {', '.join(COLOURS)} and a shape from {', '.join(SHAPES)}")
 
 
-def _scene(rng: random.Random, shape: str, colour: str, count: int, position: str | None) -> Scene:
+def _scene(rng: random.Random, shape: str, colour: str, count: int, position: str | None,
+           lang: str = "en") -> Scene:
     rgb = tuple(min(255, max(0, c + rng.randint(-15, 15))) for c in COLOURS[colour])
     tint = rng.randint(-8, 8)
     background = tuple(min(255, max(0, c + tint + rng.randint(-6, 6))) for c in _BACKGROUND)
     return Scene(shape=shape, colour=colour, count=count, position=position,
-                 caption=_caption(rng, shape, colour, count, position),
+                 caption=caption(rng, lang, shape, colour, count, position),
                  objects=_place(rng, shape, count, position), rgb=rgb, background=background)
 
 
@@ -302,36 +299,18 @@ def _within(rng: random.Random, low: float, high: float) -> float:
     return rng.uniform(low, high) if low < high else (low + high) / 2
 
 
-def _caption(rng: random.Random, shape: str, colour: str, count: int, position: str | None) -> str:
-    """A true description in one of several phrasings."""
-    if count == 1:
-        forms = [f"{_article(colour)} {colour} {shape}"] * 3 + [
-            f"one {colour} {shape}", f"a single {colour} {shape}", f"{_article(shape)} {shape} in {colour}"]
-    else:
-        plural = shape + ("es" if shape.endswith(("s", "x", "ch", "sh")) else "s")
-        number = NUMBERS[count]
-        forms = [f"{number} {colour} {plural}"] * 3 + [f"{number} {plural} in {colour}"]
-    phrase = rng.choice(forms)
-    where = rng.choice(POSITION_PHRASES[position]) if position and rng.random() < 0.8 else None
-    if where:
-        phrase = f"{phrase} {where}"
-    frames = ["{}", "{}", "a photo of {}", "a picture of {}", "an image of {}", "a drawing of {}",
-              ("there is {}" if count == 1 else "there are {}")]
-    if not where:
-        frames.append("{} on a plain background")
-    caption = rng.choice(frames).format(phrase)
-    return caption + "." if rng.random() < 0.3 else caption
-
-
-def _article(word: str) -> str:
-    return "an" if word[0] in "aeiou" else "a"
-
-
 # ---- shards ----------------------------------------------------------------------------
 
 
-def _write_shard(path: Path, scenes: Iterable[tuple[int, Scene]], seed: int, size: int) -> dict:
-    """Write (key, scene) pairs as one tar, atomically; return its manifest entry."""
+def retell(scene: Scene, lang: str, rng: random.Random) -> str:
+    """Another true caption of `scene`, in `lang`."""
+    return caption(rng, lang, scene.shape, scene.colour, scene.count, scene.position)
+
+
+def _write_shard(path: Path, scenes: Iterable[tuple[int, Scene]], seed: int, size: int,
+                 languages: Sequence[str] = ()) -> dict:
+    """Write (key, scene) pairs as one tar, atomically; return its manifest entry. With
+    `languages`, the scene's captions in each (from a stream of their own per sample)."""
     written = 0
 
     def samples():
@@ -343,8 +322,11 @@ def _write_shard(path: Path, scenes: Iterable[tuple[int, Scene]], seed: int, siz
             meta = {"uid": uid, "url": f"http://demo.invalid/{seed}/{uid}.jpg", "query_ids": [],
                     "width": size, "height": size, "original_width": size, "original_height": size,
                     "sha256": hashlib.sha256(image).hexdigest()}
+            texts = [("txt", scene.caption)] if not languages else [
+                (f"{lang}.txt", retell(scene, lang, random.Random(f"wit.demo.captions:{seed}:{key}:{lang}")))
+                for lang in languages]
             yield uid, [("jpg", image), ("json", json.dumps(meta, sort_keys=True).encode()),
-                        ("txt", scene.caption.encode("utf-8"))]
+                        *((ext, text.encode("utf-8")) for ext, text in texts)]
 
     tar = io.BytesIO()
     write_tar(tar, samples())

@@ -18,8 +18,9 @@ import webdataset as wds
 from PIL import Image
 from torchvision.datasets import ImageFolder
 
-from wit.demo.world import (COLOURS, COUNTS, NUMBERS, POSITION_PHRASES, POSITIONS, SHAPES, Scene, class_dir,
-                            class_scene, classes, jpeg, render, sample_scene, write_imagefolder, write_shards)
+from wit.demo.phrases import NUMBERS, POSITION_PHRASES
+from wit.demo.world import (COLOURS, COUNTS, POSITIONS, SHAPES, Scene, class_dir, class_scene, classes, jpeg,
+                            render, sample_scene, write_imagefolder, write_shards)
 from wit.formats.errors import WitError
 
 PLURALS = {shape + ("es" if shape.endswith("s") else "s"): shape for shape in SHAPES}
