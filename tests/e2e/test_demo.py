@@ -12,12 +12,14 @@ import sys
 import tarfile
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 
 from tests.cli import REPO
 from train.model.text_tokens import FileTokenizer
 from wit.demo.phrases import JA_COLOURS, JA_SHAPES, ZH_COLOURS, ZH_SHAPES
+from wit.formats.embeddings import read_embeddings
 
 LANGUAGES = ("en", "ja", "zh")
 
@@ -60,6 +62,19 @@ def test_demo_runs_every_stage_and_the_model_learns(tmp_path):
         assert found.returncode == 0, found.stderr[-2000:]
         red += sum("red" in line.split("\t")[3].split() for line in found.stdout.splitlines())
     assert red >= 8, red   # of 20; about 3 by chance (1 colour in 7)
+    # and wit embed: each language's texts find their own images among that language's samples
+    done = subprocess.run([sys.executable, "-m", "wit", "embed", "--checkpoint", str(out / "run" / "checkpoints" /
+                           "latest.pt"), "--shards", str(out / "shards"), "--out", str(tmp_path / "embed")],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = read_embeddings(str(tmp_path / "embed")).to_pydict()
+    lang_of = {uid: lang for uid, lang in _uids_and_languages(out / "shards")}
+    for lang in LANGUAGES:
+        rows = [i for i, uid in enumerate(table["uid"]) if lang_of[uid] == lang and table["image"][i] is not None]
+        images = np.array([table["image"][i] for i in rows])
+        texts = np.array([table["text"][i] for i in rows])
+        rank = ((texts @ images.T) > np.diag(texts @ images.T)[:, None]).sum(1)   # images closer than its own
+        assert (rank < 5).mean() >= 5 * 5 / len(rows), (lang, (rank < 5).mean(), len(rows))
     sources = summary["queries_per_source"]
     assert all(sources[s] > 0 for s in ("unigram", "bigram", "title")), sources
     assert summary["candidates"] >= summary["matched"] >= summary["selected"] >= summary["downloaded"] > 0
@@ -78,6 +93,15 @@ def test_demo_runs_every_stage_and_the_model_learns(tmp_path):
         for phrase in (JA_COLOURS[colour] + JA_SHAPES[shape], ZH_COLOURS[colour] + ZH_SHAPES[shape],
                        ZH_COLOURS[colour] + "的" + ZH_SHAPES[shape]):
             assert not any(phrase in t for t in texts), phrase
+
+
+def _uids_and_languages(shards) -> list[tuple[str, str]]:
+    found = []
+    for path in sorted(shards.glob("*.tar")):
+        with tarfile.open(path) as tar:
+            found += [(meta["uid"], meta["lang"]) for m in tar.getmembers() if m.name.endswith(".json")
+                      for meta in [json.loads(tar.extractfile(m).read())]]
+    return found
 
 
 def _samples(path) -> list[tuple[str, str]]:

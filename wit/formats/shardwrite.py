@@ -141,9 +141,9 @@ def plot_languages(languages: dict[str, dict], path: str, top: int = 40) -> None
     from matplotlib.figure import Figure
 
     ranked = sorted(languages.items(), key=lambda kv: (-kv[1]["samples"]["downloaded"], kv[0]))[:top]
-    figure = Figure(figsize=(7, 1.2 + 0.25 * max(len(ranked), 1)), dpi=100)
+    figure = Figure(figsize=(9, 1.6 + 0.3 * max(len(ranked), 1)), dpi=100)
     FigureCanvasAgg(figure)
-    axes = figure.add_axes((0.15, 0.1, 0.8, 0.8))
+    axes = figure.add_subplot()
     rows = np.arange(len(ranked))
     for shift, key, label in ((-0.2, "downloaded", "downloaded (before the cap)"), (0.2, "kept", "kept (after the cap)")):
         axes.barh(rows + shift, [max(entry["samples"][key], 0) for _, entry in ranked], height=0.4, label=label)
@@ -151,6 +151,7 @@ def plot_languages(languages: dict[str, dict], path: str, top: int = 40) -> None
     axes.invert_yaxis()
     axes.set_xlabel("samples")
     axes.set_title("Samples per language")
-    axes.legend()
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)   # beside the bars, never over them
+    figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", metadata={"Software": None})
