@@ -63,10 +63,10 @@ def test_demo_runs_every_stage_and_the_model_learns(tmp_path):
         red += sum("red" in line.split("\t")[3].split() for line in found.stdout.splitlines())
     assert red >= 8, red   # of 20; about 3 by chance (1 colour in 7)
     # and wit embed: each language's texts find their own images among that language's samples
-    done = subprocess.run([sys.executable, "-m", "wit", "embed", "--checkpoint", str(out / "run" / "checkpoints" /
-                           "latest.pt"), "--shards", str(out / "shards"), "--out", str(tmp_path / "embed")],
-                          capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
+    embedded = subprocess.run([sys.executable, "-m", "wit", "embed", "--checkpoint", str(out / "run" / "checkpoints"
+                               / "latest.pt"), "--shards", str(out / "shards"), "--out", str(tmp_path / "embed")],
+                              capture_output=True, text=True, env=env, timeout=600)
+    assert embedded.returncode == 0, embedded.stderr[-2000:]
     table = read_embeddings(str(tmp_path / "embed")).to_pydict()
     lang_of = {uid: lang for uid, lang in _uids_and_languages(out / "shards")}
     for lang in LANGUAGES:
