@@ -7,12 +7,12 @@ Here a batch of texts is matched at once, on tokens. `spaced(t).split(" ")` cuts
 spaced text at every space, so for a query whose words (split at " ") are all non-empty,
 f" {q} " occurs in spaced(t) exactly when q's words are consecutive tokens: spaces
 delimit both. Tokens become query-word ids (Arrow splits and dictionary-encodes them, so
-the vocabulary is consulted once per distinct token); one-word queries
-are then an array lookup, and k-word queries a rolling 64-bit hash over k consecutive
-ids (only where a window starts with a query's first word and holds query words only),
-looked up in a hash table of the queries' hashes and verified id by id. All of it is NumPy,
-with no per-text Python loop. Queries with an empty word (leading, trailing or double
-spaces) cannot be expressed as tokens and go through a pyahocorasick automaton.
+the vocabulary is consulted once per distinct token); one-word queries are then an array
+lookup, and k-word queries a rolling 64-bit hash over k consecutive ids (only where a
+window starts with a query's first word and holds query words only), looked up in a hash
+table of the queries' hashes and verified id by id. All of it is NumPy, with no per-text
+Python loop. Queries with an empty word (leading, trailing or double spaces) go through a
+pyahocorasick automaton.
 
 Worldwide lists (MetaCLIP 2, `worldwide=True`): an entry e matches when its pattern
 `wit.formats.text.spaced_entry(e)` occurs in spaced(t): padded with a space only on a side
@@ -160,7 +160,7 @@ class QueryMatcher:
     def _automaton_hits(self, haystack: str) -> tuple[np.ndarray, np.ndarray]:
         automaton, groups = self._automaton
         hits = np.array(list(automaton.iter(haystack)), dtype=np.int64).reshape(-1, 2)
-        separators = np.fromiter(_positions(haystack, SEPARATOR), np.int64)
+        separators = np.fromiter((found.start() for found in re.finditer(SEPARATOR, haystack)), np.int64)
         return groups.expand(np.searchsorted(separators, hits[:, 0]), hits[:, 1])
 
 
@@ -355,21 +355,22 @@ class _Boundaries:
 
     def _bare(self, points: np.ndarray) -> np.ndarray:
         """Punctuation or CJK-like: no padding on that side, a token of its own."""
-        inside = self.bmp[np.minimum(points, 0xFFFF)] & (points < 0x10000)
-        for low, high in self.astral:
-            inside |= (points >= low) & (points <= high)
+        inside = self.bmp[np.minimum(points, 0xFFFF)]
+        above = np.flatnonzero(points > 0xFFFF)   # only these are compared with the blocks above it
+        high = points[above]
+        inside[above] = np.any([(high >= low) & (high <= top) for low, top in self.astral] or [high < 0], axis=0)
         return inside
 
     @staticmethod
     def _code_points(raw: np.ndarray, starts: np.ndarray) -> np.ndarray:
-        """The code point of the character starting at each of `starts` (valid UTF-8, or
-        lone surrogates written with surrogatepass)."""
-        padded = np.concatenate([raw, np.zeros(3, np.uint8)])
-        b0, b1, b2, b3 = (padded[starts + i].astype(np.int64) for i in range(4))
-        return np.select(
-            [b0 < 0x80, b0 < 0xE0, b0 < 0xF0],
-            [b0, ((b0 & 0x1F) << 6) | (b1 & 0x3F), ((b0 & 0x0F) << 12) | ((b1 & 0x3F) << 6) | (b2 & 0x3F)],
-            ((b0 & 0x07) << 18) | ((b1 & 0x3F) << 12) | ((b2 & 0x3F) << 6) | (b3 & 0x3F))
+        """The code point of the three- or four-byte character starting at each of `starts`
+        (valid UTF-8, or lone surrogates written with surrogatepass)."""
+        b0, b1, b2 = (raw[starts + i].astype(np.int32) for i in range(3))
+        points = ((b0 & 0x0F) << 12) | ((b1 & 0x3F) << 6) | (b2 & 0x3F)
+        four = np.flatnonzero(b0 >= 0xF0)   # above the Basic Multilingual Plane: a fourth byte
+        b3 = raw[starts[four] + 3].astype(np.int32)
+        points[four] = ((b0[four] & 0x07) << 18) | ((b1[four] & 0x3F) << 12) | ((b2[four] & 0x3F) << 6) | (b3 & 0x3F)
+        return points
 
 
 def _keys(ids: np.ndarray, inner: np.ndarray | None) -> np.ndarray:
@@ -381,7 +382,8 @@ def _keys(ids: np.ndarray, inner: np.ndarray | None) -> np.ndarray:
 
 
 def _lists(texts: np.ndarray, query_ids: np.ndarray, text_count: int, query_count: int) -> pa.ListArray:
-    pairs = np.sort(texts * query_count + query_ids)
+    # each part of the hits comes in text order: timsort ("stable") merges such runs fast
+    pairs = np.sort(texts * query_count + query_ids, kind="stable")
     pairs = pairs[np.concatenate([[True], pairs[1:] != pairs[:-1]])] if len(pairs) else pairs
     per_text = np.bincount(pairs // query_count, minlength=text_count)
     offsets = np.concatenate([[0], np.cumsum(per_text)]).astype(np.int32)
@@ -395,6 +397,3 @@ def _automaton(by_pattern: dict[str, list[int]]) -> tuple[ahocorasick.Automaton,
     automaton.make_automaton()
     return automaton, _Groups(list(by_pattern.values()))
 
-
-def _positions(text: str, char: str):
-    return (found.start() for found in re.finditer(re.escape(char), text))

@@ -112,7 +112,9 @@ def test_worldwide_duplicates_keep_the_last_id_as_the_automaton_does():
 @pytest.mark.parametrize("seed", range(4))
 def test_worldwide_is_identical_to_metaclip2_on_random_mixed_script_texts(seed):
     rng = random.Random(seed)
-    alphabet = list("ab c") + list("猫狗手机") + list("ねこ") + list(",.()'-!`，。「」—") + ["ก", "ข", "\t", "  ", "\n"]
+    # two-, three- and four-byte characters: é, ideographs of the BMP and of Extension B (𠀀, CJK-like),
+    # an emoji and a mathematical letter (above the BMP, not CJK-like)
+    alphabet = list("ab cé") + list("猫狗手机𠀀𠂉") + list("ねこ") + list(",.()'-!`，。「」—") + ["ก", "ข", "😀", "𝐀", "\t", "  ", "\n"]
     entries = [e for e in ("".join(rng.choice(alphabet) for _ in range(rng.randint(1, 5))).strip("\t\n")
                            for _ in range(200)) if e.strip(" ")]
     texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(3000)]
