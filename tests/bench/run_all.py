@@ -33,6 +33,7 @@ BASELINES = {
     "build_queries": "mwxml + mwparserfromhell `strip_code()` + `str.split()`",
     "match": "MetaCLIP's per-text pyahocorasick loop",
     "wat": "cc2dataset's `extract_documents_from_wat` (FastWARC + simdjson)",
+    "lid": "py3langid's `classify` (the fastest other offline identifier on PyPI)",
     "scale": "none (MetaCLIP has no pool-scale grouping)",
     "balance": "MetaCLIP's per-candidate `random()` loop",
     "download": "bare `img2dataset.download`",
