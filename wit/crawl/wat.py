@@ -39,14 +39,14 @@ def image_links(f: BinaryIO, attrs: tuple[str, ...], counts: WatCounts,
     """Tables of `batch_rows` candidates or more (the last one may be short) with columns
     url (resolved), text, text_attr (the attribute) and page_url, of every image text of
     the WAT stream `f` (seekable, at its start)."""
-    out = _Columns()
+    out = _Columns(attrs)
     last_corrupt = False
     try:
         for record in ArchiveIterator(f, record_types=WarcRecordType.metadata, parse_http=False):
             counts.records += 1
             rows = len(out.url)
             try:
-                _record_links(orjson.loads(record.reader.read()), attrs, out)
+                _record_links(orjson.loads(record.reader.read()), out)
             except (ValueError, TypeError, KeyError, AttributeError):
                 out.cut(rows)
                 counts.corrupt_records += 1
@@ -65,26 +65,34 @@ def image_links(f: BinaryIO, attrs: tuple[str, ...], counts: WatCounts,
 
 
 class _Columns:
-    """The candidates read so far, column by column."""
+    """The candidates read so far, column by column (attributes and pages as indexes)."""
 
-    def __init__(self) -> None:
+    def __init__(self, attrs: tuple[str, ...]) -> None:
+        self.attrs = attrs
         self.url: list[str] = []
         self.text: list[str] = []
-        self.text_attr: list[str] = []
-        self.page_url: list[str] = []
+        self.attr: list[int] = []        # index in attrs
+        self.page: list[int] = []        # index in page_urls
+        self.page_urls: list[str] = []   # appended once a page's candidates are all in
 
     def cut(self, rows: int) -> None:
         """Forget every candidate after the first `rows` (those of a record found corrupt)."""
-        for column in (self.url, self.text, self.text_attr, self.page_url):
+        for column in (self.url, self.text, self.attr, self.page):
             del column[rows:]
 
     def table(self) -> pa.Table:
-        table = pa.table({name: pa.array(values, pa.string()) for name, values in vars(self).items()})
+        def indexed(names: list[str], indexes: list[int]) -> pa.Array:
+            return pa.array(names, pa.string()).take(pa.array(indexes, pa.int32()))
+
+        table = pa.table({"url": pa.array(self.url, pa.string()), "text": pa.array(self.text, pa.string()),
+                          "text_attr": indexed(list(self.attrs), self.attr),
+                          "page_url": indexed(self.page_urls, self.page)})
         self.cut(0)
+        self.page_urls.clear()
         return table
 
 
-def _record_links(record: dict, attrs: tuple[str, ...], out: _Columns) -> None:
+def _record_links(record: dict, out: _Columns) -> None:
     envelope = record["Envelope"]
     page_url = envelope["WARC-Header-Metadata"].get("WARC-Target-URI", "")
     html = envelope.get("Payload-Metadata", {}).get("HTTP-Response-Metadata", {}).get("HTML-Metadata")
@@ -92,10 +100,10 @@ def _record_links(record: dict, attrs: tuple[str, ...], out: _Columns) -> None:
         return
     resolve = None
     rows = len(out.url)
-    urls, texts, text_attrs = out.url, out.text, out.text_attr
+    urls, texts, attrs = out.url, out.text, out.attr
     for link in [link for link in html.get("Links") or () if link.get("path") == IMAGE_LINK]:
         seen: tuple[str, ...] = ()   # the link's texts so far
-        for attr in attrs:
+        for k, attr in enumerate(out.attrs):
             text = link.get(attr)
             if not text or not isinstance(text, str):
                 continue
@@ -110,8 +118,10 @@ def _record_links(record: dict, attrs: tuple[str, ...], out: _Columns) -> None:
             seen += (text,)
             urls.append(url)
             texts.append(text)
-            text_attrs.append(attr)
-    out.page_url += [page_url] * (len(urls) - rows)
+            attrs.append(k)
+    if len(urls) > rows:
+        out.page += [len(out.page_urls)] * (len(urls) - rows)
+        out.page_urls.append(page_url)
 
 
 def _ends_cleanly(f: BinaryIO) -> bool:
