@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib
 import logging
 import sys
 from functools import partial
@@ -15,7 +16,8 @@ from wit.formats.processes import lead
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = _parser(next((a for a in argv if not a.startswith("-")), None))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
@@ -41,34 +43,37 @@ def _fail(command: str, message: str) -> int:
     return 1
 
 
-def _parser() -> argparse.ArgumentParser:
-    from wit.embed.run import EmbedConfig
-    from wit.crawl.merge import MergeConfig
-    from wit.crawl.config import CrawlConfig
-    from wit.filter.run import FilterConfig
-    from wit.queries.build import BuildConfig
-    from wit.shards.build import ShardConfig
-    from wit.shards.inspect import InspectConfig
-
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `wit` parser; when `command` names a subcommand, only its flags are built (the
+    other stages' modules are not imported: some take a while)."""
     parser = argparse.ArgumentParser(prog="wit", description=__doc__)
     parser.add_argument("--version", action="version", version=f"wit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     stages = [
-        ("build-queries", BuildConfig, _build_queries, "Wikipedia dump + page views + WordNet -> the query list"),
-        ("crawl", CrawlConfig, _crawl, "candidate pool -> substring matching -> balancing -> download"),
-        ("shard", ShardConfig, _shard, "downloaded pairs -> final WebDataset shards"),
-        ("merge-crawl", MergeConfig, _merge_crawl, "the parts of a crawl (wit crawl --part I/N) -> one CRAWL dir"),
-        ("embed", EmbedConfig, _embed, "SHARDS dir -> image and text embeddings of every sample (any OpenCLIP model)"),
-        ("filter", FilterConfig, _filter, "SHARDS dir -> filtered SHARDS dir (near-duplicates, test-set overlap, "
-                                          "CLIP score, text rules)"),
+        ("build-queries", "wit.queries.build:BuildConfig", _build_queries,
+         "Wikipedia dump + page views + WordNet -> the query list"),
+        ("crawl", "wit.crawl.config:CrawlConfig", _crawl,
+         "candidate pool -> substring matching -> balancing -> download"),
+        ("shard", "wit.shards.build:ShardConfig", _shard, "downloaded pairs -> final WebDataset shards"),
+        ("merge-crawl", "wit.crawl.merge:MergeConfig", _merge_crawl,
+         "the parts of a crawl (wit crawl --part I/N) -> one CRAWL dir"),
+        ("embed", "wit.embed.run:EmbedConfig", _embed,
+         "SHARDS dir -> image and text embeddings of every sample (any OpenCLIP model)"),
+        ("filter", "wit.filter.run:FilterConfig", _filter, "SHARDS dir -> filtered SHARDS dir (near-duplicates, "
+                                                           "test-set overlap, CLIP score, text rules)"),
     ]
-    for name, config, run, description in stages:
-        p = commands.add_parser(name, help=description, description=description)
-        add_flags(p, config)
-        p.set_defaults(run=partial(_run_stage, config, run))
-    p = commands.add_parser("inspect", help="summarise and verify a SHARDS dir")
-    add_flags(p, InspectConfig)
-    p.set_defaults(run=partial(_run_stage, InspectConfig, _inspect))
+    if command not in {name for name, *_ in stages} | {"inspect"}:
+        command = None
+    parsers = [(commands.add_parser(name, help=description, description=description), name, where, run)
+               for name, where, run, description in stages]
+    parsers.append((commands.add_parser("inspect", help="summarise and verify a SHARDS dir"), "inspect",
+                    "wit.shards.inspect:InspectConfig", _inspect))
+    for p, name, where, run in parsers:
+        if command in (None, name):
+            module, _, attr = where.partition(":")
+            config = getattr(importlib.import_module(module), attr)
+            add_flags(p, config)
+            p.set_defaults(run=partial(_run_stage, config, run))
     return parser
 
 

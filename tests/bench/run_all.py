@@ -60,6 +60,9 @@ DETAILS = {
     "projected_minutes_64_cores": "projected counting time for the full English Wikipedia on 64 cores: {} min",
     "images": "{} images",
     "whole_command_ratio": "whole command: {} of the baseline",
+    "whole_command_target": "whole-command target: ≥ {}",
+    "whole_command_records": "whole command on {} WAT records of pages with real-looking links",
+    "whole_command_candidates": "{} matched candidates",
     "texts": "{} texts",
     "records": "{} WAT records",
     "worst_ratio": "worst mix: {}x",
@@ -84,7 +87,7 @@ DETAILS = {
     "exact": "same pairs as brute force: {}",
     "search_mb_per_million": "search memory: {} MB per million hashes",
 }
-RATIO_FIELDS = {"whole_command_ratio", "robots_off_ratio", "fp32_ratio", "hashing_ratio"}
+RATIO_FIELDS = {"whole_command_ratio", "whole_command_target", "robots_off_ratio", "fp32_ratio", "hashing_ratio"}
 KEY_NAMES = {"wit_1": "wit on one worker", "wit_all": "wit on all cores"}   # keys inside a field
 
 

@@ -16,6 +16,7 @@ A killed crawl run again with the same command skips finished partitions and sha
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -35,8 +36,8 @@ from wit.crawl.image_groups import bucket_count, group_rows, read_bucket, write_
 from wit.crawl.match import QueryMatcher
 from wit.crawl.worldwide import WorldwideMatcher, count_languages, language_summary
 from wit.crawl.sources import Partition, SourceStats, TableColumns, plan_partitions, read_partition
-from wit.crawl.urls import REFUSAL_REASONS, refusal
-from wit.formats.uids import url_uid
+from wit.crawl.urls import REFUSAL_REASONS, refusals
+from wit.formats.uids import url_uids
 from wit.formats.errors import WitError
 from wit.formats.languages import OTHER
 from wit.formats.crawl import (CANDIDATE_SCHEMA, CANDIDATES, DOWNLOAD, ENTRY_COUNTS, ROBOTS, SELECTED, SUMMARY,
@@ -142,11 +143,11 @@ def _crawl(config: CrawlConfig, work: WorkDir, partitions: list[Partition],
 _matcher: QueryMatcher | WorldwideMatcher | None = None
 
 
-def _init_worker(queries: list[str] | tuple[dict[str, str], EntrySpace], lowercase: bool, kana: bool) -> None:
+def _init_worker(queries: list[str] | tuple[dict[str, str], EntrySpace] | None, lowercase: bool, kana: bool) -> None:
     """A single list's matcher, or for a worldwide list (its `{lang}.json` files and entry
-    space) the per-language one."""
+    space) the per-language one; None drops it."""
     global _matcher
-    _matcher = (WorldwideMatcher(*queries, lowercase, kana) if isinstance(queries, tuple)
+    _matcher = (None if queries is None else WorldwideMatcher(*queries, lowercase, kana) if isinstance(queries, tuple)
                 else QueryMatcher(queries, lowercase))
 
 
@@ -165,17 +166,17 @@ def _match_partition(partition: Partition, config: CrawlConfig, columns: TableCo
         writer = None
         for batch in read_partition(partition, columns, config.batch_rows, stats):
             read += batch.num_rows
-            reasons = [refusal(u, policy) for u in batch["url"].to_pylist()]
-            refused.update(r for r in reasons if r)
-            batch = batch.filter(pa.array([r is None for r in reasons], pa.bool_()))
+            allowed, reasons = refusals(batch["url"], policy)
+            refused.update(reasons)
+            batch = batch.filter(allowed)
             texts = batch["text"].to_pylist()
             if space.worldwide:
                 langs = _matcher.languages(texts, batch["lang"].to_pylist() if "lang" in batch.column_names else None)
-                query_ids = _matcher.match(texts, langs)
+                query_ids = _in_chunks(_matcher.match, texts, langs)
                 batch = batch.drop_columns([c for c in ("lang",) if c in batch.column_names])
                 batch = batch.append_column("lang", pa.array(langs, pa.string()))
             else:
-                query_ids = _matcher.match(texts)
+                query_ids = _in_chunks(_matcher.match, texts)
             hits = pc.greater(pc.list_value_length(query_ids), 0)
             if space.worldwide:
                 count_languages(languages, batch["lang"], hits)
@@ -184,7 +185,7 @@ def _match_partition(partition: Partition, config: CrawlConfig, columns: TableCo
             matched += batch.num_rows
             dense, _ = space.dense(query_ids, batch["lang"] if space.worldwide else None)
             counts += np.bincount(dense, minlength=len(counts))
-            table = pa.table({"uid": pa.array([url_uid(u) for u in batch["url"].to_pylist()], pa.string()),
+            table = pa.table({"uid": pa.array(url_uids(batch["url"].to_pylist()), pa.string()),
                               "url": batch["url"], "text": batch["text"], "query_ids": query_ids,
                               **{c: batch[c] for c in batch.column_names if c not in ("url", "text")}})
             if writer is None:
@@ -199,6 +200,12 @@ def _match_partition(partition: Partition, config: CrawlConfig, columns: TableCo
             "wat_records": stats.records, "corrupt_records": stats.corrupt_records,
             "refused": dict(refused), "matched": matched,
             **({"languages": {lang: dict(c) for lang, c in sorted(languages.items())}} if space.worldwide else {})}
+
+
+def _in_chunks(match, *columns: list, rows: int = 25_000) -> pa.ListArray:
+    """`match(*columns)`, `rows` at a time: the matcher's temporary arrays stay a few MB,
+    which is faster than large ones (measured: about a fifth less time, less system time)."""
+    return pa.concat_arrays([match(*(c[i:i + rows] for c in columns)) for i in range(0, max(len(columns[0]), 1), rows)])
 
 
 def _space_of(matcher: QueryMatcher | WorldwideMatcher) -> EntrySpace:
@@ -230,11 +237,18 @@ def _match_all(config: CrawlConfig, work: WorkDir, partitions: list[Partition],
     todo = sum(work.done(u.name) is None for u in units)
     queries = (({lang: q.path for lang, q in query_list.lists.items()}, EntrySpace.of(query_list))
                if isinstance(query_list, WorldwideQueries) else query_list.queries)
-    with worker_pool(min(config.processes, max(todo, 1)), "wit.crawl.run", _init_worker,
-                     (queries, config.lowercase, config.kana_as_cjk)) as pool:
-        results = work.run_units(units, _match_partition, pool, desc="match", unit="partition",
-                                 what="partitions matched", rate=lambda r: f"{r.get('read', 0):,.0f} rows/s")
-    return list(results.counters.values())
+    settings = (queries, config.lowercase, config.kana_as_cjk)
+    run_all = functools.partial(work.run_units, units, _match_partition, desc="match", unit="partition",
+                                what="partitions matched", rate=lambda r: f"{r.get('read', 0):,.0f} rows/s")
+    workers = min(config.processes, max(todo, 1))
+    if workers == 1:   # here: no forkserver to start, no second import, no query list to send
+        _init_worker(*settings)
+        try:
+            return list(run_all().counters.values())
+        finally:
+            _init_worker(None, False, False)
+    with worker_pool(workers, "wit.crawl.run", _init_worker, settings) as pool:
+        return list(run_all(pool).counters.values())
 
 
 def _entry_counts(work: WorkDir, partitions: list[Partition], space: EntrySpace,
@@ -374,7 +388,7 @@ def _select_all(config: CrawlConfig, work: WorkDir, partitions: list[Partition],
             for batch in candidates.iter_batches(config.batch_rows):
                 langs = batch["lang"] if space.worldwide else None
                 keep = balanced(batch["uid"], batch["query_ids"], probabilities, config.seed, langs, space)
-                chosen = batch.filter(pa.array(keep, pa.bool_()))
+                chosen = batch if keep.all() else batch.filter(pa.array(keep, pa.bool_()))
                 writer.write_batch(chosen)
                 selected += _by_language(pa.Table.from_batches([chosen]), space)
     return selected

@@ -204,25 +204,10 @@ def _line_blocks(f, lines: int) -> Iterator[bytes]:
 
 def _read_wat(partition: Partition, columns: TableColumns, batch_rows: int,
               stats: SourceStats) -> Iterator[pa.Table]:
-    rows: dict[str, list] = {"url": [], "text": [], "text_attr": [], "page_url": []}
-
-    def flush() -> pa.Table:
-        table = pa.table({**{k: pa.array(v, pa.string()) for k, v in rows.items()},
-                          "source_file": pa.array([partition.path] * len(rows["url"]), pa.string())})
-        for values in rows.values():
-            values.clear()
-        return table.select(["url", "text", "text_attr", "source_file", "page_url"])
-
     counts = WatCounts()
     with fsspec.open(partition.path, "rb") as f:
-        for url, text, attr, page_url in image_links(f, columns.text_attrs, counts):
-            rows["url"].append(url)
-            rows["text"].append(text)
-            rows["text_attr"].append(attr)
-            rows["page_url"].append(page_url)
-            if len(rows["url"]) >= batch_rows:
-                yield flush()
+        for table in image_links(f, columns.text_attrs, counts, batch_rows):
+            source = pa.repeat(pa.scalar(partition.path, pa.string()), table.num_rows)
+            yield table.add_column(3, "source_file", source)
     stats.records += counts.records
     stats.corrupt_records += counts.corrupt_records
-    if rows["url"]:
-        yield flush()

@@ -13,11 +13,16 @@ user allows (`NetworkPolicy`) contains it. A DNS name is decided where it is con
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
+from collections import Counter
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from wit.formats.errors import WitError
 
@@ -31,6 +36,13 @@ _IDNA_DOTS = ("\u3002", "\uff0e", "\uff61")
 # or port, and an ASCII DNS name whose last label starts with a letter (so it is no IPv4
 # literal in any inet_aton form, and brackets exclude IPv6).
 _PLAIN_URL = re.compile(r"https?://((?:[A-Za-z0-9-]+\.)*[A-Za-z][A-Za-z0-9-]*)\.?(?=[/?#]|$)")
+# For `refusals`, in Arrow's RE2 syntax: `_PLAIN_URL` with a scheme of any case (urlsplit
+# lower-cases it), which `refusal` allows unless the host is a local name; a scheme then no
+# host (nothing for urlsplit to check or refuse: no `//`, and no tab or line break that it
+# would delete first), refused for its scheme unless it is http(s).
+_PLAIN_ANY_CASE = r"^(?i:https?)://(?:[A-Za-z0-9-]+\.)*[A-Za-z][A-Za-z0-9-]*\.?(?:[/?#]|$)"
+_HOSTLESS = r"^[A-Za-z][A-Za-z0-9+.-]*:(?:/?[^/\t\n\r][^\t\n\r]*|/?)$"
+_HTTP_SCHEME = r"^(?i:https?):"
 REFUSAL_REASONS = (
     "malformed", "scheme", "credentials", "local_name",
     "loopback", "private", "link_local", "multicast", "reserved",
@@ -113,6 +125,27 @@ def refusal(url: str, policy: NetworkPolicy = NetworkPolicy()) -> str | None:
         return None if policy.allows_loopback else "local_name"
     address = literal_address(host)
     return policy.address_refusal(address) if address is not None else None
+
+
+def refusals(urls: pa.Array | pa.ChunkedArray, policy: NetworkPolicy = NetworkPolicy()) -> tuple[pa.Array, Counter]:
+    """`refusal` of every url of an Arrow column: (which may be fetched, as a boolean
+    array; the refusals counted by reason). Two common kinds are decided in Arrow, with
+    the same answer: an http(s) url of any case whose host is a DNS name as `_PLAIN_URL`
+    reads it and cannot be a local name (allowed), and a url of another scheme without a
+    host (`data:`, `javascript:`: refused for its scheme); the others go through `refusal`."""
+    urls = urls.combine_chunks() if isinstance(urls, pa.ChunkedArray) else urls
+    plain = pc.and_not(pc.match_substring_regex(urls, _PLAIN_ANY_CASE),
+                       pc.match_substring_regex(urls, "localhost|ip6-", ignore_case=True))
+    scheme = pc.and_not(pc.match_substring_regex(urls, _HOSTLESS), pc.match_substring_regex(urls, _HTTP_SCHEME))
+    decided = pc.fill_null(pc.or_(plain, scheme), False)
+    others = pc.indices_nonzero(pc.invert(decided)).to_numpy()
+    reasons = Counter({"scheme": pc.sum(scheme).as_py() or 0})
+    allowed = pc.fill_null(plain, False).to_numpy(zero_copy_only=False).copy()
+    for at, reason in zip(others, map(functools.partial(refusal, policy=policy), urls.take(others).to_pylist())):
+        allowed[at] = reason is None
+        reasons[reason] += 1
+    del reasons[None]
+    return pa.array(allowed, pa.bool_()), +reasons
 
 
 def _local_name(host: str) -> bool:

@@ -3,9 +3,10 @@
 Every `IMG@/src` link of an HTML response gives one candidate per distinct non-empty text
 among the link's `attrs` (newlines and carriage returns turned into spaces, the ends
 stripped, as MetaCLIP's parser does), its url resolved against the page's `<base>` or
-url. A record whose JSON cannot be read is skipped and counted as corrupt; so is a file
-that ends inside a gzip member (a truncated download): FastWARC stops there without a
-word, so the end of the file is checked.
+url as urljoin resolves it (`wit.crawl.resolve`; a link urljoin refuses is kept as it is,
+for the url policy to refuse). A record whose JSON cannot be read is skipped and counted
+as corrupt; so is a file that ends inside a gzip member (a truncated download): FastWARC
+stops there without a word, so the end of the file is checked.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from typing import BinaryIO, Iterable, Iterator
 from urllib.parse import urljoin
 
 import orjson
+import pyarrow as pa
 from fastwarc.warc import ArchiveIterator, WarcRecordType
+
+from wit.crawl.resolve import Resolver
 
 IMAGE_LINK = "IMG@/src"
 GZIP_MAGIC = b"\x1f\x8b"
@@ -30,84 +34,94 @@ class WatCounts:
     corrupt_records: int = 0
 
 
-def image_links(f: BinaryIO, attrs: tuple[str, ...], counts: WatCounts) -> Iterator[tuple[str, str, str, str]]:
-    """(resolved url, text, attribute, page url) of every image text of the WAT stream `f`
-    (seekable, at its start)."""
+def image_links(f: BinaryIO, attrs: tuple[str, ...], counts: WatCounts,
+                batch_rows: int = 100_000) -> Iterator[pa.Table]:
+    """Tables of `batch_rows` candidates or more (the last one may be short) with columns
+    url (resolved), text, text_attr (the attribute) and page_url, of every image text of
+    the WAT stream `f` (seekable, at its start)."""
+    out = _Columns(attrs)
     last_corrupt = False
     try:
         for record in ArchiveIterator(f, record_types=WarcRecordType.metadata, parse_http=False):
             counts.records += 1
+            rows = len(out.url)
             try:
-                links = _record_links(orjson.loads(record.reader.read()), attrs)
+                _record_links(orjson.loads(record.reader.read()), out)
             except (ValueError, TypeError, KeyError, AttributeError):
+                out.cut(rows)
                 counts.corrupt_records += 1
                 last_corrupt = True
                 continue
             last_corrupt = False
-            yield from links
+            if len(out.url) >= batch_rows:
+                yield out.table()
     except (OSError, ValueError):   # a damaged record: what came before it is kept
         counts.corrupt_records += 1
-        return
-    if not last_corrupt and not _ends_cleanly(f):   # a cut record FastWARC did not return
-        counts.corrupt_records += 1
+    else:
+        if not last_corrupt and not _ends_cleanly(f):   # a cut record FastWARC did not return
+            counts.corrupt_records += 1
+    if out.url:
+        yield out.table()
 
 
-def _record_links(record: dict, attrs: tuple[str, ...]) -> list[tuple[str, str, str, str]]:
+class _Columns:
+    """The candidates read so far, column by column (attributes and pages as indexes)."""
+
+    def __init__(self, attrs: tuple[str, ...]) -> None:
+        self.attrs = attrs
+        self.url: list[str] = []
+        self.text: list[str] = []
+        self.attr: list[int] = []        # index in attrs
+        self.page: list[int] = []        # index in page_urls
+        self.page_urls: list[str] = []   # appended once a page's candidates are all in
+
+    def cut(self, rows: int) -> None:
+        """Forget every candidate after the first `rows` (those of a record found corrupt)."""
+        for column in (self.url, self.text, self.attr, self.page):
+            del column[rows:]
+
+    def table(self) -> pa.Table:
+        def indexed(names: list[str], indexes: list[int]) -> pa.Array:
+            return pa.array(names, pa.string()).take(pa.array(indexes, pa.int32()))
+
+        table = pa.table({"url": pa.array(self.url, pa.string()), "text": pa.array(self.text, pa.string()),
+                          "text_attr": indexed(list(self.attrs), self.attr),
+                          "page_url": indexed(self.page_urls, self.page)})
+        self.cut(0)
+        self.page_urls.clear()
+        return table
+
+
+def _record_links(record: dict, out: _Columns) -> None:
     envelope = record["Envelope"]
     page_url = envelope["WARC-Header-Metadata"].get("WARC-Target-URI", "")
     html = envelope.get("Payload-Metadata", {}).get("HTTP-Response-Metadata", {}).get("HTML-Metadata")
     if not html:
-        return []
-    out = []
+        return
     resolve = None
-    for link in html.get("Links") or ():
-        if link.get("path") != IMAGE_LINK:
-            continue
-        seen: list[str] = []
-        for attr in attrs:
+    rows = len(out.url)
+    urls, texts, attrs = out.url, out.text, out.attr
+    for link in [link for link in html.get("Links") or () if link.get("path") == IMAGE_LINK]:
+        seen: tuple[str, ...] = ()   # the link's texts so far
+        for k, attr in enumerate(out.attrs):
             text = link.get(attr)
-            if not isinstance(text, str):
+            if not text or not isinstance(text, str):
                 continue
             text = text.replace("\n", " ").replace("\r", " ").strip()
-            if text and text not in seen:
-                seen.append(text)
+            if not text or text in seen:
+                continue
+            if not seen:
                 if resolve is None:
                     base = (html.get("Head") or {}).get("Base")
                     resolve = Resolver(urljoin(page_url, base) if base else page_url)
-                out.append((resolve(link.get("url", "")), text, attr, page_url))
-    return out
-
-
-class Resolver:
-    """`urljoin(base, url)` for the links of one page, with the same result, faster for the
-    plain urls most links are (no dot segments, empty segments, params, query, fragment,
-    spaces or escapes to interpret): those are put together from the page's directory and
-    root, which urljoin computes once; every other url goes through urljoin."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self.fast = base.startswith(("http://", "https://"))
-        if self.fast:
-            self.scheme = base[: base.index(":") + 3]
-            self.root = urljoin(base, "/")[:-1]
-            self.directory = urljoin(base, "x")[:-1]
-
-    def __call__(self, url: str) -> str:
-        if self.fast and _PLAIN.fullmatch(url) and "/." not in url and url[:1] != ".":
-            if url.startswith(("http://", "https://")):
-                if not url.startswith(self.scheme):
-                    return url        # another scheme: urljoin returns it as it is
-                if url[len(self.scheme):len(self.scheme) + 1] not in ("", "/"):
-                    return url        # same scheme with a host: urljoin rebuilds it unchanged
-            elif "//" not in url:     # urljoin would drop empty segments
-                if url.startswith("/"):
-                    return self.root + url
-                if url and ":" not in url.split("/", 1)[0]:
-                    return self.directory + url
-        return urljoin(self.base, url)
-
-
-_PLAIN = re.compile(r"[A-Za-z0-9_~!$&'()*+,=:@%./-]*")   # no ; ? # \\ [ ] space or control
+                url = resolve(link.get("url", ""))
+            seen += (text,)
+            urls.append(url)
+            texts.append(text)
+            attrs.append(k)
+    if len(urls) > rows:
+        out.page += [len(out.page_urls)] * (len(urls) - rows)
+        out.page_urls.append(page_url)
 
 
 def _ends_cleanly(f: BinaryIO) -> bool:

@@ -81,9 +81,12 @@ def balanced(uids: pa.Array | pa.ChunkedArray, query_ids: pa.Array | pa.ChunkedA
     space = space or EntrySpace.single(len(probabilities))
     flat, parents = space.dense(query_ids, langs)
     keys = uid_keys(uids)
-    hit = draws(keys[parents], flat, seed) < probabilities[flat]
     keep = np.zeros(len(query_ids), dtype=bool)
-    keep[parents[hit]] = True
+    certain = probabilities[flat] >= 1   # every draw is below 1: no need to draw
+    keep[parents[certain]] = True
+    drawn = np.flatnonzero(~certain & ~keep[parents])   # the other pairs of rows not kept yet
+    hit = draws(keys[parents[drawn]], flat[drawn], seed) < probabilities[flat[drawn]]
+    keep[parents[drawn[hit]]] = True
     return keep
 
 

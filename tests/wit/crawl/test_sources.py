@@ -118,6 +118,17 @@ def test_wat_texts_of_every_attribute(tmp_path):
         ("f.jpg", "F image", "data-image-title"), ("g.jpg", "title only", "title")]
 
 
+def test_a_link_urljoin_refuses_does_not_cost_its_page(tmp_path):
+    """urljoin raises on `//[bad`: that link is kept as it is (the url policy refuses it as
+    malformed), the page's other links are read, the record is not corrupt."""
+    page = WatPage("https://site.example/p.html", [WatImage("//[bad/a.jpg", alt="bad host"),
+                                                   WatImage("b.jpg", alt="good")])
+    _, rows, stats = read_all([str(write_wat(tmp_path / "a.warc.wat.gz", [page]))], wat=True)
+    assert [(r["url"], r["text"]) for r in rows] == [("//[bad/a.jpg", "bad host"),
+                                                     ("https://site.example/b.jpg", "good")]
+    assert stats.corrupt_records == 0
+
+
 def test_several_text_columns(tmp_path):
     pq.write_table(pa.table({"url": ["u1", "u2", "u3"], "alt": ["dog", None, "cat"],
                              "title": ["Dog", "bird", "cat"]}), tmp_path / "pool.parquet")

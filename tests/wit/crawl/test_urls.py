@@ -1,6 +1,8 @@
 import random
 import re
+from collections import Counter
 
+import pyarrow as pa
 import pytest
 
 from tests.support.crawls import DISGUISED
@@ -11,7 +13,7 @@ from wit.formats.errors import WitError
 PRIVATE_HOSTS = NetworkPolicy.of((), private_hosts=True)
 
 
-@pytest.mark.parametrize("url, reason", [
+POLICY_CASES = [
     ("http://example.com/a.jpg", None),
     ("https://images.example.org:8443/x.png?s=1", None),
     ("http://8.8.8.8/a.jpg", None),
@@ -46,7 +48,10 @@ PRIVATE_HOSTS = NetworkPolicy.of((), private_hosts=True)
     ("http://240.0.0.1/a.jpg", "reserved"),
     ("http://100.64.1.1/a.jpg", "reserved"),
     ("http://bücher.example/a.jpg", None),                 # an internationalised name, as IDNA
-])
+]
+
+
+@pytest.mark.parametrize("url, reason", POLICY_CASES)
 def test_policy(url, reason):
     assert refusal(url) == reason
 
@@ -88,3 +93,28 @@ def test_fast_path_agrees_with_full_parse(monkeypatch):
     assert sum(bool(urls._PLAIN_URL.match(url)) for url, _ in cases) > 5000  # the fast path is taken
     monkeypatch.setattr(urls, "_PLAIN_URL", re.compile(r"(?!)"))  # never matches: full parse only
     assert [refusal(url, allow) for url, allow in cases] == fast
+
+
+def test_refusals_of_a_column_agree_with_refusal(monkeypatch):
+    """`refusals` decides the common urls in Arrow: the same answers and counts as `refusal`
+    url by url, on adversarial urls and on the kinds Arrow decides (any-case http(s) with a
+    DNS name, a scheme without a host), under both policies."""
+    rng = random.Random(1)
+    starts = ["http://", "https://", "HTTPS://", "hTtP://", "data:", "javascript:", "ftp://", "mailto:", "a:", "a:/",
+              "a://", "//", "", " http://", "http:", "x-y.z+w:", "1a:", "data:\t//", "data:/\n/"]
+    parts = ["example", ".com", ".", "-", "localhost", "LocalHost", "ip6-localhost", "127.0.0.1", "0x7f", "[::1]",
+             ":8080", "user@", "/a.jpg", "?q=1", "#f", " ", "\t", "\n", "café", "%31", "[", "/", "//", "xn--caf-dma"]
+    cases = [rng.choice(starts) + "".join(rng.choice(parts) for _ in range(rng.randint(0, 5))) for _ in range(20000)]
+    cases += [url for url, _ in POLICY_CASES] + list(DISGUISED)
+    column = pa.array(cases, pa.string())
+    slow = []
+    monkeypatch.setattr(urls, "refusal", lambda url, policy: slow.append(url) or refusal(url, policy))
+    for policy in (NetworkPolicy(), PRIVATE_HOSTS):
+        allowed, counts = urls.refusals(column, policy)
+        reasons = [refusal(url, policy) for url in cases]
+        assert allowed.to_pylist() == [reason is None for reason in reasons]
+        assert counts == Counter(reason for reason in reasons if reason)
+    slow.clear()
+    common = ["https://cdn.example/a.jpg?w=1#f", "HTTP://CDN.Example./b", "http://a-b.c.example", "data:image/gif;b,x",
+              "javascript:void(0)", "mailto:a@b.example"]
+    assert urls.refusals(pa.array(common))[1] == Counter(scheme=3) and not slow   # all decided in Arrow
