@@ -8,13 +8,14 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from xml.sax.saxutils import escape
+
+from wit.demo.wikis import EXPORT_FOOTER, export_header, export_page
 
 HEADER = (
     '<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" version="0.10" xml:lang="en">\n'
     "  <siteinfo>\n    <sitename>Wikipedia</sitename>\n    <dbname>enwiki</dbname>\n  </siteinfo>\n"
 )
-FOOTER = "</mediawiki>\n"
+FOOTER = EXPORT_FOOTER
 
 
 @dataclass
@@ -26,21 +27,10 @@ class WikiPage:
 
 
 def page_xml(page: WikiPage, page_id: int) -> str:
-    redirect = f'    <redirect title="{escape(page.redirect)}" />\n' if page.redirect else ""
-    return (
-        f"  <page>\n    <title>{escape(page.title)}</title>\n    <ns>{page.ns}</ns>\n"
-        f"    <id>{page_id}</id>\n{redirect}    <revision>\n      <id>{page_id + 1000}</id>\n"
-        f'      <text xml:space="preserve">{escape(page.text)}</text>\n    </revision>\n  </page>\n'
-    )
+    return export_page(page.title, page.text, page_id, page.ns, page.redirect)
 
 
-def site_header(lang: str, namespaces: dict[int, str]) -> str:
-    """The export header of another language's wiki, with its namespace names in <siteinfo>."""
-    names = "".join(f'      <namespace key="{key}" case="first-letter">{escape(name)}</namespace>\n'
-                    for key, name in namespaces.items())
-    return (f'<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" version="0.10" xml:lang="{lang}">\n'
-            f"  <siteinfo>\n    <sitename>Wikipedia</sitename>\n    <dbname>{lang}wiki</dbname>\n"
-            f"    <namespaces>\n{names}    </namespaces>\n  </siteinfo>\n")
+site_header = export_header   # the export header of another language's wiki, its namespaces in <siteinfo>
 
 
 def write_dump(path: Path, pages: list[WikiPage], layout: str = "xml", per_stream: int = 2,

@@ -70,16 +70,29 @@ def write_wiki(lang: str, out: Path, pages_per_title: int = 1, seed: int = 0) ->
     return dump, pageviews
 
 
-def _export(lang: str, pages: list[tuple[str, str]]) -> str:
+def export_header(lang: str, namespaces: dict[int, str]) -> str:
+    """The start of a MediaWiki export of `lang`'s wiki, its namespace names in `<siteinfo>`."""
     names = "".join(f'      <namespace key="{key}" case="first-letter">{escape(name)}</namespace>\n'
-                    for key, name in NAMESPACES[lang].items())
-    body = "".join(
-        f"  <page>\n    <title>{escape(title)}</title>\n    <ns>0</ns>\n    <id>{i}</id>\n    <revision>\n"
-        f'      <id>{i + 1000}</id>\n      <text xml:space="preserve">{escape(text)}</text>\n    </revision>\n'
-        f"  </page>\n" for i, (title, text) in enumerate(pages, 1))
+                    for key, name in namespaces.items())
     return (f'<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" version="0.10" xml:lang="{lang}">\n'
             f"  <siteinfo>\n    <sitename>Wikipedia</sitename>\n    <dbname>{lang}wiki</dbname>\n"
-            f"    <namespaces>\n{names}    </namespaces>\n  </siteinfo>\n{body}</mediawiki>\n")
+            f"    <namespaces>\n{names}    </namespaces>\n  </siteinfo>\n")
+
+
+def export_page(title: str, text: str, page_id: int, ns: int = 0, redirect: str | None = None) -> str:
+    """One `<page>` of a MediaWiki export."""
+    moved = f'    <redirect title="{escape(redirect)}" />\n' if redirect else ""
+    return (f"  <page>\n    <title>{escape(title)}</title>\n    <ns>{ns}</ns>\n"
+            f"    <id>{page_id}</id>\n{moved}    <revision>\n      <id>{page_id + 1000}</id>\n"
+            f'      <text xml:space="preserve">{escape(text)}</text>\n    </revision>\n  </page>\n')
+
+
+EXPORT_FOOTER = "</mediawiki>\n"
+
+
+def _export(lang: str, pages: list[tuple[str, str]]) -> str:
+    body = "".join(export_page(title, text, i) for i, (title, text) in enumerate(pages, 1))
+    return export_header(lang, NAMESPACES[lang]) + body + EXPORT_FOOTER
 
 
 def _write_if_changed(path: Path, data: bytes) -> Path:

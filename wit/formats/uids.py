@@ -10,15 +10,16 @@ UID_LENGTH = 32
 _UID = re.compile(r"[0-9a-f]{32}")
 
 
-def url_uid(url: str) -> str:
-    """Stable id of a url (BLAKE2b, 128 bits): the same url, the same id."""
-    return hashlib.blake2b(url.encode("utf-8"), digest_size=16).hexdigest()
-
-
 def url_uids(urls: Iterable[str]) -> list[str]:
-    """`url_uid` of every url, in one loop (no function call per url)."""
+    """Stable id of each url (BLAKE2b, 128 bits): the same url, the same id; one loop, no
+    function call per url."""
     blake2b = hashlib.blake2b
     return [blake2b(url.encode("utf-8"), digest_size=16).hexdigest() for url in urls]
+
+
+def url_uid(url: str) -> str:
+    """The id of one url (`url_uids`)."""
+    return url_uids((url,))[0]
 
 
 def is_uid(value: object) -> bool:
