@@ -19,6 +19,9 @@ from wit.formats.images import MAX_PIXELS
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9._-]+")   # a plain name: OpenCLIP's, and RUN/<name>.json
 TEXT_SAMPLING = ("fixed", "per_epoch")
+LOSSES = ("clip", "siglip")
+PARALLEL = ("ddp", "fsdp")
+LOCKS = ("image", "text")
 
 
 @dataclass(frozen=True)
@@ -66,8 +69,25 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class DataSource:
+    """One SHARDS dir (or shard pattern) of a mixed run, drawn with probability
+    weight / (sum of the weights) at every position of every batch."""
     shards: str = ""
+    weight: float = 1.0
+    sizes: str | None = None       # its sizes.json (default: the one next to the shards)
+
+    def __post_init__(self):
+        if not self.shards:
+            raise WitError("data: every source needs shards (a SHARDS dir or a brace pattern of tar urls)")
+        if not (self.weight > 0 and math.isfinite(self.weight)):
+            raise WitError(f"data: the weight of {self.shards} must be a positive number, got {self.weight}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    shards: str = ""               # one source; or `data` for several
+    data: tuple[DataSource, ...] = ()   # [{shards: DIR, weight: W}, ...]: each batch position draws its source
+    resampled: bool = False        # sample the shards with replacement (runs longer than the data)
     run_dir: str = ""
     model: ModelConfig = field(default_factory=ModelConfig)
     batch_size: int = 256          # global, over all ranks and micro-batches
@@ -94,13 +114,25 @@ class TrainConfig:
     log_every: int = 10
     resume: str = "auto"           # auto (newest valid checkpoint in run_dir, if any), none, restart, or a path
     sizes: str | None = None       # sizes.json for the shards (default: the one next to them)
+    loss: str = "clip"             # clip (softmax, the paper's) or siglip (sigmoid, Zhai et al. 2023)
+    patch_dropout: float = 0.0     # FLIP: share of image patches dropped in training (0 = off)
+    unmasked_steps: int = 0        # the last steps of the run train with patch_dropout 0
+    parallel: str = "ddp"          # ddp (replicated) or fsdp (torch fully_shard: sharded weights and optimizer)
+    init: str | None = None        # a local OpenCLIP state-dict file to start from (weights only)
+    init_sha256: str | None = None   # recorded by the trainer
+    lock: str | None = None        # image or text: that tower frozen (LiT), with its norm layers in eval mode
     tensorboard: bool = True
+    wandb: bool = False            # also log to Weights & Biases (offline unless WANDB_MODE says otherwise)
+    wandb_project: str = "wit"
     progress: bool = True
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self):
-        if not self.shards:
-            raise WitError("shards is not set (a SHARDS dir or a brace pattern of tar urls)")
+        if self.shards and self.data:
+            raise WitError("give shards (one source) or data (several), not both")
+        if not self.shards and not self.data:
+            raise WitError("shards is not set (a SHARDS dir or a brace pattern of tar urls; or data: a list "
+                           "of {shards, weight})")
         if not self.run_dir:
             raise WitError("run_dir is not set")
         for name in ("batch_size", "accum_steps", "steps", "shuffle_window", "max_pixels", "log_every"):
@@ -120,6 +152,20 @@ class TrainConfig:
             raise WitError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
         if self.optimizer_state not in ("fp32", "8bit", "4bit"):
             raise WitError(f"optimizer_state must be fp32, 8bit or 4bit, got {self.optimizer_state!r}")
+        for name, allowed in (("loss", LOSSES), ("parallel", PARALLEL)):
+            if getattr(self, name) not in allowed:
+                raise WitError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.lock is not None and self.lock not in LOCKS:
+            raise WitError(f"lock must be image or text, got {self.lock!r}")
+        if not 0 <= self.patch_dropout < 1:
+            raise WitError(f"patch_dropout must be at least 0 and below 1, got {self.patch_dropout}")
+        if not 0 <= self.unmasked_steps <= self.steps:
+            raise WitError(f"unmasked_steps must be between 0 and steps ({self.steps}), got {self.unmasked_steps}")
+
+    @property
+    def sources(self) -> tuple[DataSource, ...]:
+        """The data sources: `data`, or `shards` as the one source."""
+        return self.data or (DataSource(self.shards, 1.0, self.sizes),)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -207,6 +253,12 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             return None
         hint = next(a for a in args if a is not type(None))
         origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:   # a list of any length
+        if not isinstance(value, (list, tuple)):
+            raise WitError(f"{key} must be a list, got {value!r}")
+        if dataclasses.is_dataclass(args[0]):
+            return tuple(_build(args[0], v, f"{key}[{i}].") for i, v in enumerate(value))
+        return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise WitError(f"{key} must be a list of {len(args)} values, got {value!r}")

@@ -71,8 +71,10 @@ class RunConfig:
     settings that fix the model, the optimizer's state and the data stream, and logs the
     others that changed (they take effect from the resumed step: see optim.Optimization)."""
     FIXED = ("seed", "batch_size", "accum_steps", "shuffle_window", "text_sampling", "model.name", "model.config",
-             "model.tokenizer_sha256", "optimizer_state")
-    ADDED = {"text_sampling": "fixed", "optimizer_state": "fp32"}   # what a checkpoint made before a setting existed had
+             "model.tokenizer_sha256", "optimizer_state", "loss", "parallel", "lock", "init_sha256",
+             "resampled")
+    ADDED = {"text_sampling": "fixed", "optimizer_state": "fp32", "loss": "clip", "parallel": "ddp",
+             "resampled": False}   # what a checkpoint made before a setting existed had
 
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
@@ -85,13 +87,23 @@ class RunConfig:
         for key in self.FIXED:
             before, after = _dotted(saved, key), _dotted(now, key)
             before = self.ADDED.get(key) if before is None and key in self.ADDED else before
-            if before != after:
+            before = _lists(before)
+            if before != _lists(after):
                 raise WitError(f"resume: {key} was {before!r} in the checkpoint, now {after!r}; use the "
                                f"checkpoint's value or a new run_dir")
         changed = [f"{key} {before!r} -> {after!r}" for key, before, after in _changes(saved, now)
                    if key not in self.FIXED and key != "resume"]
         if changed:
             log.info("resume: changed %s; in effect from the resumed step", ", ".join(changed))
+
+
+def _lists(value: Any) -> Any:
+    """Tuples as lists, all the way down (a saved config holds lists where the config holds tuples)."""
+    if isinstance(value, (list, tuple)):
+        return [_lists(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    return value
 
 
 def _changes(before: Any, after: Any, prefix: str = "") -> Iterator[tuple[str, Any, Any]]:
