@@ -25,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from train import checkpoint, dist, optim
 from train.data import stream as data
 from train.model import clip as models
+from train.model import tune
 from train.config import TrainConfig
 from train.dist import World
 from train.eval.evaluator import Evaluator, NullEvaluator, build_evaluator
@@ -164,8 +165,11 @@ def _train(cfg: TrainConfig, world: World, stop: checkpoint.StopRequest) -> dict
 
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = dataclasses.replace(cfg, model=models.record_tokenizer(cfg.model, run_dir, copy_file=world.is_main))
+    cfg = tune.record_init(cfg)
     torch.manual_seed(cfg.seed)
-    model = models.create(cfg.model).to(world.device)
+    model = models.create(cfg.model)
+    masking = tune.prepare(model, cfg)
+    model = model.to(world.device)
     tokenize = models.tokenizer(cfg.model)
     mean, std = models.mean_std(model)
     optimization = optim.build(model, cfg)
@@ -193,10 +197,12 @@ def _train(cfg: TrainConfig, world: World, stop: checkpoint.StopRequest) -> dict
     wrapped = DistributedDataParallel(model) if world.size > 1 else model
     if cfg.model.compile:
         wrapped = torch.compile(wrapped)
-    metrics = (Metrics(run_dir, cfg.tensorboard, cfg.progress, position.step, cfg.steps) if world.is_main
+    wandb = {"project": cfg.wandb_project, "config": cfg.to_dict()} if cfg.wandb else None
+    metrics = (Metrics(run_dir, cfg.tensorboard, cfg.progress, position.step, cfg.steps, wandb) if world.is_main
                else NullMetrics())
     trainer = Trainer(
         cfg=cfg, world=world, model=model, stepper=Stepper(model, wrapped, optimization, cfg, world, mean, std),
+        masking=masking,
         stream=stream, position=position, checkpointer=checkpointer, metrics=metrics, stop=stop,
         evaluator=build_evaluator(cfg.eval, world, tokenize, settings.image_size, mean, std, cfg.max_pixels))
     summary = trainer.run()
@@ -218,6 +224,7 @@ class Trainer:
     evaluator: Evaluator | NullEvaluator
     metrics: Metrics | NullMetrics
     stop: checkpoint.StopRequest
+    masking: tune.PatchDropout | None = None
 
     def run(self) -> dict:
         """Step until `cfg.steps`, or until a stop signal (checkpointed); the run summary."""
@@ -225,6 +232,8 @@ class Trainer:
         window, loss, batches = _Window(position.step), torch.zeros(()), iter(self.stream)
         while position.step < cfg.steps:
             batch = window.next(batches)
+            if self.masking is not None:
+                self.masking.ratio = tune.patch_ratio(cfg, position.step)
             if dist.any_rank(self.world, "error" in batch)[0]:   # every rank stops, none waits in a collective
                 raise WitError(batch.get("error", "a data error on another rank (see its log)"))
             loss, norm = self.stepper(*self.stepper.inputs(batch))
@@ -304,6 +313,7 @@ class _Window:
                   "samples_per_s_per_device": rate / world.size, "data_wait_fraction": t[1].item(),
                   "memory_mb": _memory_mb(world.device), "epoch": run.stream.epoch, "samples": position.samples,
                   "skipped_steps": position.skipped,
+                  **({"patch_dropout": run.masking.ratio} if run.masking is not None else {}),
                   **run.stream.totals()}
         self.step, self.start, self.data_wait = position.step, time.perf_counter(), 0.0
         return values

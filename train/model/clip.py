@@ -227,7 +227,7 @@ def load_openclip(checkpoint: str | Path, model: str, device: str | torch.device
     `tokenizer_file` (a tokenizer.json or SentencePiece model, e.g. a run's RUN/tokenizer.json)
     the text tower is that tokenizer's, as in training with `model.tokenizer`."""
     cfg = openclip_config(model, tokenizer_file)
-    state = _state_dict(checkpoint)
+    state = state_dict_file(checkpoint)
     net = create(cfg)
     try:
         net.load_state_dict(state)
@@ -294,7 +294,7 @@ def _torch_load(checkpoint: str | Path):
         raise WitError(f"{checkpoint}: not a readable checkpoint ({type(e).__name__}: {str(e)[:120]})") from None
 
 
-def _state_dict(checkpoint: str | Path) -> dict[str, torch.Tensor]:
+def state_dict_file(checkpoint: str | Path) -> dict[str, torch.Tensor]:
     loaded = _torch_load(checkpoint)
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
         loaded = loaded["state_dict"]
