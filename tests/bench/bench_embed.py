@@ -99,6 +99,7 @@ def main() -> None:
     parser.add_argument("--model", default="ViT-B-32")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    parser.add_argument("--name", default="embed", help="the result's name (embed_gpu on a GPU machine)")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with tempfile.TemporaryDirectory() as tmp:
@@ -118,7 +119,7 @@ def main() -> None:
     for precision in ("fp32", "bf16"):
         print(f"{precision}: clip_benchmark-style OpenCLIP loop {rates[f'baseline_{precision}']:8.1f} samples/s, "
               f"wit embed {rates[f'wit_{precision}']:8.1f} samples/s, ratio {ratios[precision]:.2f}x")
-    print(json.dumps({"bench": "embed", "metric": "samples/s (bf16)", "samples": args.samples, "model": args.model,
+    print(json.dumps({"bench": args.name, "metric": "samples/s (bf16)", "samples": args.samples, "model": args.model,
                       "device": device.type, "baseline": round(rates["baseline_bf16"], 1),
                       "wit": round(rates["wit_bf16"], 1), "ratio": round(ratios["bf16"], 3), "target": TARGET,
                       "met": ratios["bf16"] >= TARGET, "fp32_ratio": round(ratios["fp32"], 3),

@@ -42,7 +42,14 @@ BASELINES = {
     "filter": "faiss `IndexBinaryFlat` (brute force) range search; imagehash's `phash` for hashing",
     "train_data": "OpenCLIP's `get_wds_dataset` pipeline",
     "train": "`python -m open_clip_train.main`",
+    "train_siglip": "`python -m open_clip_train.main --siglip`",
+    "train_patch_dropout": "`python -m open_clip_train.main --force-patch-dropout 0.5`",
+    "train_lock_image": "`python -m open_clip_train.main --pretrained FILE --lock-image`",
     "train_gpu": "`python -m open_clip_train.main` (bf16, one GPU)",
+    "train_gpu_siglip": "`python -m open_clip_train.main --siglip` (bf16, one GPU)",
+    "train_gpu_patch_dropout": "`python -m open_clip_train.main --force-patch-dropout 0.5` (bf16, one GPU)",
+    "fsdp_gpu": "none (a smoke run of `parallel: fsdp`)",
+    "embed_gpu": "OpenCLIP's embedding loop as clip_benchmark runs it, on the GPU",
 }
 # the fields of a result that the table shows; every other field is listed under it
 TABLE_FIELDS = {"bench", "metric", "baseline", "wit", "ratio", "target", "target_text", "met", "mfu", "mfu_target",
@@ -86,15 +93,24 @@ DETAILS = {
     "hashing_baseline": "imagehash pHash: {} images/s/core",
     "exact": "same pairs as brute force: {}",
     "search_mb_per_million": "search memory: {} MB per million hashes",
+    "speedup_vs_unmasked": "samples/s against our own unmasked (R = 0) run: {}",
+    "processes": "{} processes",
+    "peak_memory_mb": "peak GPU memory: {} MB",
 }
-RATIO_FIELDS = {"whole_command_ratio", "whole_command_target", "robots_off_ratio", "fp32_ratio", "hashing_ratio"}
+RATIO_FIELDS = {"whole_command_ratio", "whole_command_target", "robots_off_ratio", "fp32_ratio", "hashing_ratio",
+                "speedup_vs_unmasked"}
 KEY_NAMES = {"wit_1": "wit on one worker", "wit_all": "wit on all cores"}   # keys inside a field
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", default=None, help="benchmark names, e.g. train match")
+    parser.add_argument("--merge", metavar="JSONL", help="merge the result lines of a file (e.g. what "
+                        "tests/bench/gpu_check.sh wrote on a GPU machine) into results.json; run nothing")
     args = parser.parse_args()
+    if args.merge:
+        merge(Path(args.merge))
+        return
     scripts = sorted(HERE.glob("bench_*.py"))
     if args.only:
         scripts = [s for s in scripts if s.stem.removeprefix("bench_") in args.only]
@@ -105,12 +121,12 @@ def main() -> None:
         started = time.time()
         done = subprocess.run([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env)
         print(done.stdout, end="", flush=True)
-        result = _last_json(done.stdout)
-        if done.returncode or result is None:
+        results = _json_lines(done.stdout)
+        if done.returncode or not results:
             why = f"exit status {done.returncode}" if done.returncode else "no JSON line"
             rows.append({"bench": script.stem.removeprefix("bench_"), "script": script.name, "failed": why})
             continue
-        rows.append({**result, "script": script.name, "seconds": round(time.time() - started)})
+        rows += [{**result, "script": script.name, "seconds": round(time.time() - started)} for result in results]
     if args.only and RESULTS.exists():  # keep the rows of the benchmarks that did not run
         ran = {s.name for s in scripts}
         rows = sorted([r for r in json.loads(RESULTS.read_text()) if r["script"] not in ran] + rows,
@@ -124,11 +140,25 @@ def main() -> None:
     sys.exit(1 if failed else 0)
 
 
-def _last_json(stdout: str) -> dict | None:
-    for line in reversed(stdout.strip().splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)
-    return None
+def _json_lines(stdout: str) -> list[dict]:
+    """The result lines a benchmark printed (JSON objects with a `bench` name), in order."""
+    found = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    return [r for r in found if isinstance(r, dict) and "bench" in r]
+
+
+def merge(path: Path) -> None:
+    """Replace the rows of results.json that have the `bench` name of a line of `path`
+    (a JSON line per result, with its `script`), add the new ones, and rewrite the tables."""
+    new = _json_lines(path.read_text())
+    if not new:
+        raise SystemExit(f"{path}: no result lines")
+    names = {r["bench"] for r in new}
+    rows = [r for r in json.loads(RESULTS.read_text()) if r["bench"] not in names] if RESULTS.exists() else []
+    rows = sorted(rows + new, key=lambda r: (r["script"], r["bench"]))
+    RESULTS.write_text(json.dumps(rows, indent=1) + "\n")
+    write_results(rows)
+    update_readme(README, rows)
+    print(f"merged {len(new)} results of {path} into {RESULTS} and the README's table", file=sys.stderr)
 
 
 def render_table(rows: list[dict]) -> str:
