@@ -48,7 +48,7 @@ def flops_per_sample(model_name: str, batch: int, device: str) -> float:
     import open_clip
     from torch.utils.flop_counter import FlopCounterMode
 
-    from train.loss import contrastive_loss
+    from train.loss import clip_loss
 
     model = open_clip.create_model(model_name).to(device)
     size = model.visual.image_size
@@ -58,7 +58,7 @@ def flops_per_sample(model_name: str, batch: int, device: str) -> float:
     counter = FlopCounterMode(display=False)
     with counter, torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
         image_features, text_features, scale = model(pixels, tokens)
-        contrastive_loss(image_features.float(), text_features.float(), scale.float()).backward()
+        clip_loss(image_features.float(), text_features.float(), scale.float()).backward()
     return counter.get_total_flops() / batch
 
 
