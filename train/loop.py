@@ -167,7 +167,7 @@ def _train(cfg: TrainConfig, world: World, stop: checkpoint.StopRequest) -> dict
     cfg = dataclasses.replace(cfg, model=models.record_tokenizer(cfg.model, run_dir, copy_file=world.is_main))
     cfg = tune.record_init(cfg)
     torch.manual_seed(cfg.seed)
-    model = models.create(cfg.model)
+    model = models.create(cfg.model, cfg.loss)
     masking = tune.prepare(model, cfg)
     model = model.to(world.device)
     tokenize = models.tokenizer(cfg.model)
@@ -308,8 +308,10 @@ class _Window:
             torch.distributed.all_reduce(t)
             t /= world.size
         rate = (position.step - self.step) * run.cfg.batch_size / elapsed
+        bias = getattr(run.model, "logit_bias", None)
         values = {"loss": t[0].item(), "lr": run.stepper.optimization.lr,
-                  "logit_scale": run.model.logit_scale.exp().item(), "samples_per_s": rate,
+                  "logit_scale": run.model.logit_scale.exp().item(),
+                  **({"logit_bias": bias.item()} if bias is not None else {}), "samples_per_s": rate,
                   "samples_per_s_per_device": rate / world.size, "data_wait_fraction": t[1].item(),
                   "memory_mb": _memory_mb(world.device), "epoch": run.stream.epoch, "samples": position.samples,
                   "skipped_steps": position.skipped,

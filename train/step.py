@@ -1,6 +1,6 @@
-"""One optimisation step over a global batch: forward, contrastive loss, backward (with
-gradient accumulation that keeps the contrastive batch global), clip, AdamW step,
-schedule step, logit-scale clamp."""
+"""One optimisation step over a global batch: forward, the configured contrastive loss
+(train.loss.LOSSES), backward (with gradient accumulation that keeps the contrastive
+batch global), clip, AdamW step, schedule step, logit-scale clamp."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from train.data import preprocess as images
 from train.config import TrainConfig
 from train.dist import World
-from train.loss import contrastive_loss
+from train.loss import LOSSES
 from train.model.clip import clamp_logit_scale
 from train.optim import Optimization
 
@@ -22,6 +22,7 @@ class Stepper:
         self.model, self.wrapped = model, wrapped
         self.optimization, self.cfg, self.world = optimization, cfg, world
         self.mean, self.std = mean, std
+        self.loss = LOSSES[cfg.loss]
         bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and world.device.type == "cuda")
         self.autocast = lambda: torch.autocast(world.device.type, dtype=torch.bfloat16, enabled=bf16)
 
@@ -36,8 +37,8 @@ class Stepper:
         self.optimization.optimizer.zero_grad(set_to_none=True)
         if self.cfg.accum_steps == 1:
             with self.autocast():
-                image_features, text_features, scale = self.wrapped(pixels, tokens)
-            loss = contrastive_loss(image_features.float(), text_features.float(), scale.float())
+                image_features, text_features, *logit_params = self.wrapped(pixels, tokens)
+            loss = self.loss(image_features.float(), text_features.float(), *(p.float() for p in logit_params))
             loss.backward()
         else:
             loss = self._accumulated(pixels, tokens)
@@ -62,7 +63,8 @@ class Stepper:
         """Feature caching (GradCache / OpenCLIP's accum-freq): features of every micro-batch
         without gradients first; then, per micro-batch, recompute its features with
         gradients and back-propagate the loss of the whole batch through them. The logit
-        scale takes part in the last micro-batch only, so its gradient is counted once."""
+        scale (and bias) take part in the last micro-batch only, so their gradient is
+        counted once."""
         chunks = list(zip(pixels.chunk(self.cfg.accum_steps), tokens.chunk(self.cfg.accum_steps)))
         with torch.no_grad(), self.autocast():
             cached = [self.model(p, t)[:2] for p, t in chunks]
@@ -73,9 +75,10 @@ class Stepper:
             sync = contextlib.nullcontext() if last or not hasattr(self.wrapped, "no_sync") else self.wrapped.no_sync()
             with sync:
                 with self.autocast():
-                    image_j, text_j, scale = self.wrapped(p, t)
+                    image_j, text_j, *logit_params = self.wrapped(p, t)
                 all_images = torch.cat(cached_images[:j] + [image_j.float()] + cached_images[j + 1:])
                 all_texts = torch.cat(cached_texts[:j] + [text_j.float()] + cached_texts[j + 1:])
-                loss = contrastive_loss(all_images, all_texts, scale.float() if last else scale.float().detach())
+                logit_params = [q.float() if last else q.float().detach() for q in logit_params]
+                loss = self.loss(all_images, all_texts, *logit_params)
                 loss.backward()
         return loss

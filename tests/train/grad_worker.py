@@ -1,5 +1,9 @@
 """Run by the tests under torchrun (or alone): one training step's loss and gradients on a
-fixed global batch, each rank taking its rows; writes them to OUT/rank<R>.pt."""
+fixed global batch, each rank taking its rows; writes them to OUT/rank<R>.pt.
+
+    python -m tests.train.grad_worker OUT ACCUM BATCH [LOSS] [no-gather]
+
+`no-gather`: every all-gather of torch.distributed raises (the SigLIP ring must do without)."""
 
 from __future__ import annotations
 
@@ -15,12 +19,14 @@ from train.config import ModelConfig, TrainConfig
 from train.step import Stepper
 
 
-def main(out: str, accum: int, batch: int) -> None:
+def main(out: str, accum: int, batch: int, loss: str = "clip", gather: bool = True) -> None:
     world = dist.init()
+    if not gather:
+        forbid_all_gather()
     cfg = TrainConfig(shards="-", run_dir="-", model=ModelConfig("wit-test-tiny", TINY_MODEL),
-                      batch_size=batch, accum_steps=accum, lr=1e-3, warmup=0, steps=10)
+                      batch_size=batch, accum_steps=accum, lr=1e-3, warmup=0, steps=10, loss=loss)
     torch.manual_seed(0)
-    model = models.create(cfg.model)
+    model = models.create(cfg.model, cfg.loss)
     generator = torch.Generator().manual_seed(1)
     pixels = torch.randint(0, 256, (batch, 3, 32, 32), dtype=torch.uint8, generator=generator)
     tokens = torch.randint(1, 49000, (batch, 16), generator=generator)
@@ -36,5 +42,16 @@ def main(out: str, accum: int, batch: int) -> None:
     dist.shutdown()
 
 
+def forbid_all_gather() -> None:
+    """Make every all-gather entry point of torch.distributed raise."""
+    def refuse(*args, **kwargs):
+        raise RuntimeError("all_gather called")
+
+    for module in (torch.distributed, torch.distributed.nn, torch.distributed.nn.functional):
+        for name in ("all_gather", "all_gather_into_tensor", "_all_gather_base", "all_gather_object"):
+            if hasattr(module, name):
+                setattr(module, name, refuse)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:5], gather="no-gather" not in sys.argv[5:])

@@ -24,7 +24,9 @@ from wit.formats.atomic import atomic_path, file_sha256, read_json_object, write
 from wit.formats.errors import WitError
 
 MAX_LOGIT_SCALE = math.log(100.0)   # the paper clips the temperature so logits scale by at most 100
-INIT_LOGIT_SCALE = math.log(1 / 0.07)
+# (logit scale, logit bias) at the start, by loss: CLIP's temperature 0.07 and no bias;
+# SigLIP's t' = log 10 and b = -10 (Zhai et al. 2023)
+INIT_LOGITS = {"clip": (math.log(1 / 0.07), None), "siglip": (math.log(10.0), -10.0)}
 
 
 @dataclass
@@ -80,17 +82,18 @@ def _file_tokenizer(path: str, context_length: int) -> FileTokenizer:
     return FileTokenizer(path, context_length)
 
 
-def create(cfg: ModelConfig) -> torch.nn.Module:
-    """A randomly initialised model; logit scale starts at log(1/0.07) as in the paper."""
+def create(cfg: ModelConfig, loss: str = "clip") -> torch.nn.Module:
+    """A randomly initialised model for `loss` (train.loss.LOSSES), its logit scale (and
+    for siglip its `logit_bias` parameter, which OpenCLIP's forward then returns fourth)
+    started at INIT_LOGITS."""
     cfg = effective(cfg)
     register(cfg)
+    scale, bias = INIT_LOGITS[loss]
     logging.disable(logging.WARNING)   # OpenCLIP warns that no pretrained weights were loaded
     try:
-        model = open_clip.create_model(cfg.name, pretrained=None)
+        model = open_clip.create_model(cfg.name, pretrained=None, init_logit_scale=scale, init_logit_bias=bias)
     finally:
         logging.disable(logging.NOTSET)
-    with torch.no_grad():
-        model.logit_scale.fill_(INIT_LOGIT_SCALE)
     if cfg.grad_checkpointing:
         model.set_grad_checkpointing(True)
     return model
@@ -162,10 +165,11 @@ def load(checkpoint: str | Path, device: str | torch.device = "cpu") -> Loaded:
     ckpt = _torch_load(checkpoint)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "config" not in ckpt:
         raise WitError(f"{checkpoint}: not a checkpoint of this trainer (no state_dict/config)")
-    cfg = from_dict(ckpt["config"], source=str(checkpoint)).model
-    cfg = ModelConfig(name=cfg.name, config=cfg.config, tokenizer=_checkpoint_tokenizer(cfg, Path(checkpoint)),
-                      tokenizer_sha256=cfg.tokenizer_sha256)
-    model = create(cfg)
+    run = from_dict(ckpt["config"], source=str(checkpoint))
+    cfg = ModelConfig(name=run.model.name, config=run.model.config,
+                      tokenizer=_checkpoint_tokenizer(run.model, Path(checkpoint)),
+                      tokenizer_sha256=run.model.tokenizer_sha256)
+    model = create(cfg, run.loss)
     model.load_state_dict(ckpt["state_dict"])
     model.to(device).eval()
     mean, std = mean_std(model)
@@ -225,10 +229,12 @@ def load_openclip(checkpoint: str | Path, model: str, device: str | torch.device
     trainer, this trainer), keys perhaps prefixed "module."; `.safetensors` too. Nothing
     but tensors is unpickled (weights_only=True); TorchScript archives are refused. With
     `tokenizer_file` (a tokenizer.json or SentencePiece model, e.g. a run's RUN/tokenizer.json)
-    the text tower is that tokenizer's, as in training with `model.tokenizer`."""
+    the text tower is that tokenizer's, as in training with `model.tokenizer`. A state dict
+    with `logit_bias` (a siglip run's) gets a model with that parameter; OpenCLIP itself
+    needs `create_model(..., init_logit_bias=-10)` for it (any value: the file's replaces it)."""
     cfg = openclip_config(model, tokenizer_file)
     state = state_dict_file(checkpoint)
-    net = create(cfg)
+    net = create(cfg, "siglip" if "logit_bias" in state else "clip")
     try:
         net.load_state_dict(state)
     except RuntimeError as e:

@@ -1,8 +1,11 @@
 """The models (`train.model.clip`): custom configs registered in memory and unknown or
-clashing names refused, the logit-scale clamp, tokenizers that cap the text."""
+clashing names refused, the logit-scale clamp, SigLIP's logit bias (init, loading back),
+tokenizers that cap the text."""
 
 from __future__ import annotations
 
+import json
+import math
 import tempfile
 
 import open_clip
@@ -34,6 +37,20 @@ def test_logit_scale_is_clamped_at_100(tiny_model):
         model.logit_scale.fill_(10.0)
     models.clamp_logit_scale(model)
     assert model.logit_scale.exp().item() == pytest.approx(100.0)
+
+
+def test_a_siglip_model_starts_at_the_papers_scale_and_bias_and_loads_back(tmp_path, tiny_model):
+    cfg = train_config(tiny_model, loss="siglip")
+    model = models.create(cfg.model, cfg.loss)
+    assert model.logit_scale.item() == pytest.approx(math.log(10)) and model.logit_bias.item() == -10.0
+    assert getattr(models.create(cfg.model), "logit_bias", None) is None   # clip: no bias
+    with torch.no_grad():
+        model.logit_bias.fill_(-3.5)
+    checkpoint = tmp_path / "step_1.pt"
+    torch.save({"state_dict": model.state_dict(), "config": cfg.to_dict(), "position": {"step": 1}}, checkpoint)
+    assert models.load(checkpoint).model.logit_bias.item() == -3.5
+    (tmp_path / "wit-test-tiny.json").write_text(json.dumps(TINY_MODEL))
+    assert models.load_openclip(checkpoint, str(tmp_path / "wit-test-tiny.json")).model.logit_bias.item() == -3.5
 
 
 def test_every_tokenizer_caps_the_text_so_a_huge_word_costs_what_a_normal_caption_does(tiny_model):
