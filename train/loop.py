@@ -3,7 +3,8 @@
 The run's state lives in its parts, each with `state_dict()` / `load_state_dict()`: the
 configuration (`RunConfig`), the model, the optimizer with its schedule
 (`optim.Optimization`), the run position (`RunPosition`), the data stream
-(`data.TrainStream`: the epoch, the step inside it, every dataloader worker's position)
+(`data.TrainStream`: the epoch, the step inside it, every dataloader worker's position;
+`mix.MixStream` for several sources or resampled shards)
 and the RNGs; one `checkpoint.Checkpointer` saves and restores them all, so a resumed
 run sees exactly the data an uninterrupted run would have seen."""
 
@@ -23,7 +24,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from train import checkpoint, dist, optim
-from train.data import stream as data
+from train.data import mix, stream as data
 from train.model import clip as models
 from train.model import tune
 from train.config import TrainConfig
@@ -160,8 +161,13 @@ def _train(cfg: TrainConfig, world: World, stop: checkpoint.StopRequest) -> dict
         raise WitError(f"batch_size {cfg.batch_size} is not divisible by {world.size} ranks x "
                        f"{cfg.accum_steps} accum_steps")
     local_batch = cfg.batch_size // world.size
-    shards = list_shards(cfg.shards, cfg.sizes)
-    data.plan_epoch(shards, cfg.seed, 0, world.size, max(1, cfg.workers), local_batch)   # fail early on bad sizes
+    mixed = bool(cfg.data) or cfg.resampled   # several sources, or resampled: mix.MixStream
+    if mixed:   # fails early on a bad source
+        sources = mix.load_sources(cfg.sources, cfg.seed, world.size, cfg.workers, cfg.resampled)
+        shards = [shard for source in sources for shard in source.shards]
+    else:
+        shards = list_shards(cfg.shards, cfg.sizes)
+        data.plan_epoch(shards, cfg.seed, 0, world.size, max(1, cfg.workers), local_batch)   # fail early on bad sizes
 
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = dataclasses.replace(cfg, model=models.record_tokenizer(cfg.model, run_dir, copy_file=world.is_main))
@@ -175,7 +181,8 @@ def _train(cfg: TrainConfig, world: World, stop: checkpoint.StopRequest) -> dict
     optimization = optim.build(model, cfg)
     settings = data.StreamSettings(cfg.seed, local_batch, models.image_size(model), cfg.shuffle_window, cfg.max_pixels,
                                    cfg.text_sampling)
-    stream = data.TrainStream(shards, settings, world, cfg.workers, tokenize)
+    stream = (mix.MixStream(sources, settings, world, cfg.workers, tokenize) if mixed else
+              data.TrainStream(shards, settings, world, cfg.workers, tokenize))
     position = RunPosition()
     checkpointer = checkpoint.Checkpointer(run_dir / "checkpoints", cfg.keep_checkpoints, world, {
         "config": RunConfig(cfg), "state_dict": model, "optimizer": optimization, "position": position,
@@ -218,7 +225,7 @@ class Trainer:
     world: World
     model: torch.nn.Module
     stepper: Stepper
-    stream: data.TrainStream
+    stream: data.TrainStream | mix.MixStream
     position: RunPosition
     checkpointer: checkpoint.Checkpointer
     evaluator: Evaluator | NullEvaluator

@@ -361,3 +361,42 @@ def test_million_letter_captions_train_as_fast_as_short_ones(tmp_path, tiny_mode
         assert final_state(tmp_path / f"run-{name}")["position"]["step"] == 4
     # a quarter of the captions a million letters long: OpenCLIP's BPE alone would take hours
     assert seconds["huge"] < 1.5 * seconds["short"] + 5, seconds
+
+
+def summary_of(stderr: str) -> dict:
+    """The run summary: the JSON line `python -m train` prints at the end."""
+    return json.loads([line for line in stderr.splitlines() if line.startswith("{")][-1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["mixed", "resampled"])
+def test_a_mixed_or_resampled_run_killed_after_a_checkpoint_resumes_exactly(tmp_path, shards, tiny_model, kind):
+    if kind == "mixed":   # 3:1, the second source much smaller: it runs through epochs of its own
+        write_shards(tmp_path / "other", [6, 5, 7, 4], start=1000)
+        source, setting = "", {"data": [{"shards": str(shards), "weight": 3},
+                                        {"shards": str(tmp_path / "other"), "weight": 1}]}
+        expected = {"shards": 72, "other": 24}
+    else:                 # 12 steps of 8 from 60 samples, shards drawn with replacement
+        source, setting, expected = shards, {"resampled": True}, {"shards": 96}
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    done = run_module("train", "--config", write_config(tmp_path / "a.yaml", source, straight, tiny_model, **setting))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert summary_of(done.stderr)["sources"] == expected
+    config = write_config(tmp_path / "b.yaml", source, killed, tiny_model, **setting)
+    kill_after_checkpoint(config, killed / "checkpoints" / "step_8.pt")
+    done = run_module("train", "--config", config)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resumed from {killed}/checkpoints/step_8.pt at step 8" in done.stderr
+    assert summary_of(done.stderr)["sources"] == expected   # the counts carried over the kill
+    assert same_parameters(final_state(killed)["state_dict"], final_state(straight)["state_dict"])
+    last = json.loads((killed / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["step"] == 12 and last["sources"] == expected
+
+
+@pytest.mark.slow
+def test_a_missing_data_source_is_a_one_line_error_naming_it(tmp_path, shards, tiny_model):
+    config = write_config(tmp_path / "c.yaml", "", tmp_path / "run", tiny_model,
+                          data=[{"shards": str(shards), "weight": 2}, {"shards": str(tmp_path / "gone")}])
+    done = run_module("train", "--config", config, "--set", "progress=false", timeout=120)
+    assert_one_line_error(done, PROG, f"data source gone ({tmp_path}/gone): no such directory")
+    assert not (tmp_path / "run" / "checkpoints").exists()

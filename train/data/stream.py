@@ -18,7 +18,8 @@ A worker's position (samples of its sequence consumed) is all a checkpoint needs
 resume it exactly. An unusable sample is counted and skipped; a slot that runs short
 wraps to its start (counted as repeats), so the step count never changes. Tars are read
 by `wit.formats.tars` (its grouping, safety rules and image choice); `TrainStream` is
-the run's data stream over the epochs, with its resumable state."""
+the run's data stream over the epochs, with its resumable state. Several sources, or
+shards drawn with replacement: `train.data.mix`, built on this plan."""
 
 from __future__ import annotations
 
@@ -289,9 +290,13 @@ class EpochStream(IterableDataset):
         workers = len(self.slots)
         if info is None:   # in-process: all logical workers round-robin here
             streams = [self._stream((self.start_step + i) % workers) for i in range(workers)]
-            yield from _round_robin(streams)
+            yield from round_robin(streams)
         else:
             yield from self._stream((self.start_step + info.id) % workers)
+
+    @property
+    def workers(self) -> int:
+        return len(self.slots)
 
     def _stream(self, w: int) -> Iterator[dict]:
         done = batches_of(w, self.start_step, len(self.slots))
@@ -302,7 +307,8 @@ class EpochStream(IterableDataset):
             yield {"error": f"rank {self.rank} worker {w}: {e}"}
 
 
-def _round_robin(streams: list[Iterator[dict]]) -> Iterator[dict]:
+def round_robin(streams: list[Iterator[dict]]) -> Iterator[dict]:
+    """The streams' items in turn, each stream until it ends."""
     active = list(streams)
     while active:
         for stream in list(active):
@@ -312,12 +318,13 @@ def _round_robin(streams: list[Iterator[dict]]) -> Iterator[dict]:
                 active.remove(stream)
 
 
-def loader(stream: EpochStream, processes: bool, pin_memory: bool, seed: int) -> DataLoader | EpochStream:
-    """The rank's batch iterator: a DataLoader with one process per planned worker, or the
-    stream itself, all workers in-process, when `processes` is false."""
+def loader(stream: IterableDataset, processes: bool, pin_memory: bool, seed: int) -> DataLoader | IterableDataset:
+    """The rank's batch iterator: a DataLoader with one process per planned worker (the
+    stream's `workers`), or the stream itself, all workers in-process, when `processes` is
+    false."""
     if not processes:
         return stream
-    return DataLoader(stream, batch_size=None, num_workers=len(stream.slots), pin_memory=pin_memory,
+    return DataLoader(stream, batch_size=None, num_workers=stream.workers, pin_memory=pin_memory,
                       prefetch_factor=2, persistent_workers=False, worker_init_fn=_ignore_stop_signals,
                       generator=torch.Generator().manual_seed(seed))
 
@@ -375,6 +382,10 @@ class TrainStream:
         """Continue where `state` stopped: sample-exact with the same ranks x workers; else at
         the same step of the epoch, each worker past the batches it served, rank 0 carrying
         the counts on."""
+        if "sources" in state:
+            raise WitError(f"resume: the checkpoint's data stream mixes data sources ({', '.join(state['sources'])}) "
+                           "or resamples, this run reads `shards` epoch by epoch; use the checkpoint's data "
+                           "settings or a new run_dir")
         self.epoch, self.epoch_step = state["epoch"], state["epoch_step"]
         if state["world_size"] == self.world.size and state["workers"] == self.workers:
             self.positions = list(state["positions"][self.world.rank])
