@@ -27,13 +27,15 @@ def final_eval(lines: list[dict]) -> dict:
 
 
 @pytest.mark.slow
-def test_siglip_learns(world, tmp_path):
+def test_siglip_on_two_mixed_sources_learns(world, tmp_path):
     root, folder = world
-    lines = train(root / "a", tmp_path / "siglip", folder, steps=200, warmup=20, settings=("loss=siglip",))
+    data = f"data=[{{shards: {root / 'a'}, weight: 2}}, {{shards: {root / 'b'}, weight: 1}}]"
+    lines = train(None, tmp_path / "siglip", folder, steps=200, warmup=20, settings=("loss=siglip", data))
     final = final_eval(lines)
     assert final["zeroshot_top1"] >= 5 * final["zeroshot_chance"], final
-    train_lines = [m for m in lines if m["kind"] == "train"]
-    assert train_lines[-1]["logit_bias"] != -10.0
+    last = [m for m in lines if m["kind"] == "train"][-1]
+    assert last["logit_bias"] != -10.0
+    assert last["sources"] == {"a": pytest.approx(200 * 64 * 2 / 3, abs=64), "b": pytest.approx(200 * 64 / 3, abs=64)}
 
 
 @pytest.mark.slow
