@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
-from train import checkpoint, dist, optim
+from train import checkpoint, dist, optim, parallel
 from train.data import stream as data
 from train.model import clip as models
 from train.config import TrainConfig
@@ -165,7 +164,7 @@ def _train(cfg: TrainConfig, world: World, stop: checkpoint.StopRequest) -> dict
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = dataclasses.replace(cfg, model=models.record_tokenizer(cfg.model, run_dir, copy_file=world.is_main))
     torch.manual_seed(cfg.seed)
-    model = models.create(cfg.model).to(world.device)
+    model = parallel.shard(models.create(cfg.model).to(world.device), cfg, world)   # fsdp: before the optimizer
     tokenize = models.tokenizer(cfg.model)
     mean, std = models.mean_std(model)
     optimization = optim.build(model, cfg)
@@ -173,10 +172,10 @@ def _train(cfg: TrainConfig, world: World, stop: checkpoint.StopRequest) -> dict
                                    cfg.text_sampling)
     stream = data.TrainStream(shards, settings, world, cfg.workers, tokenize)
     position = RunPosition()
-    checkpointer = checkpoint.Checkpointer(run_dir / "checkpoints", cfg.keep_checkpoints, world, {
+    checkpointer = parallel.checkpointer(run_dir / "checkpoints", cfg, world, model, {
         "config": RunConfig(cfg), "state_dict": model, "optimizer": optimization, "position": position,
         "data": stream, "rng": checkpoint.Rng()})   # state_dict: where OpenCLIP looks for the weights
-    found = checkpoint.newest_valid(checkpoint.candidates(cfg.resume, checkpointer.directory), checkpointer.parts)
+    found = checkpointer.newest_valid(checkpoint.candidates(cfg.resume, checkpointer.directory))
     if found is not None:
         checkpointer.restore_state(found[1])
         log.info("resumed from %s at step %d", found[0], position.step)
@@ -190,7 +189,7 @@ def _train(cfg: TrainConfig, world: World, stop: checkpoint.StopRequest) -> dict
                  sum(s.samples for s in shards), cfg.batch_size, world.size, local_batch,
                  f" ({cfg.accum_steps} micro-batches)" if cfg.accum_steps > 1 else "")
 
-    wrapped = DistributedDataParallel(model) if world.size > 1 else model
+    wrapped = parallel.wrap(model, cfg, world)
     if cfg.model.compile:
         wrapped = torch.compile(wrapped)
     metrics = (Metrics(run_dir, cfg.tensorboard, cfg.progress, position.step, cfg.steps) if world.is_main
@@ -198,7 +197,8 @@ def _train(cfg: TrainConfig, world: World, stop: checkpoint.StopRequest) -> dict
     trainer = Trainer(
         cfg=cfg, world=world, model=model, stepper=Stepper(model, wrapped, optimization, cfg, world, mean, std),
         stream=stream, position=position, checkpointer=checkpointer, metrics=metrics, stop=stop,
-        evaluator=build_evaluator(cfg.eval, world, tokenize, settings.image_size, mean, std, cfg.max_pixels))
+        evaluator=parallel.evaluator(build_evaluator(cfg.eval, world, tokenize, settings.image_size, mean, std,
+                                                     cfg.max_pixels), cfg, world))
     summary = trainer.run()
     metrics.close()
     dist.shutdown()
@@ -300,7 +300,7 @@ class _Window:
             t /= world.size
         rate = (position.step - self.step) * run.cfg.batch_size / elapsed
         values = {"loss": t[0].item(), "lr": run.stepper.optimization.lr,
-                  "logit_scale": run.model.logit_scale.exp().item(), "samples_per_s": rate,
+                  "logit_scale": parallel.full(run.model.logit_scale).exp().item(), "samples_per_s": rate,
                   "samples_per_s_per_device": rate / world.size, "data_wait_fraction": t[1].item(),
                   "memory_mb": _memory_mb(world.device), "epoch": run.stream.epoch, "samples": position.samples,
                   "skipped_steps": position.skipped,
