@@ -155,6 +155,9 @@ class TrainConfig:
         for name, allowed in (("loss", LOSSES), ("parallel", PARALLEL)):
             if getattr(self, name) not in allowed:
                 raise WitError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.parallel == "fsdp" and self.optimizer_state != "fp32":
+            raise WitError(f"optimizer_state={self.optimizer_state} is not supported with parallel=fsdp (its states "
+                           "are not sharded); use optimizer_state=fp32")
         if self.lock is not None and self.lock not in LOCKS:
             raise WitError(f"lock must be image or text, got {self.lock!r}")
         if not 0 <= self.patch_dropout < 1:

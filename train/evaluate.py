@@ -97,7 +97,8 @@ def write_json(path: str, data: dict) -> None:
 class EvaluateConfig:
     """One `python -m train.evaluate` run."""
 
-    checkpoint: str = option(help="a trainer checkpoint (RUN/checkpoints/*.pt)", metavar="CKPT")
+    checkpoint: str = option(help="a trainer checkpoint (RUN/checkpoints/*.pt, or an fsdp run's step dir)",
+                             metavar="CKPT")
     imagefolder: str | None = option(None, "zero-shot (and linear probe test) images: one subdirectory per class")
     classnames: str | None = option(None, "one class name per line, in sorted class folder order; 'imagenet' for "
                                           "OpenCLIP's ImageNet class names")

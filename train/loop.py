@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
-from train import checkpoint, dist, optim
+from train import checkpoint, dist, optim, parallel
 from train.data import mix, stream as data
 from train.model import clip as models
 from train.model import tune
@@ -175,7 +174,7 @@ def _train(cfg: TrainConfig, world: World, stop: checkpoint.StopRequest) -> dict
     torch.manual_seed(cfg.seed)
     model = models.create(cfg.model, cfg.loss)
     masking = tune.prepare(model, cfg)
-    model = model.to(world.device)
+    model = parallel.shard(model.to(world.device), cfg, world)   # fsdp: after init and lock, before the optimizer
     tokenize = models.tokenizer(cfg.model)
     mean, std = models.mean_std(model)
     optimization = optim.build(model, cfg)
@@ -184,10 +183,10 @@ def _train(cfg: TrainConfig, world: World, stop: checkpoint.StopRequest) -> dict
     stream = (mix.MixStream(sources, settings, world, cfg.workers, tokenize) if mixed else
               data.TrainStream(shards, settings, world, cfg.workers, tokenize))
     position = RunPosition()
-    checkpointer = checkpoint.Checkpointer(run_dir / "checkpoints", cfg.keep_checkpoints, world, {
+    checkpointer = parallel.checkpointer(run_dir / "checkpoints", cfg, world, model, {
         "config": RunConfig(cfg), "state_dict": model, "optimizer": optimization, "position": position,
         "data": stream, "rng": checkpoint.Rng()})   # state_dict: where OpenCLIP looks for the weights
-    found = checkpoint.newest_valid(checkpoint.candidates(cfg.resume, checkpointer.directory), checkpointer.parts)
+    found = checkpointer.newest_valid(checkpoint.candidates(cfg.resume, checkpointer.directory))
     if found is not None:
         checkpointer.restore_state(found[1])
         log.info("resumed from %s at step %d", found[0], position.step)
@@ -201,7 +200,7 @@ def _train(cfg: TrainConfig, world: World, stop: checkpoint.StopRequest) -> dict
                  sum(s.samples for s in shards), cfg.batch_size, world.size, local_batch,
                  f" ({cfg.accum_steps} micro-batches)" if cfg.accum_steps > 1 else "")
 
-    wrapped = DistributedDataParallel(model) if world.size > 1 else model
+    wrapped = parallel.wrap(model, cfg, world)
     if cfg.model.compile:
         wrapped = torch.compile(wrapped)
     wandb = {"project": cfg.wandb_project, "config": cfg.to_dict()} if cfg.wandb else None
@@ -211,7 +210,8 @@ def _train(cfg: TrainConfig, world: World, stop: checkpoint.StopRequest) -> dict
         cfg=cfg, world=world, model=model, stepper=Stepper(model, wrapped, optimization, cfg, world, mean, std),
         masking=masking,
         stream=stream, position=position, checkpointer=checkpointer, metrics=metrics, stop=stop,
-        evaluator=build_evaluator(cfg.eval, world, tokenize, settings.image_size, mean, std, cfg.max_pixels))
+        evaluator=parallel.evaluator(build_evaluator(cfg.eval, world, tokenize, settings.image_size, mean, std,
+                                                     cfg.max_pixels), cfg, world))
     summary = trainer.run()
     metrics.close()
     dist.shutdown()
@@ -317,8 +317,8 @@ class _Window:
         rate = (position.step - self.step) * run.cfg.batch_size / elapsed
         bias = getattr(run.model, "logit_bias", None)
         values = {"loss": t[0].item(), "lr": run.stepper.optimization.lr,
-                  "logit_scale": run.model.logit_scale.exp().item(),
-                  **({"logit_bias": bias.item()} if bias is not None else {}), "samples_per_s": rate,
+                  "logit_scale": parallel.full(run.model.logit_scale).exp().item(),
+                  **({"logit_bias": parallel.full(bias).item()} if bias is not None else {}), "samples_per_s": rate,
                   "samples_per_s_per_device": rate / world.size, "data_wait_fraction": t[1].item(),
                   "memory_mb": _memory_mb(world.device), "epoch": run.stream.epoch, "samples": position.samples,
                   "skipped_steps": position.skipped,

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 
 import torch
+from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
+from torch.distributed.tensor import DTensor
 
 from train.config import TrainConfig
 from wit.formats.errors import WitError
@@ -18,13 +20,16 @@ def no_decay(name: str, param: torch.nn.Parameter) -> bool:
 
 class Optimization:
     """The optimizer and its learning-rate schedule: stepped together, checkpointed together
-    (torchao's quantised states spelled out, so the checkpoint loads with weights_only=True).
-    On restore, the run's settings (lr, weight_decay, betas, eps; steps, warmup and min_lr
-    through the schedule) replace the saved ones, from the restored step on."""
+    (torchao's quantised states spelled out, so the checkpoint loads with weights_only=True;
+    the state of a sharded model's optimizer as its DTensor shards keyed by parameter name,
+    torch.distributed.checkpoint's form). On restore, the run's settings (lr, weight_decay,
+    betas, eps; steps, warmup and min_lr through the schedule) replace the saved ones, from
+    the restored step on."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, schedule: torch.optim.lr_scheduler.LambdaLR,
-                 cfg: TrainConfig):
+                 cfg: TrainConfig, sharded: torch.nn.Module | None = None):
         self.optimizer, self.schedule, self.cfg = optimizer, schedule, cfg
+        self.sharded = sharded   # the FSDP model whose shards the optimizer updates, if any
 
     @property
     def lr(self) -> float:
@@ -35,10 +40,17 @@ class Optimization:
         self.schedule.step()
 
     def state_dict(self) -> dict:
-        return {"optimizer": plain_state(self.optimizer.state_dict()), "scheduler": self.schedule.state_dict()}
+        if self.sharded is not None:   # the state is created (zero, at lr 0) when there is none yet
+            optimizer = get_optimizer_state_dict(self.sharded, self.optimizer)
+        else:
+            optimizer = plain_state(self.optimizer.state_dict())
+        return {"optimizer": optimizer, "scheduler": self.schedule.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(restore_state(state["optimizer"]))
+        if self.sharded is not None:
+            set_optimizer_state_dict(self.sharded, self.optimizer, state["optimizer"])
+        else:
+            self.optimizer.load_state_dict(restore_state(state["optimizer"]))
         self.schedule.load_state_dict(state["scheduler"])
         cfg, step = self.cfg, self.schedule.last_epoch
         for group, decay in zip(self.optimizer.param_groups, (cfg.weight_decay, 0.0)):
@@ -70,7 +82,9 @@ def build(model: torch.nn.Module, cfg: TrainConfig) -> Optimization:
             raise WitError(f"optimizer_state={cfg.optimizer_state} needs torchao (pip install torchao)") from None
         cls = torchao.optim.AdamW8bit if cfg.optimizer_state == "8bit" else torchao.optim.AdamW4bit
         optimizer = cls(groups, **kwargs)
-    return Optimization(optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg)), cfg)
+    sharded = model if any(isinstance(p, DTensor) for _, p in named) else None
+    return Optimization(optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg)), cfg,
+                        sharded)
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:

@@ -8,6 +8,7 @@ import contextlib
 
 import torch
 
+from train import parallel
 from train.data import preprocess as images
 from train.config import TrainConfig
 from train.dist import World
@@ -23,7 +24,7 @@ class Stepper:
         self.optimization, self.cfg, self.world = optimization, cfg, world
         self.mean, self.std = mean, std
         self.loss = LOSSES[cfg.loss]
-        bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and world.device.type == "cuda")
+        bf16 = parallel.bf16(cfg, world.device)   # with fsdp, also the blocks' gathered weights (train/parallel.py)
         self.autocast = lambda: torch.autocast(world.device.type, dtype=torch.bfloat16, enabled=bf16)
 
     def inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,12 +43,7 @@ class Stepper:
             loss.backward()
         else:
             loss = self._accumulated(pixels, tokens)
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        if self.cfg.grad_clip > 0:
-            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        else:
-            norm = torch.nn.utils.get_total_norm(grads)
-        return loss.detach(), norm
+        return loss.detach(), parallel.grad_norm(self.model.parameters(), self.cfg.grad_clip)
 
     def finish(self) -> None:
         """Apply the gradients (after the caller has checked that the loss and the gradient
@@ -72,7 +68,7 @@ class Stepper:
         cached_texts = [c[1].float() for c in cached]
         for j, (p, t) in enumerate(chunks):
             last = j == len(chunks) - 1
-            sync = contextlib.nullcontext() if last or not hasattr(self.wrapped, "no_sync") else self.wrapped.no_sync()
+            sync = contextlib.nullcontext() if last else parallel.no_sync(self.wrapped)
             with sync:
                 with self.autocast():
                     image_j, text_j, *logit_params = self.wrapped(p, t)

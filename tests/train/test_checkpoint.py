@@ -1,8 +1,12 @@
 """Checkpoints (`train.checkpoint`): the newest kept and `latest` at the last, each part
 saved under its name and restored in order, low-precision optimizer state and the RNG
-state through weights-only checkpoints."""
+state through weights-only checkpoints; damaged ones skipped; step dirs (a sharded run's)
+found, set aside and removed like step files; a checkpoint of the other layout refused.
+The sharded checkpoints themselves are tested with real processes in test_fsdp.py."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
@@ -90,3 +94,52 @@ def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
     again = (torch.rand(3), np.random.normal(size=3), np.random.randint(0, 1 << 30, 3), random.random())
     assert torch.equal(expected[0], again[0]) and expected[3] == again[3]
     assert np.array_equal(expected[1], again[1]) and np.array_equal(expected[2], again[2])
+
+
+def test_newest_valid_skips_a_damaged_or_non_finite_checkpoint_with_a_warning(tmp_path, caplog):
+    world, log = World(0, 1, 0, torch.device("cpu")), []
+    checkpointer = checkpoint.Checkpointer(tmp_path, 0, world, {"a": Part(1, log)})
+    for step in (2, 4, 6):
+        checkpointer.save(step)
+    torch.save({"a": {"value": 6}, "state_dict": {"w": torch.tensor([1.0, float("nan")])}}, tmp_path / "step_6.pt")
+    (tmp_path / "step_4.pt").write_bytes(b"garbage")
+    path, state = checkpointer.newest_valid(checkpoint.candidates("auto", tmp_path))
+    assert path == tmp_path / "step_2.pt" and state["a"] == {"value": 1}
+    assert "non-finite weights (w)" in caplog.text and "step_4.pt: not a readable checkpoint" in caplog.text
+    (tmp_path / "step_2.pt").write_bytes(b"")
+    with pytest.raises(WitError, match="no valid checkpoint to resume from"):
+        checkpointer.newest_valid(checkpoint.candidates("auto", tmp_path))
+
+
+def test_step_dirs_are_candidates_set_aside_after_a_divergence_and_removed_by_a_restart(tmp_path):
+    for step in (2, 4, 6):   # a sharded run's step dirs (their files do not matter here)
+        (tmp_path / f"step_{step}").mkdir()
+        (tmp_path / f"step_{step}" / "state.pt").write_bytes(b"")
+    (tmp_path / ".step_8.tmp").mkdir()   # a killed run's unfinished one
+    (tmp_path / "latest").symlink_to("step_6")
+    assert checkpoint.candidates("auto", tmp_path) == [tmp_path / f"step_{n}" for n in (6, 4, 2)]
+    assert checkpoint.candidates(str(tmp_path / "step_4"), tmp_path) == [tmp_path / "step_4"]
+    assert checkpoint.set_aside_diverged(tmp_path, 4) == tmp_path / "step_2"
+    assert sorted(p.name for p in (tmp_path / "diverged").iterdir()) == ["step_4", "step_6"]
+    assert os.readlink(tmp_path / "latest") == "step_2" and not (tmp_path / "latest.pt").exists()
+    with pytest.raises(WitError, match=r"holds checkpoints \(step_2, latest\)"):
+        checkpoint.start_afresh("none", tmp_path)
+    checkpoint.start_afresh("restart", tmp_path)
+    assert checkpoint.candidates("auto", tmp_path) == [] and not os.path.lexists(tmp_path / "latest")
+    # a one-file checkpoint then: latest.pt, the step dirs' link gone
+    (tmp_path / "latest").symlink_to("step_2")
+    checkpoint.save(tmp_path, 10, {"step": 10}, keep=1)
+    assert os.path.samefile(tmp_path / "latest.pt", tmp_path / "step_10.pt")
+    assert not os.path.lexists(tmp_path / "latest")
+
+
+def test_a_checkpoint_of_the_other_layout_restores_only_its_first_part(tmp_path):
+    world, log = World(0, 1, 0, torch.device("cpu")), []
+    checkpoint.Checkpointer(tmp_path, 0, world, {"a": Part(1, log), "b": Part(2, log)}).save(3)
+    fresh = {"a": Part(0, log), "b": Part(0, log)}
+    sharded = checkpoint.ShardedCheckpointer(tmp_path, 0, world, fresh, dict)
+    state = sharded.newest_valid(checkpoint.candidates("auto", tmp_path))[1]
+    with pytest.raises(WitError, match=r"step_3.pt: a one-file checkpoint \(parallel=ddp\), not sharded weights: "
+                                       "resume it with the parallel it was written with"):
+        sharded.restore_state(state)
+    assert log == [fresh["a"]] and fresh["b"].value == 0

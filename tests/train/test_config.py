@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.checkpoints import TINY_MODEL
-from train.config import ModelConfig, load_config
+from train.config import ModelConfig, TrainConfig, load_config
 from wit.formats.errors import WitError
 
 
@@ -37,3 +37,9 @@ def test_a_model_name_that_is_not_a_plain_name_is_refused(name):
     with pytest.raises(WitError, match="not a plain model name") as e:
         ModelConfig(name=name, config=TINY_MODEL)
     assert "\n" not in str(e.value)
+
+
+def test_fsdp_with_low_precision_optimizer_states_is_refused():
+    with pytest.raises(WitError, match="optimizer_state=8bit is not supported with parallel=fsdp"):
+        TrainConfig(shards="s", run_dir="r", parallel="fsdp", optimizer_state="8bit")
+    assert TrainConfig(shards="s", run_dir="r", parallel="fsdp").parallel == "fsdp"

@@ -160,8 +160,10 @@ def write_model_config(cfg: ModelConfig, run_dir: Path) -> Path | None:
 
 
 def load(checkpoint: str | Path, device: str | torch.device = "cpu") -> Loaded:
-    """The model of a trainer checkpoint (loaded with weights_only=True), in eval mode. The
-    checkpoint's model name is checked (a plain name) before anything is registered."""
+    """The model of a trainer checkpoint (loaded with weights_only=True), in eval mode: a
+    step file, or a sharded run's step dir (its model.pt). The checkpoint's model name is
+    checked (a plain name) before anything is registered."""
+    checkpoint = weights_file(checkpoint)
     ckpt = _torch_load(checkpoint)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "config" not in ckpt:
         raise WitError(f"{checkpoint}: not a checkpoint of this trainer (no state_dict/config)")
@@ -176,6 +178,13 @@ def load(checkpoint: str | Path, device: str | torch.device = "cpu") -> Loaded:
     position = ckpt.get("position")
     step = position.get("step") if isinstance(position, dict) else None
     return Loaded(model, tokenizer(cfg), image_size(model), mean, std, cfg.name, step if isinstance(step, int) else 0)
+
+
+def weights_file(checkpoint: str | Path) -> str | Path:
+    """The file that holds a checkpoint's weights: a sharded run's step dir (RUN/checkpoints/
+    step_N/ or RUN/checkpoints/latest) holds them whole in model.pt; a file is itself."""
+    inside = Path(checkpoint) / "model.pt"
+    return inside if Path(checkpoint).is_dir() and inside.is_file() else checkpoint
 
 
 TOKENIZER_FILE = "tokenizer"   # RUN/tokenizer.json or RUN/tokenizer.model: the run's copy
@@ -208,12 +217,12 @@ def record_tokenizer(cfg: ModelConfig, run_dir: Path, copy_file: bool) -> ModelC
 
 def _checkpoint_tokenizer(cfg: ModelConfig, checkpoint: Path) -> str | None:
     """The tokenizer file of a checkpoint's model: the run's copy beside it (RUN/ of
-    RUN/checkpoints/step_N.pt, or the checkpoint's own dir), else the recorded path,
-    whichever has the recorded sha256."""
+    RUN/checkpoints/step_N.pt or of RUN/checkpoints/step_N/model.pt, or the checkpoint's
+    own dir), else the recorded path, whichever has the recorded sha256."""
     if not cfg.tokenizer:
         return None
     places = [run_tokenizer(checkpoint.parent.parent, cfg.tokenizer), run_tokenizer(checkpoint.parent, cfg.tokenizer),
-              Path(cfg.tokenizer)]
+              run_tokenizer(checkpoint.parent.parent.parent, cfg.tokenizer), Path(cfg.tokenizer)]
     for place in places:
         if place.is_file() and (cfg.tokenizer_sha256 is None or file_sha256(place, "tokenizer file") == cfg.tokenizer_sha256):
             return str(place)
@@ -233,7 +242,7 @@ def load_openclip(checkpoint: str | Path, model: str, device: str | torch.device
     with `logit_bias` (a siglip run's) gets a model with that parameter; OpenCLIP itself
     needs `create_model(..., init_logit_bias=-10)` for it (any value: the file's replaces it)."""
     cfg = openclip_config(model, tokenizer_file)
-    state = state_dict_file(checkpoint)
+    state = state_dict_file(weights_file(checkpoint))
     net = create(cfg, "siglip" if "logit_bias" in state else "clip")
     try:
         net.load_state_dict(state)
