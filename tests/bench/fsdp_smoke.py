@@ -43,7 +43,8 @@ def run(mode: str, work: Path, args: argparse.Namespace) -> dict:
     (work / f"{mode}.yaml").write_text(yaml.safe_dump(config))
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(args.nproc),
                "--master-port", str(29500 + os.getpid() % 1000), "-m", "train", "--config", str(work / f"{mode}.yaml")]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "NO_ALBUMENTATIONS_UPDATE": "1", "TQDM_DISABLE": "1"}
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "NO_ALBUMENTATIONS_UPDATE": "1", "TQDM_DISABLE": "1"}
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode:
         raise SystemExit(f"{mode}: python -m train failed:\n{done.stderr[-4000:]}")
@@ -55,10 +56,13 @@ def run(mode: str, work: Path, args: argparse.Namespace) -> dict:
     checkpoint = run_dir / "checkpoints" / ("latest" if mode == "fsdp" else "latest.pt")
     loaded = load(checkpoint)   # the weights loaders read either layout
     layout = sorted(p.name for p in checkpoint.iterdir()) if checkpoint.is_dir() else [checkpoint.name]
-    return {"bench": "fsdp_smoke", "mode": mode, "model": "tiny" if args.tiny else args.model,
+    rate = round(sum(steady) / len(steady), 1)
+    return {"bench": f"{mode}_gpu" if torch.cuda.is_available() else f"{mode}_smoke",
+            "metric": f"samples/s ({'tiny' if args.tiny else args.model}, {args.nproc} rank(s), parallel: {mode})",
+            "wit": rate, "mode": mode, "model": "tiny" if args.tiny else args.model,
             "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "ranks": args.nproc,
             "batch_per_rank": args.batch, "precision": args.precision, "steps": args.steps,
-            "samples_per_s": round(sum(steady) / len(steady), 1), "peak_memory_mb": round(lines[-1]["memory_mb"], 1),
+            "peak_memory_mb": round(lines[-1]["memory_mb"], 1),
             "loss": round(lines[-1]["loss"], 4), "checkpoint_step": loaded.step, "checkpoint": layout}
 
 

@@ -49,6 +49,7 @@ BASELINES = {
     "train_gpu_siglip": "`python -m open_clip_train.main --siglip` (bf16, one GPU)",
     "train_gpu_patch_dropout": "`python -m open_clip_train.main --force-patch-dropout 0.5` (bf16, one GPU)",
     "fsdp_gpu": "none (a smoke run of `parallel: fsdp`)",
+    "ddp_gpu": "none (the same smoke run with `parallel: ddp`)",
     "embed_gpu": "OpenCLIP's embedding loop as clip_benchmark runs it, on the GPU",
 }
 # the fields of a result that the table shows; every other field is listed under it
@@ -127,10 +128,8 @@ def main() -> None:
             rows.append({"bench": script.stem.removeprefix("bench_"), "script": script.name, "failed": why})
             continue
         rows += [{**result, "script": script.name, "seconds": round(time.time() - started)} for result in results]
-    if args.only and RESULTS.exists():  # keep the rows of the benchmarks that did not run
-        ran = {s.name for s in scripts}
-        rows = sorted([r for r in json.loads(RESULTS.read_text()) if r["script"] not in ran] + rows,
-                      key=lambda r: r["script"])
+    if RESULTS.exists():
+        rows = keep_measured(json.loads(RESULTS.read_text()), rows, {s.name for s in scripts})
     RESULTS.write_text(json.dumps(rows, indent=1) + "\n")
     write_results(rows)
     update_readme(README, rows)
@@ -146,10 +145,21 @@ def _json_lines(stdout: str) -> list[dict]:
     return [r for r in found if isinstance(r, dict) and "bench" in r]
 
 
+def keep_measured(old: list[dict], new: list[dict], ran: set[str]) -> list[dict]:
+    """The new rows, with the old rows of benchmarks that did not run now (other scripts,
+    a GPU run's merged lines), and an old measured row where the new one only says it was
+    skipped (a CPU machine never erases a GPU figure); sorted by script and name."""
+    measured = {r["bench"]: r for r in old if not r.get("skipped") and not r.get("failed")}
+    rows = [measured.get(r["bench"], r) if r.get("skipped") else r for r in new]
+    names = {r["bench"] for r in rows}
+    rows += [r for r in old if r["script"] not in ran and r["bench"] not in names]
+    return sorted(rows, key=lambda r: (r["script"], r["bench"]))
+
+
 def merge(path: Path) -> None:
     """Replace the rows of results.json that have the `bench` name of a line of `path`
     (a JSON line per result, with its `script`), add the new ones, and rewrite the tables."""
-    new = _json_lines(path.read_text())
+    new = [{"script": "gpu_check.sh", **r} for r in _json_lines(path.read_text())]
     if not new:
         raise SystemExit(f"{path}: no result lines")
     names = {r["bench"] for r in new}
