@@ -9,7 +9,7 @@
 # time limit, so a failing part costs its own minutes only. Back home:
 #   python tests/bench/run_all.py --merge gpu.jsonl     (results.json, results.md, README table)
 #
-#   OUT=/tmp/gpu bash tests/bench/gpu_check.sh [--dry-run]
+#   OUT=/tmp/gpu [PARTS="train_gpu fsdp embed_gpu"] [MODES="clip patch_dropout siglip"] bash tests/bench/gpu_check.sh [--dry-run]
 # --dry-run takes the same path on the CPU with the tiny model and a few steps (a check of
 # this script before a GPU is at hand; its figures mean nothing).
 # Where Python packages the image lacks were carried as wheels in .whl/, they are installed first.
@@ -26,12 +26,17 @@ if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" NO_ALBUMENTATIONS_UPDATE=1 TQDM_DISABLE=1 PYTHONUNBUFFERED=1
 export WANDB_MODE=disabled
+# the real Wikipedia excerpt bench_embed's captions come from, where it was carried (no registry there)
+if ls .whl/enwiki-*.bz2 >/dev/null 2>&1; then export WIT_CACHE="$PWD/.whl"; fi
+PARTS=${PARTS:-train_gpu fsdp embed_gpu}    # which parts to run
+MODES=${MODES:-clip patch_dropout siglip}   # bench_train_gpu.py's modes
 JSONL="$OUT/gpu.jsonl"
 : >"$JSONL"
 
 part() {   # part NAME SECONDS COMMAND...: run it under a limit, its log in $OUT/NAME.log, its JSON lines kept
     local name=$1 limit=$2
     shift 2
+    case " $PARTS " in *" $name "*) ;; *) return ;; esac
     local started=$SECONDS
     echo "== $name (limit ${limit}s)"
     timeout --kill-after=10 "$limit" "$@" >"$OUT/$name.log" 2>&1
@@ -63,7 +68,7 @@ if [ "$DRY" = "--dry-run" ]; then
     part fsdp 300 $PY tests/bench/fsdp_smoke.py --tiny --nproc 2 --steps 4 --modes fsdp,ddp
     part embed_gpu 600 $PY tests/bench/bench_embed.py --samples 256 --batch-size 64 --workers 1 --name embed_gpu
 else
-    part train_gpu 300 $PY tests/bench/bench_train_gpu.py --steps 20 --batch 256 --workers 14
+    part train_gpu 300 $PY tests/bench/bench_train_gpu.py --steps 20 --batch 256 --workers 14 --modes $MODES
     part fsdp 100 $PY tests/bench/fsdp_smoke.py --nproc "$(( GPUS >= 2 ? 2 : 1 ))" --modes fsdp,ddp --steps 12 --batch 128
     part embed_gpu 120 $PY tests/bench/bench_embed.py --samples 8192 --batch-size 256 --workers 14 --name embed_gpu
 fi
