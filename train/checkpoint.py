@@ -24,7 +24,7 @@ from torch.distributed.tensor import DTensor
 
 from train import dist
 from train.dist import World
-from wit.formats.atomic import atomic_open
+from wit.formats.atomic import atomic_open, sync_path
 from wit.formats.errors import WitError
 from wit.formats.processes import Interrupted
 
@@ -231,7 +231,7 @@ def _join(tree: Any, tensors: dict[str, DTensor], path: str = "") -> Any:
 def _publish(tmp: Path, final: Path) -> None:
     """Rename the written step dir `tmp` to `final` (replacing one of that step) and point
     `latest` at it, each step atomic and on disk."""
-    _sync(tmp)
+    sync_path(tmp)
     if final.exists():
         old = final.with_name(f".{final.name}.old.tmp")
         os.replace(final, old)
@@ -257,7 +257,7 @@ def _point_latest(target: Path) -> None:
     for other in LATEST:
         if other != name:
             _remove(directory / other)
-    _sync(directory)
+    sync_path(directory)
 
 
 def _remove(path: Path) -> None:
@@ -266,14 +266,6 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink(missing_ok=True)
-
-
-def _sync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Rng:

@@ -5,14 +5,14 @@ dropout 0.5 and SigLIP. One JSON line per mode.
 
 Same shards (photo-like 256x256 JPEGs), model (ViT-B-32, 224 px, trained from scratch),
 batch per GPU (256), precision (bf16 autocast), optimizer settings and dataloader
-workers. As in bench_train.py each trainer runs for S and for 3S steps in fresh
-processes and the difference of the wall times is the time of 2S steps at steady state.
+workers. As in bench_train.py each trainer runs once in a fresh process and its
+steady-state rate is read from its own log, after the first window of steps.
 MFU = model FLOPs per sample (forward and backward of model and loss, counted with
 torch's FlopCounterMode at the benchmark batch) x samples/s / the GPU's dense bf16 peak.
 Targets: >= 1.2x OpenCLIP's samples/s, MFU >= 40%. Without a CUDA device it prints a
 skipped result (and `make bench` lists it as not run).
 
-    python tests/bench/bench_train_gpu.py [--steps 30] [--batch 256] [--workers 8] [--peak-tflops F]
+    python tests/bench/bench_train_gpu.py [--steps 60] [--log-every 10] [--batch 256] [--workers 8] [--peak-tflops F]
                                           [--modes clip patch_dropout siglip]
 """
 
@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from tests.bench.bench_train import mode_flags, run_openclip, run_wit, steady_seconds  # noqa: E402
+from tests.bench.bench_train import mode_flags, run_openclip, run_wit  # noqa: E402
 from tests.bench.bench_train_data import textured_jpeg  # noqa: E402
 from tests.support.shards import write_shards  # noqa: E402
 
@@ -78,7 +78,8 @@ def flops_per_sample(model_name: str, batch: int, device: str, mode: str = "clip
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--log-every", type=int, default=10)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak")
@@ -94,7 +95,7 @@ def main() -> None:
 
         cfg = tiny()["model"]
         register(ModelConfig(cfg["name"], cfg["config"]))
-        device, model, args.steps, args.batch, args.workers, peak = "cpu", None, 2, 8, 1, 1.0
+        device, model, args.steps, args.log_every, args.batch, args.workers = "cpu", None, 6, 2, 8, 1
     elif not torch.cuda.is_available():
         print("no CUDA device: the GPU benchmark did not run")
         for mode in args.modes:
@@ -103,25 +104,22 @@ def main() -> None:
         return
     gpu = torch.cuda.get_device_name(0) if device == "cuda" else "none (dry run)"
     peak = args.peak_tflops or peak_tflops(gpu) if device == "cuda" else 1.0
-    long_steps = 3 * args.steps
-    samples = (long_steps - args.steps) * args.batch
     print(f"{gpu}; {model or 'tiny'} 224 px, bf16, batch {args.batch}, {args.workers} workers; "
-          f"steady state from {args.steps} vs {long_steps} steps", flush=True)
+          f"steady state over steps {args.log_every + 1}-{args.steps}, from each trainer's log", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         pictures = [textured_jpeg(n, (90 + n % 120, 120, 150)) for n in range(DISTINCT_IMAGES)]
-        shard_count = -(-long_steps * args.batch // SHARD) + 1
+        shard_count = -(-args.steps * args.batch // SHARD) + 1
         write_shards(work / "shards", [SHARD] * shard_count, image=lambda n, _: pictures[n % DISTINCT_IMAGES])
         pattern = f"{work / 'shards'}/{{000000..{shard_count - 1:06d}}}.tar"
         setting = {"model": model, "precision": "bf16", "workers": args.workers}
         for mode in args.modes:
             ours_flags, their_flags = mode_flags(mode, work / "unused")
             per_sample = flops_per_sample(model or tiny()["model"]["name"], args.batch, device, mode)
-            theirs = steady_seconds(run_openclip, work, pattern, args.steps, args.batch, device=device,
-                                    flags=their_flags, **setting)
-            ours = steady_seconds(run_wit, work, str(work / "shards"), args.steps, args.batch, flags=ours_flags,
-                                  **setting)
-            rate_theirs, rate_ours = samples / theirs, samples / ours
+            rate_theirs = run_openclip(work, pattern, args.steps, args.batch, device=device, flags=their_flags,
+                                       log_every=args.log_every, **setting)
+            rate_ours = run_wit(work, str(work / "shards"), args.steps, args.batch, flags=ours_flags,
+                                log_every=args.log_every, **setting)
             ratio = rate_ours / rate_theirs
             mfu = per_sample * rate_ours / (peak * 1e12) if peak else None
             print(f"{mode}: {per_sample / 1e9:.1f} GFLOP per sample; python -m open_clip_train.main "

@@ -68,7 +68,7 @@ if [ "$DRY" = "--dry-run" ]; then
     part fsdp 300 $PY tests/bench/fsdp_smoke.py --tiny --nproc 2 --steps 4 --modes fsdp,ddp
     part embed_gpu 600 $PY tests/bench/bench_embed.py --samples 256 --batch-size 64 --workers 1 --name embed_gpu
 else
-    part train_gpu 300 $PY tests/bench/bench_train_gpu.py --steps 20 --batch 256 --workers 14 --modes $MODES
+    part train_gpu 300 $PY tests/bench/bench_train_gpu.py --steps 60 --batch 256 --workers 14 --modes $MODES
     part fsdp 100 $PY tests/bench/fsdp_smoke.py --nproc "$(( GPUS >= 2 ? 2 : 1 ))" --modes fsdp,ddp --steps 12 --batch 128
     part embed_gpu 120 $PY tests/bench/bench_embed.py --samples 8192 --batch-size 256 --workers 14 --name embed_gpu
 fi

@@ -229,3 +229,29 @@ def test_the_units_sharded_one_by_one_are_the_blocks_of_both_towers_or_a_resnets
     rn = models.create(ModelConfig("wit-test-tiny-rn", resnet))
     assert parallel.units(rn) == [rn.visual.layer1, rn.visual.layer2, rn.visual.layer3, rn.visual.layer4,
                                   *rn.transformer.resblocks]
+
+
+@pytest.mark.slow
+def test_lit_siglip_and_patch_dropout_run_sharded(shards, tmp_path):
+    """The other modes under fsdp on 2 ranks: a locked image tower stays bit-identical (its
+    frozen weights sharded beside trained ones), SigLIP's bias trains, patch dropout runs."""
+    torch.manual_seed(3)
+    init = tmp_path / "init.pt"
+    start = models.create(TINY, "siglip").state_dict()
+    torch.save(start, init)
+    run_dir = tmp_path / "lit"
+    config = fsdp_config(tmp_path / "lit.yaml", shards, run_dir, steps=6, init=str(init), lock="image",
+                         loss="siglip")
+    done = run_module("train", "--config", config, nproc=2, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    after = weights(run_dir)["state_dict"]
+    assert all(torch.equal(after[k], v) for k, v in start.items() if k.startswith("visual."))
+    assert not torch.equal(after["logit_bias"], start["logit_bias"])
+    assert not torch.equal(after["text_projection"], start["text_projection"])
+
+    masked = tmp_path / "masked"
+    done = run_module("train", "--config", fsdp_config(tmp_path / "m.yaml", shards, masked, steps=4,
+                                                       patch_dropout=0.5, unmasked_steps=2), nproc=2, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [json.loads(line) for line in (masked / "metrics.jsonl").read_text().splitlines()]
+    assert [m["patch_dropout"] for m in lines if m["kind"] == "train"] == [0.5, 0.5, 0.0, 0.0]

@@ -195,18 +195,24 @@ def run_tokenizer(run_dir: Path, source: str) -> Path:
     return run_dir / (TOKENIZER_FILE + Path(source).suffix)
 
 
+def recorded_sha256(path: str, recorded: str | None, key: str, what: str) -> str:
+    """The sha256 of the file a setting `key` names, which must exist and match the digest
+    the configuration already records (if any); a one-line error otherwise."""
+    if not Path(path).is_file():
+        raise WitError(f"{key} {path}: no such file")
+    digest = file_sha256(path, what)
+    if recorded and recorded != digest:
+        raise WitError(f"{key} {path}: sha256 {digest[:12]}..., but the configuration records {recorded[:12]}...")
+    return digest
+
+
 def record_tokenizer(cfg: ModelConfig, run_dir: Path, copy_file: bool) -> ModelConfig:
     """`cfg` with the tokenizer file's sha256 (checked against one already recorded);
     with `copy_file`, the file copied beside the run (RUN/tokenizer.EXT) for every later
     loader."""
     if not cfg.tokenizer:
         return cfg
-    if not Path(cfg.tokenizer).is_file():
-        raise WitError(f"model.tokenizer {cfg.tokenizer}: no such file")
-    digest = file_sha256(cfg.tokenizer, "tokenizer file")
-    if cfg.tokenizer_sha256 and cfg.tokenizer_sha256 != digest:
-        raise WitError(f"model.tokenizer {cfg.tokenizer}: sha256 {digest[:12]}..., but the configuration records "
-                       f"{cfg.tokenizer_sha256[:12]}...")
+    digest = recorded_sha256(cfg.tokenizer, cfg.tokenizer_sha256, "model.tokenizer", "tokenizer file")
     FileTokenizer(cfg.tokenizer, 1)   # readable, or a one-line error now
     target = run_tokenizer(run_dir, cfg.tokenizer)
     if copy_file and not (target.is_file() and file_sha256(target, "tokenizer file") == digest):

@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import types
-from pathlib import Path
-
 import torch
 
 from train.config import TrainConfig
 from train.model import clip as models
-from wit.formats.atomic import file_sha256
 from wit.formats.errors import WitError
 
 OPTIONAL = frozenset({"logit_bias"})   # a CLIP file starts a SigLIP model: the bias keeps its init
@@ -24,13 +21,7 @@ def record_init(cfg: TrainConfig) -> TrainConfig:
         if cfg.lock:
             raise WitError(f"lock: {cfg.lock} needs init: FILE (a locked tower trained from scratch learns nothing)")
         return cfg
-    if not Path(cfg.init).is_file():
-        raise WitError(f"init {cfg.init}: no such file")
-    digest = file_sha256(cfg.init, "init file")
-    if cfg.init_sha256 and cfg.init_sha256 != digest:
-        raise WitError(f"init {cfg.init}: sha256 {digest[:12]}..., but the configuration records "
-                       f"{cfg.init_sha256[:12]}...")
-    return dataclasses.replace(cfg, init_sha256=digest)
+    return dataclasses.replace(cfg, init_sha256=models.recorded_sha256(cfg.init, cfg.init_sha256, "init", "init file"))
 
 
 def load_init(model: torch.nn.Module, path: str) -> None:

@@ -36,7 +36,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
-        _sync(tmp)
+        sync_path(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, target)
     finally:
@@ -51,7 +51,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         yield f
 
 
-def _sync(path: str) -> None:
+def sync_path(path: str | os.PathLike) -> None:
     """fsync a file or a directory by its path."""
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -126,4 +126,4 @@ def exchange_dirs(a: str | os.PathLike, b: str | os.PathLike) -> None:
         code = ctypes.get_errno() if hasattr(_libc, "renameat2") else errno.ENOSYS
         raise WitError(f"{b}: cannot swap in the new output from {a} ({os.strerror(code)}); "
                        "the old output is intact")
-    _sync(os.path.dirname(os.path.abspath(b)))   # the rename itself, on disk
+    sync_path(os.path.dirname(os.path.abspath(b)))   # the rename itself, on disk
