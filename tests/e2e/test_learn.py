@@ -32,7 +32,7 @@ def train(shards: Path | None, run_dir: Path, folder: Path, steps: int = STEPS, 
     """Train the tiny model for `steps` on `shards` (None: `settings` name the data),
     evaluating zero-shot on `folder`, with more `key=value` settings; its metrics lines."""
     done = run_module("train", "--config", REPO / "pipelines/configs/tiny.yaml", "--set",
-                      *([f"shards={shards}"] if shards else []),
+                      f"shards={shards or ''}",
                       f"run_dir={run_dir}", f"steps={steps}", f"warmup={warmup}", "save_every=0", "log_every=20",
                       f"eval.imagefolder={folder}", f"eval.classnames={folder / 'classnames.txt'}", *settings,
                       timeout=1200)

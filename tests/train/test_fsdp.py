@@ -237,7 +237,7 @@ def test_lit_siglip_and_patch_dropout_run_sharded(shards, tmp_path):
     frozen weights sharded beside trained ones), SigLIP's bias trains, patch dropout runs."""
     torch.manual_seed(3)
     init = tmp_path / "init.pt"
-    start = models.create(TINY, "siglip").state_dict()
+    start = models.create(ModelConfig(TINY["name"], TINY["config"]), "siglip").state_dict()
     torch.save(start, init)
     run_dir = tmp_path / "lit"
     config = fsdp_config(tmp_path / "lit.yaml", shards, run_dir, steps=6, init=str(init), lock="image",
