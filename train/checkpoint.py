@@ -136,9 +136,8 @@ class ShardedCheckpointer(Checkpointer):
             with atomic_open(tmp / WEIGHTS_FILE) as f:
                 torch.save({"state_dict": weights, **{k: plain[k] for k in ("config", "position") if k in plain}}, f)
             _publish(tmp, self.directory / f"step_{step}")
-            if prune and self.keep:
-                for old in sorted(step_files(self.directory), key=_step_of)[:-self.keep]:
-                    _remove(old)
+            if prune:
+                keep_newest(self.directory, self.keep)
         dist.barrier(self.world)
 
     def load(self, path: Path) -> dict:
@@ -301,10 +300,15 @@ def save(directory: Path, step: int, state: dict, keep: int) -> Path:
     with atomic_open(path) as f:
         torch.save(state, f)
     _point_latest(path)
+    keep_newest(directory, keep)
+    return path
+
+
+def keep_newest(directory: Path, keep: int) -> None:
+    """Remove all but the newest `keep` step files or dirs (0: keep all)."""
     if keep:
         for old in sorted(step_files(directory), key=_step_of)[:-keep]:
             _remove(old)
-    return path
 
 
 def step_files(directory: Path) -> list[Path]:

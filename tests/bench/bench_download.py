@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from tests.bench import bench_env  # noqa: E402
 from tests.support.testweb import TestWeb  # noqa: E402
 
 TARGET = 0.95
@@ -56,7 +56,7 @@ if __name__ == "__main__":
 
 def run_bare(pool: Path, out: Path, script: Path) -> dict:
     done = subprocess.run([sys.executable, str(script), str(pool.parent), str(out), json.dumps(SETTINGS)],
-                          capture_output=True, text=True, check=True, env=_env())
+                          capture_output=True, text=True, check=True, env=bench_env())
     seconds = json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
     successes = sum(json.loads(p.read_text())["successes"] for p in out.glob("*_stats.json"))
     return {"download_seconds": seconds, "command_seconds": seconds, "successes": successes}
@@ -69,15 +69,11 @@ def run_wit(pool: Path, queries: Path, out: Path, *extra: str) -> dict:
                     "--processes", str(SETTINGS["processes"]), "--threads", str(SETTINGS["threads"]),
                     "--timeout", str(SETTINGS["timeout"]), "--retries", str(SETTINGS["retries"]),
                     "--samples-per-shard", str(SETTINGS["samples_per_shard"])],
-                   capture_output=True, text=True, check=True, env=_env())
+                   capture_output=True, text=True, check=True, env=bench_env())
     command = time.perf_counter() - started
     summary = json.loads((out / "crawl.json").read_text())
     return {"download_seconds": summary["seconds"]["download"], "command_seconds": command,
             "successes": summary["counts"]["downloaded"]}
-
-
-def _env() -> dict:
-    return {**os.environ, "PYTHONPATH": str(REPO), "NO_ALBUMENTATIONS_UPDATE": "1", "TQDM_DISABLE": "1"}
 
 
 def main() -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import subprocess
 import sys
@@ -33,6 +32,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from tests.bench import bench_env  # noqa: E402
 from tests.bench.bench_train_data import textured_jpeg  # noqa: E402
 from tests.support.shards import write_shards  # noqa: E402
 
@@ -137,9 +137,7 @@ def write_init(work: Path, model: str | None = None) -> Path:
 
 def _run(command: list[str]) -> str:
     """Run a trainer; its output (stdout and stderr), or exit naming it with its error."""
-    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONPATH": path, "NO_ALBUMENTATIONS_UPDATE": "1", "TQDM_DISABLE": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    done = subprocess.run(command, capture_output=True, text=True, env=bench_env())
     if done.returncode:
         raise SystemExit(f"{' '.join(command[:4])} failed:\n{done.stderr[-3000:]}")
     return done.stdout + done.stderr

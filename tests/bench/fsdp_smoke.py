@@ -25,6 +25,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
+from tests.bench import bench_env  # noqa: E402
 from tests.support.checkpoints import TINY_MODEL  # noqa: E402
 from tests.support.shards import write_shards  # noqa: E402
 
@@ -43,9 +44,7 @@ def run(mode: str, work: Path, args: argparse.Namespace) -> dict:
     (work / f"{mode}.yaml").write_text(yaml.safe_dump(config))
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(args.nproc),
                "--master-port", str(29500 + os.getpid() % 1000), "-m", "train", "--config", str(work / f"{mode}.yaml")]
-    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONPATH": path, "NO_ALBUMENTATIONS_UPDATE": "1", "TQDM_DISABLE": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    done = subprocess.run(command, capture_output=True, text=True, env=bench_env())
     if done.returncode:
         raise SystemExit(f"{mode}: python -m train failed:\n{done.stderr[-4000:]}")
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -29,6 +29,10 @@ RESULTS = HERE / "results.json"
 README = REPO / "README.md"
 README_BEGIN = "<!-- bench:begin (written by make bench from tests/bench/results.json; do not edit by hand) -->"
 README_END = "<!-- bench:end -->"
+sys.path.insert(0, str(REPO))
+
+from tests.bench import bench_env  # noqa: E402
+
 BASELINES = {
     "build_queries": "mwxml + mwparserfromhell `strip_code()` + `str.split()`",
     "match": "MetaCLIP's per-text pyahocorasick loop",
@@ -115,7 +119,7 @@ def main() -> None:
     scripts = sorted(HERE.glob("bench_*.py"))
     if args.only:
         scripts = [s for s in scripts if s.stem.removeprefix("bench_") in args.only]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "NO_ALBUMENTATIONS_UPDATE": "1", "TQDM_DISABLE": "1"}
+    env = bench_env()
     rows = []
     for script in scripts:
         print(f"== {script.name}", file=sys.stderr, flush=True)
