@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 from tests.support.worldwide import CAPTIONS  # noqa: E402
-from wit.crawl.language import LanguageIdentifier  # noqa: E402
+from wit.formats.languages import LanguageIdentifier  # noqa: E402
 
 
 def best(run) -> tuple[list, float]:

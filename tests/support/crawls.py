@@ -72,6 +72,7 @@ class Sample:
     text: str
     query_ids: list[int]
     image: bytes
+    original: tuple[int, int] = (64, 48)   # the size img2dataset's json gives as found on the web
 
     @property
     def uid(self) -> str:
@@ -95,8 +96,8 @@ def write_download(crawl: Path, shards: list[list[Sample]], extra=None, queries:
             for i, s in enumerate(samples):
                 key = f"{shard_id:05d}{i:04d}"
                 meta = {"uid": s.uid, "query_ids": s.query_ids, "caption": s.text, "url": s.url, "key": key,
-                        "status": "success", "width": 32, "height": 24, "original_width": 64,
-                        "original_height": 48, "sha256": hashlib.sha256(s.image).hexdigest()}
+                        "status": "success", "width": 32, "height": 24, "original_width": s.original[0],
+                        "original_height": s.original[1], "sha256": hashlib.sha256(s.image).hexdigest()}
                 add(tar, f"{key}.jpg", s.image)
                 add(tar, f"{key}.txt", s.text.encode())
                 add(tar, f"{key}.json", json.dumps(meta).encode())

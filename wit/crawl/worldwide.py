@@ -3,7 +3,7 @@ language.
 
 A text's language is the pool's (`--lang-col`: a column such as LAION-2B-multi's, its
 codes read as Wikipedia codes through `wit.formats.languages`) or else the offline
-language-ID model's (`wit.crawl.language`). A text in a language the worldwide list has no
+language-ID model's (`wit.formats.languages`). A text in a language the worldwide list has no
 `{lang}.json` for goes to `other`: counted, never matched. Each language's matcher is
 MetaCLIP 2's rule (`QueryMatcher(worldwide=True)`), built the first time a worker meets a
 text in that language, from that language's file alone.
@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from wit.crawl.language import LanguageIdentifier
+from wit.formats.languages import LanguageIdentifier
 from wit.crawl.match import QueryMatcher
 from wit.formats.languages import OTHER, wiki_language
 from wit.formats.queries import EntrySpace, read_queries

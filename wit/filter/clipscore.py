@@ -4,10 +4,13 @@ fraction."""
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from wit.filter.removal import Removed
 from wit.formats.embeddings import read_embeddings
 from wit.formats.errors import WitError
 
@@ -49,3 +52,25 @@ def below(score: np.ndarray, alive: np.ndarray, min_score: float | None,
     removed = np.zeros(len(score), bool)
     removed[ranked[keep:]] = True
     return removed
+
+
+class ClipScore:
+    """The cosine of each sample's image and text embeddings (`embedded`, row for row):
+    below `min_score`, or outside the top `keep_fraction` of the kept samples."""
+    name = "clip_score"
+
+    @classmethod
+    def from_config(cls, config, inputs) -> "ClipScore | None":
+        return cls(inputs.embedded, config.min_score, config.keep_fraction) if config.clip_score else None
+
+    def __init__(self, embedded: pa.Table, min_score: float | None, keep_fraction: float | None) -> None:
+        self.embedded, self.min_score, self.keep_fraction = embedded, min_score, keep_fraction
+
+    def __call__(self, samples: pa.Table, alive: np.ndarray) -> Iterator[Removed]:
+        score = scores(self.embedded)
+        missing = alive & np.isnan(score)
+        for row in np.flatnonzero(missing):
+            yield Removed(int(row), "no_image_embedding")
+        reason = "min_score" if self.min_score is not None else "keep_fraction"
+        for row in np.flatnonzero(below(score, alive & ~missing, self.min_score, self.keep_fraction)):
+            yield Removed(int(row), reason, value=float(score[row]))

@@ -35,3 +35,14 @@ def phash(image: bytes) -> bytes | None:
 def as_array(hashes: list[bytes]) -> np.ndarray:
     """uint8[n, 8] of n hashes (what faiss's binary indexes take)."""
     return np.frombuffer(b"".join(hashes), np.uint8).reshape(len(hashes), HASH_BYTES)
+
+
+def hashed(column, alive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, uint8[len(rows), 8]) of the alive rows of a binary(8) hash column that have a hash."""
+    import pyarrow as pa
+
+    rows = np.flatnonzero(alive & column.is_valid().to_numpy(zero_copy_only=False))
+    codes = column.take(pa.array(rows)).combine_chunks()
+    data = np.frombuffer(codes.buffers()[1], np.uint8)[codes.offset * 8:(codes.offset + len(rows)) * 8] \
+        if len(rows) else np.zeros(0, np.uint8)
+    return rows, data.reshape(len(rows), HASH_BYTES)

@@ -10,8 +10,14 @@ r // nhash flipped bits, so probing every key with that many flips finds every m
 from __future__ import annotations
 
 import logging
+from typing import Iterator
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from wit.filter.hashes import hashed
+from wit.filter.removal import Removed
 
 BATCH = 1 << 18   # queries per range search: bounds the memory of its result
 
@@ -59,3 +65,25 @@ def first_kept(codes: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
         if by[row] < 0 and by[label] < 0:
             by[label], distance[label] = row, d
     return by, distance
+
+
+class NearDup:
+    """Among the samples kept so far, in uid order: a later one within `radius` of a kept one
+    is removed (the match: the uid of the kept one)."""
+    name = "near_dup"
+
+    @classmethod
+    def from_config(cls, config, inputs) -> "NearDup | None":
+        return cls(config.hamming) if config.near_dup else None
+
+    def __init__(self, radius: int) -> None:
+        self.radius = radius
+
+    def __call__(self, samples: pa.Table, alive: np.ndarray) -> Iterator[Removed]:
+        by_uid = pc.sort_indices(samples["uid"]).to_numpy()
+        rows, codes = hashed(samples["phash"].take(pa.array(by_uid)), alive[by_uid])
+        rows = by_uid[rows]
+        by, distance = first_kept(codes, self.radius)
+        uids = samples["uid"]
+        for i in np.flatnonzero(by >= 0):
+            yield Removed(int(rows[i]), "phash", uids[int(rows[by[i]])].as_py(), float(distance[i]))

@@ -5,7 +5,13 @@ A filter is a `Filter`: it has a `name` (removed.parquet's `filter` column) and,
 with the input's sample table (see samples.py) and the mask of the samples still kept,
 yields a `Removed` for each kept sample it removes: the row, a reason, what it matched and
 a value (a distance, a score). Filters run in order, each judging only what the ones
-before kept."""
+before kept. A filter may also leave, after its call, `annotations`: per-sample values
+(`Annotation`) that are written to annotations.parquet (every input sample) and into the
+json of every kept sample (`Removal.json_fields`), where users, later filters' readers and
+`wit view` find them.
+
+A new filter is one module: a class of this shape with a `from_config(config, inputs)`
+that returns it (or None when its flags are off), listed once in `filters.FILTERS`."""
 
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ import pyarrow.compute as pc
 from wit.formats.atomic import write_parquet
 
 REMOVED = "removed.parquet"
+ANNOTATIONS = "annotations.parquet"
 REMOVED_SCHEMA = pa.schema([("uid", pa.string()), ("filter", pa.string()), ("reason", pa.string()),
                             ("match", pa.string()), ("value", pa.float64())])
 
@@ -29,11 +36,24 @@ class Removed(NamedTuple):
     value: float | None = None
 
 
+class Annotation(NamedTuple):
+    """Per-sample values a filter records: `column` in annotations.parquet, `path` in the
+    sample json (("semdedup", "cluster") is json["semdedup"]["cluster"]). Missing values
+    (NaN, or a negative integer) are null in the table and absent from the json."""
+    column: str
+    path: tuple[str, ...]
+    values: np.ndarray
+
+
 class Filter(Protocol):
     name: str
 
     def __call__(self, samples: pa.Table, alive: np.ndarray) -> Iterable[Removed]:
         ...
+
+
+def _missing(values: np.ndarray) -> np.ndarray:
+    return np.isnan(values) if values.dtype.kind == "f" else values < 0
 
 
 class Removal:
@@ -46,6 +66,7 @@ class Removal:
         self.reason: list[str | None] = [None] * n
         self.match: list[str | None] = [None] * n
         self.value = np.full(n, np.nan)
+        self.annotations: list[Annotation] = []
 
     def apply(self, chosen: Filter, samples: pa.Table) -> None:
         """Run one filter over the samples kept so far and record what it removes."""
@@ -57,6 +78,7 @@ class Removal:
             self.reason[row], self.match[row] = removed.reason, removed.match
             if removed.value is not None:
                 self.value[row] = removed.value
+        self.annotations += getattr(chosen, "annotations", [])
 
     def counts(self) -> dict:
         """Removed samples per filter, and per filter and reason."""
@@ -79,6 +101,31 @@ class Removal:
             "value": pa.array(self.value[rows], pa.float64(), mask=np.isnan(self.value[rows])),
         }, schema=REMOVED_SCHEMA)
         write_parquet(path, table)
+
+    def write_annotations(self, path: str, uids: pa.ChunkedArray) -> bool:
+        """annotations.parquet: every input sample's uid and the filters' annotations (none
+        written when no filter left any); whether it was written."""
+        if not self.annotations:
+            return False
+        columns = {"uid": uids.combine_chunks()}
+        for a in self.annotations:
+            columns[a.column] = pa.array(a.values, mask=_missing(a.values))
+        write_parquet(path, pa.table(columns))
+        return True
+
+    def json_fields(self, row: int) -> dict:
+        """The annotations of one sample, as nested fields of its json ({} for none)."""
+        fields: dict = {}
+        for a in self.annotations:
+            value = a.values[row]
+            if _missing(np.asarray(value)):
+                continue
+            *parents, leaf = a.path
+            place = fields
+            for key in parents:
+                place = place.setdefault(key, {})
+            place[leaf] = value.item()
+        return fields
 
     def datacard(self, query_ids: pa.ChunkedArray, counts: dict) -> tuple[dict, np.ndarray, np.ndarray]:
         """What each filter removed, and the samples per query before and after filtering

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import posixpath
 import re
+from typing import Iterator
 from urllib.parse import unquote, urlsplit
+
+import numpy as np
+import pyarrow as pa
+
+from wit.filter.removal import Removed
 
 IMAGE_FILE = re.compile(r"\S+\.(jpe?g|png|gif|webp|bmp|tiff?|svg|heic|avif)", re.IGNORECASE)
 URL = re.compile(r"(https?://|www\.)\S+", re.IGNORECASE)
@@ -30,10 +36,10 @@ def is_url(text: str, url: str) -> bool:
 
 
 def first_rule(text: str, url: str, min_words: int, max_length: int, file_names: bool,
-               urls: bool) -> tuple[str, float | None] | None:
+               urls: bool, min_length: int = 0) -> tuple[str, float | None] | None:
     """(the first rule that removes the sample, its measure), or None to keep it. Rules in
     order, the specific ones first: file_name, url, min_words (words, split on whitespace),
-    max_length (characters)."""
+    min_length and max_length (characters)."""
     if file_names and is_file_name(text, url):
         return "file_name", None
     if urls and is_url(text, url):
@@ -41,6 +47,29 @@ def first_rule(text: str, url: str, min_words: int, max_length: int, file_names:
     words = len(text.split())
     if min_words and words < min_words:
         return "min_words", float(words)
-    if max_length and len(text) > max_length:
-        return "max_length", float(len(text))
+    length = len(text)
+    if min_length and length < min_length:
+        return "min_length", float(length)
+    if max_length and length > max_length:
+        return "max_length", float(length)
     return None
+
+
+class TextRules:
+    name = "text"
+
+    @classmethod
+    def from_config(cls, config, inputs) -> "TextRules | None":
+        rules = (config.min_words, config.max_length, config.drop_file_names, config.drop_urls, config.min_length)
+        return cls(*rules) if any(rules) else None
+
+    def __init__(self, min_words: int, max_length: int, drop_file_names: bool, drop_urls: bool,
+                 min_length: int = 0) -> None:
+        self.rules = (min_words, max_length, drop_file_names, drop_urls, min_length)
+
+    def __call__(self, samples: pa.Table, alive: np.ndarray) -> Iterator[Removed]:
+        texts, urls = samples["text"].to_pylist(), samples["url"].to_pylist()
+        for row in np.flatnonzero(alive):
+            found = first_rule(texts[row], urls[row], *self.rules)
+            if found is not None:
+                yield Removed(int(row), found[0], value=found[1])

@@ -3,7 +3,7 @@ list, languages without a list to `other`, the lid.176 codes mapped to Wikipedia
 
 from __future__ import annotations
 
-from wit.crawl.language import LanguageIdentifier
+from wit.formats.languages import LanguageIdentifier
 from wit.formats.languages import wiki_language
 
 SENTENCES = {   # captions as people write them

@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 
 from tests.support.witcli import wit_in_process
-from wit.crawl.language import LanguageIdentifier
+from wit.formats.languages import LanguageIdentifier
 from wit.demo import phrases, web
 from wit.demo.world import COLOURS, SHAPES, sample_scene, write_shards
 from wit.demo.wikis import TITLES, write_wiki
