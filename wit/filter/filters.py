@@ -16,9 +16,11 @@ import pyarrow as pa
 from wit.filter.clipscore import ClipScore, aligned, matrix
 from wit.filter.decontaminate import Decontaminate
 from wit.filter.heads import Head, Heads
+from wit.filter.imageclusters import ImageClusters
 from wit.filter.imagesize import ImageSize
 from wit.filter.language import Language
 from wit.filter.neardup import NearDup
+from wit.filter.semdedup import SemanticDedup
 from wit.filter.textrules import TextRules
 from wit.formats.errors import WitError
 from wit.formats.evalsets import EvalSet
@@ -26,7 +28,7 @@ from wit.formats.evalsets import EvalSet
 # the order they run in, each judging only what the ones before kept: decontamination first
 # (its report counts every contaminated sample), the cheap rules next, CLIP score before the
 # image clusters (so that the two together keep DataComp's intersection), deduplication last
-FILTERS = (Decontaminate, Language, TextRules, ImageSize, Heads, ClipScore, NearDup)
+FILTERS = (Decontaminate, Language, TextRules, ImageSize, Heads, ClipScore, ImageClusters, SemanticDedup, NearDup)
 
 
 class Inputs:

@@ -14,10 +14,11 @@ import torch
 
 from tests.support.checkpoints import write_trained_checkpoint
 from tests.support.crawls import Sample, write_download
-from tests.support.images import COLOURS, drawn_image, photo
+from tests.support.images import COLOURS, drawn_image, photo, write_imagefolder
 from tests.support.witcli import assert_one_line_error, run_wit
 from wit.filter.heads import Head, convert_aesthetic, from_dense_layers
 from wit.filter.samples import image_size
+from wit.filter.semdedup import brute_force, normalised
 from wit.formats.embeddings import read_embeddings
 from wit.formats.shards import read_manifest
 from wit.formats.tars import read_member, scan_tar
@@ -242,3 +243,68 @@ def test_bad_heads_are_one_line_errors(embedded, tmp_path):
         assert not (tmp_path / f"out-{head}" / "manifest.json").exists()
     result = run_wit("filter", "--shards", str(shards), "--out", str(tmp_path / "x"), "--head-max", "0.5")
     assert_one_line_error(result, "filter", "--head-max: only with --head")
+
+
+# ---- image-based clustering and semantic deduplication ------------------------------------
+
+
+def kept_uids(out: Path) -> set[str]:
+    return set(kept_json(out))
+
+
+def test_image_clusters_keep_the_cluster_near_an_evaluation_set_and_combine_with_clip_score(embedded, tmp_path):
+    """An evaluation set of red pictures, embedded by the model: of four clusters, the red
+    one is kept. With --clip-score the result is the intersection of the two filters run
+    alone (DataComp's best baseline)."""
+    shards, embed, checkpoint, colour = embedded
+    evalset = write_imagefolder(tmp_path / "eval_red", {"red": COLOURS["red"]}, per_class=6, seed=11)
+    common = ["--shards", shards, "--embeddings", embed, "--checkpoint", checkpoint]
+    clusters = ["--image-clusters", "4", "--keep-near", evalset]
+    filter_(*common, "--out", tmp_path / "near", *clusters)
+    red = {u for u, c in colour.items() if c == "red"}
+    assert kept_uids(tmp_path / "near") == red
+    found = removed(tmp_path / "near")
+    assert {(r["filter"], r["reason"]) for r in found.values()} == {("image_clusters", "far_cluster")}
+    notes = {r["uid"]: r["image_cluster"] for r in pq.read_table(tmp_path / "near" / "annotations.parquet").to_pylist()}
+    assert all(found[u]["match"] == str(notes[u]) for u in found)
+    assert len({notes[u] for u in red}) == 1 and all(kept_json(tmp_path / "near")[u]["image_cluster"] == notes[u]
+                                                     for u in red)
+    score = ["--clip-score", "--keep-fraction", "0.5"]
+    filter_(*common, "--out", tmp_path / "score", *score)
+    filter_(*common, "--out", tmp_path / "both", *score, *clusters)
+    both = kept_uids(tmp_path / "both")
+    assert both == kept_uids(tmp_path / "near") & kept_uids(tmp_path / "score") and 0 < len(both) < len(red)
+
+
+def test_semantic_dedup_removes_what_brute_force_within_its_clusters_removes(embedded, tmp_path):
+    """The run's clusters and distances (annotations.parquet) and the embeddings give, pair
+    by pair, exactly the samples removed and the twins they matched; reruns are identical."""
+    shards, embed, _, colour = embedded
+    table = read_embeddings(str(embed), str(shards))
+    uids = table["uid"].to_pylist()
+    x = normalised(np.array(table["image"].to_pylist(), np.float32))
+    cosines = x @ x.T
+    np.fill_diagonal(cosines, -1)
+    eps = float(1 - np.median(cosines.max(axis=1)))   # about half the samples have a twin that close
+    args = ["--shards", shards, "--embeddings", embed, "--semantic-dedup", f"{eps:.6f}", "--semdedup-clusters", "3"]
+    filter_(*args, "--out", tmp_path / "out")
+    notes = pq.read_table(tmp_path / "out" / "annotations.parquet").to_pylist()
+    row = {n["uid"]: i for i, n in enumerate(notes)}
+    order = [row[u] for u in uids]
+    cluster = np.array([notes[i]["semdedup_cluster"] for i in order])
+    distance = np.array([notes[i]["semdedup_distance"] for i in order])
+    assert len(set(cluster)) == 3
+    # a sample's distance is 1 - its cosine with its cluster's centroid, the members' normalised mean nearly
+    for c in set(cluster):
+        centre = normalised(x[cluster == c].mean(0, keepdims=True))[0]
+        assert np.allclose(distance[cluster == c], 1 - x[cluster == c] @ centre, atol=0.05)
+    expected = {uids[r]: uids[m] for r, m in brute_force(x, cluster, distance, float(f"{eps:.6f}")).items()}
+    found = removed(tmp_path / "out")
+    assert {u: r["match"] for u, r in found.items()} == expected and 0 < len(expected) < len(uids)
+    assert {(r["filter"], r["reason"]) for r in found.values()} == {("semantic_dedup", "duplicate")}
+    kept = kept_json(tmp_path / "out")
+    assert set(kept) == set(uids) - set(expected)
+    assert all(kept[u]["semdedup"] == {"cluster": int(cluster[uids.index(u)]),
+                                       "distance": pytest.approx(distance[uids.index(u)])} for u in kept)
+    filter_(*args, "--out", tmp_path / "again")
+    assert (tmp_path / "again" / "removed.parquet").read_bytes() == (tmp_path / "out" / "removed.parquet").read_bytes()
