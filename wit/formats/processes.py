@@ -15,16 +15,24 @@ command resumes, and no child process left behind.
   interrupted, so a third-party handler never decides the exit status.
 - A body may handle the signals itself (the trainer checkpoints and exits 75): a non-zero
   status it returns is kept.
+- The unwinding is bounded. A `multiprocessing.Pool` whose worker was stopped while it held
+  the task queue's read lock (an idle worker waiting for a task holds it) never gets it back,
+  and `Pool.terminate()` (img2dataset's pool, leaving its `with`) would wait for it forever:
+  after a stop signal, that wait gives up after `LOCK_SECONDS`. Whatever else a library's
+  cleanup waits for, if the body has not unwound `UNWIND_SECONDS` after the signal, the
+  leader stops its descendants, prints its line and exits with 128 + the signal.
 """
 
 from __future__ import annotations
 
 import _thread
 import multiprocessing
+import multiprocessing.pool
 import os
 import signal
 import sys
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable
 
@@ -32,6 +40,9 @@ import psutil
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 GRACE_SECONDS = 3.0
+LOCK_SECONDS = 0.5     # a pool's queue lock, after a stop signal
+UNWIND_SECONDS = 5.0   # the body's unwinding, after a stop signal
+_leading: dict = {}    # the command `lead` runs: its name, whether it resumes, the unwinding's watchdog
 QUIET_TRACKER = "ignore:resource_tracker:UserWarning"
 
 
@@ -56,6 +67,7 @@ def lead(command: str, body: Callable[[], int], resumes: bool = True) -> int:
     os.set_blocking(wakeup_w, False)
     previous_fd = signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
     previous = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS}
+    _leading.update(command=command, resumes=resumes, watchdog=None)
     status, signum = 1, None
     try:
         status = body()
@@ -66,6 +78,8 @@ def lead(command: str, body: Callable[[], int], resumes: bool = True) -> int:
     except SystemExit as e:   # a library's handler or its sys.exit
         status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     finally:
+        if _leading.get("watchdog") is not None:   # the body has unwound
+            _leading["watchdog"].cancel()
         for sig in STOP_SIGNALS:   # a second signal while cleaning up must not cut it short
             signal.signal(sig, signal.SIG_IGN)
         received = _received(wakeup_r)
@@ -84,9 +98,13 @@ def lead(command: str, body: Callable[[], int], resumes: bool = True) -> int:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     if signum is None:
         return status
+    _say_interrupted(command, signum, resumes)
+    return 128 + signum
+
+
+def _say_interrupted(command: str, signum: int, resumes: bool) -> None:
     then = "; run the same command again to resume" if resumes else ""
     print(f"{command}: interrupted by {signal.Signals(signum).name}{then}", file=sys.stderr, flush=True)
-    return 128 + signum
 
 
 def _forward_sigint(done: threading.Event) -> None:
@@ -104,8 +122,34 @@ def _forward_sigint(done: threading.Event) -> None:
 def _interrupt(signum, frame) -> None:
     for sig in STOP_SIGNALS:   # once: the unwinding is not interrupted again
         signal.signal(sig, signal.SIG_IGN)
+    multiprocessing.pool.Pool._help_stuff_finish = staticmethod(_help_stuff_finish)
+    if _leading.get("command") and _leading.get("watchdog") is None:
+        watchdog = threading.Timer(UNWIND_SECONDS, _give_up, args=(signum,))
+        watchdog.daemon = True
+        watchdog.start()
+        _leading["watchdog"] = watchdog
     _signal_descendants(signal.SIGTERM)
     raise Interrupted(signum)
+
+
+def _help_stuff_finish(inqueue, task_handler, size) -> None:
+    """`multiprocessing.pool.Pool._help_stuff_finish` (drain the task queue so that the task
+    handler is not left blocked on it), but giving up on the queue's read lock after
+    LOCK_SECONDS: a worker stopped while it held the lock never releases it."""
+    if not inqueue._rlock.acquire(timeout=LOCK_SECONDS):
+        return
+    while task_handler.is_alive() and inqueue._reader.poll():
+        inqueue._reader.recv()
+        time.sleep(0)
+
+
+def _give_up(signum: int) -> None:
+    """The body has not unwound UNWIND_SECONDS after a stop signal (a library's cleanup
+    waits for something that a stopped process will never do): stop every descendant, say
+    so, and end the process now."""
+    stop_descendants(grace=1.0)
+    _say_interrupted(_leading["command"], signum, _leading["resumes"])
+    os._exit(128 + signum)
 
 
 def _received(fd: int) -> list[int]:
