@@ -7,8 +7,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the demo, tests and benchmarks need: WordNet 3.0, Java for pyspark, GNU time,
-# SLURM and munge (the sbatch tests run a real single-node cluster), docker-compose (validates the stack).
-DEBIAN_PACKAGES := wordnet-base openjdk-17-jre-headless time slurm-wlm munge docker-compose
+# SLURM and munge (the sbatch tests run a real single-node cluster), docker-compose (validates the stack),
+# Chromium and its driver (wit view's tests drive a real headless browser).
+DEBIAN_PACKAGES := wordnet-base openjdk-17-jre-headless time slurm-wlm munge docker-compose chromium chromium-driver
 DEMO := demo
 export NO_ALBUMENTATIONS_UPDATE := 1
 

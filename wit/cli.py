@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
-    return lead(f"wit {args.command}", partial(_run, args), resumes=args.command != "inspect")
+    return lead(f"wit {args.command}", partial(_run, args), resumes=args.command not in ("inspect", "view"))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -61,6 +61,8 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
          "SHARDS dir -> image and text embeddings of every sample (any OpenCLIP model)"),
         ("filter", "wit.filter.run:FilterConfig", _filter, "SHARDS dir -> filtered SHARDS dir (near-duplicates, "
                                                            "test-set overlap, CLIP score, text rules)"),
+        ("view", "wit.view.run:ViewConfig", _view,
+         "a local, read-only web page over a SHARDS dir (and its EMBED and FILTER outputs)"),
     ]
     if command not in {name for name, *_ in stages} | {"inspect"}:
         command = None
@@ -151,6 +153,12 @@ def _filter(config) -> None:
     removed = ", ".join(f"{n:,} {name}" for name, n in counts["removed"].items() if n) or "none"
     print(f"wit filter: {manifest['total_samples']:,} of {counts['input_samples']:,} samples kept in "
           f"{len(manifest['shards']):,} shards (removed: {removed}) -> {config.out}", file=sys.stderr)
+
+
+def _view(config) -> None:
+    from wit.view.run import run
+
+    run(config)
 
 
 def _inspect(config) -> None:
