@@ -20,7 +20,7 @@ from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.common.by import By
 
 from tests.support.checkpoints import write_checkpoint
-from tests.support.witcli import assert_one_line_error, wit_in_process
+from tests.support.witcli import assert_one_line_error, run_wit, wit_in_process
 from tests.support.worldwide import ENTRIES
 from wit.formats.errors import WitError
 from wit.formats.images import ImageRefused
@@ -312,3 +312,44 @@ def test_above_the_exact_limit_search_goes_through_an_ivf_index_built_once(tmp_p
         found = [s for s, _ in approximate.nearest(approximate.vector(2 * row), 10)]
         assert found[0] == 2 * row and len(set(found) & set(truth.tolist())) >= 7
     assert exact.vector(1) is None   # not a sample with a vector
+
+
+@pytest.mark.slow
+def test_a_killed_index_build_resumes_and_equals_a_straight_one(world, tmp_path):
+    """`wit view --index-only` killed (SIGKILL, its whole group) between shard transactions:
+    the shards it stored stay stored, and the rerun finishes the same index a straight build
+    makes."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.cli import run_module
+
+    index = tmp_path / "killed"
+    args = ["view", str(world["shards"]), "--index-only", "--index", str(index), "--workers", "1"]
+    process = run_module("tests.wit.slowed", "wit.view.index:store_shard", "0.7", *args, start_new_session=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    database = index / view_index.INDEX_FILE
+    deadline = time.time() + 120
+    stored: list[int] = []
+    while time.time() < deadline and len(stored) < 2:
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]
+        if database.exists():
+            try:
+                stored = [r[0] for r in view_index.connect(str(database)).execute("SELECT shard FROM shards")]
+            except Exception:   # noqa: BLE001 - the schema may not be there yet
+                stored = []
+        time.sleep(0.05)
+    assert len(stored) >= 2, "two shards were not stored within 120 s"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    kept = {r[0] for r in view_index.connect(str(database)).execute("SELECT shard FROM shards")}
+    assert kept >= set(stored) and len(kept) < len(open_shards(str(world["shards"])).manifest["shards"])
+    resumed = run_wit(*args[:-2], "--workers", "1")
+    assert resumed.returncode == 0, resumed.stderr
+    straight = tmp_path / "straight"
+    assert run_wit("view", str(world["shards"]), "--index-only", "--index", str(straight)).returncode == 0
+    rows = [view_index.connect(str(d / view_index.INDEX_FILE)).execute("SELECT * FROM samples ORDER BY id").fetchall()
+            for d in (index, straight)]
+    assert rows[0] == rows[1] and len(rows[0]) == len(world["samples"])
