@@ -173,6 +173,8 @@ def _workable(image: Image.Image) -> Image.Image:
     where that is one, else RGB or RGBA (palette and 1-bit images)."""
     if image.mode in ("L", "LA", "RGB", "RGBA", "CMYK", "I;16", "I", "F"):
         return image
+    if image.mode.startswith("I;16"):   # 16-bit grey of another byte order: its values, not clipped to 8 bits
+        return image.convert("I")
     if image.mode == "1":
         return image.convert("L")
     alpha = image.mode in ("PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info)

@@ -42,6 +42,8 @@ MAX_TEXT = 500          # characters of a typed search text
 MAX_PAGE_KEY = 1 << 62
 RESULTS = 48            # nearest neighbours shown by a search
 QUERIES_PER_PAGE = 100
+MAX_QUERY_PAGE = MAX_PAGE_KEY // QUERIES_PER_PAGE   # an offset SQLite's 64-bit integers still hold
+LISTING_ARGS = ("text", "caption", "lang")   # the arguments a paged listing keeps from page to page
 NO_LANGUAGE = "-"       # the URL's name of "no language" (a single query list)
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -147,13 +149,15 @@ def create_app(view: View, host: str = "127.0.0.1") -> Flask:
     @app.get("/queries")
     def queries():
         number = _int_arg("page", 0)
+        if number > MAX_QUERY_PAGE:
+            abort(400)
         lang = request.args.get("lang")
         code = None if lang is None else _lang(lang)
         rows = view.index.queries(number * QUERIES_PER_PAGE, QUERIES_PER_PAGE + 1, code)
         return render_template("queries.html", rows=rows[:QUERIES_PER_PAGE], number=number, lang=lang,
                                more=len(rows) > QUERIES_PER_PAGE, per_page=QUERIES_PER_PAGE)
 
-    @app.get("/queries/<lang>/<int:query_id>")
+    @app.get("/queries/<lang>/<int(max=2147483647):query_id>")
     def query(lang: str, query_id: int):
         code = _lang(lang)
         total = view.index.query_count(code, query_id)
@@ -246,7 +250,7 @@ def create_app(view: View, host: str = "127.0.0.1") -> Flask:
         return render_template("removed_list.html", filter_=filter_, reason=reason, total=total, rows=rows,
                                page=Page(rows, ids.after, ids.before))
 
-    @app.get("/eval/<name>/<int:index>.jpg")
+    @app.get("/eval/<name>/<int(max=2147483647):index>.jpg")
     def eval_image(name: str, index: int):
         data = view.evals.thumbnail(name, index) if view.evals is not None else None
         if data is None:
@@ -330,8 +334,9 @@ def _lang_url(code: str) -> str:
 
 
 def _page_url(after: int | None = None, before: int | None = None) -> str:
-    """This page's URL with its other arguments kept and the page key replaced."""
-    args = {k: v for k, v in request.args.items() if k not in ("after", "before")}
+    """This page's URL with its listing arguments kept and the page key replaced (any other
+    argument is dropped: it could name a route's own argument, or `url_for`'s)."""
+    args = {k: v for k, v in request.args.items() if k in LISTING_ARGS and k not in (request.view_args or {})}
     if after is not None:
         args["after"] = after
     if before is not None:

@@ -211,6 +211,8 @@ class EvalImages:
     def _read(self, name: str) -> dict[int, bytes]:
         wanted = self.filters.eval_matches(name)
         found: dict[int, bytes] = {}
+        if not wanted:   # no sample matched this set: nothing of it is shown, nothing read
+            return found
         try:
             evalset = open_evalset(self.paths[name])
             for sample in evalset.samples(wanted.__contains__):

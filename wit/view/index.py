@@ -202,7 +202,8 @@ def _meta(path: str) -> dict[str, str] | None:
             conn.close()
     except sqlite3.DatabaseError:
         return None
-    return found if found.get("tool") == "wit view" else None
+    # an empty meta table: a creation killed between the schema and its first rows (rebuilt)
+    return found if found.get("tool") == "wit view" or not found else None
 
 
 @dataclass

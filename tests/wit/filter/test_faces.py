@@ -231,3 +231,16 @@ def test_wit_filter_blur_faces_rewrites_only_the_face_photo(hopper_jpeg, tmp_pat
             assert hopper_jpeg not in path.read_bytes(), path
     counts = read_manifest(str(out))["counts"]
     assert counts["faces"] == {"images_blurred": 1, "faces": len(face_meta["faces"])}
+
+
+def test_a_16_bit_big_endian_tiff_is_searched_at_its_depth(hopper):
+    """Big-endian 16-bit grey (TIFF `I;16B`): searched with its own values, not clipped to
+    white by a conversion to 8-bit RGB (which found no face, and wrote it unblurred)."""
+    grey = np.asarray(hopper.convert("L")).astype(np.uint16) * 257
+    data = encoded(Image.frombytes("I;16B", hopper.size, grey.astype(">u2").tobytes()), "TIFF")
+    out, boxes = blur_faces(data)
+    assert out is not None and max(overlap(b, FACE) for b in boxes) > 0.9
+    before = np.asarray(Image.open(io.BytesIO(data)).convert("I"), np.int64)
+    after = np.asarray(Image.open(io.BytesIO(out)).convert("I"), np.int64)
+    inside = mask(boxes, before.shape)
+    assert np.array_equal(after[~inside], before[~inside]) and np.abs(after - before)[inside].mean() > 15 * 257
