@@ -267,13 +267,13 @@ def _guard(wsgi_app: Callable, host: str) -> Callable:
     """Refuse, before routing, any method but GET and HEAD (405), and, when serving on a
     loopback address, a Host header that names anything else (400: a DNS-rebinding page
     could otherwise read the data)."""
-    loopback = _is_loopback(host)
+    loopback = is_loopback(host)
 
     def guarded(environ, start_response):
         if environ.get("REQUEST_METHOD") not in METHODS:
             return _plain(start_response, "405 Method Not Allowed", b"405 Method Not Allowed: wit view is read-only\n",
                           [("Allow", ", ".join(METHODS))])
-        if loopback and not _is_loopback(_hostname(environ.get("HTTP_HOST", ""))):
+        if loopback and not is_loopback(_hostname(environ.get("HTTP_HOST", ""))):
             return _plain(start_response, "400 Bad Request", b"400 Bad Request: unexpected Host header\n")
         return wsgi_app(environ, start_response)
 
@@ -292,7 +292,7 @@ def _hostname(header: str) -> str:
     return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host.lower() in ("localhost", "localhost.") or host.lower().endswith(".localhost"):
         return True
     try:

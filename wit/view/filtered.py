@@ -15,6 +15,7 @@ import threading
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from wit.formats.atomic import atomic_path
 from wit.formats.errors import WitError
 from wit.formats.evalsets import open_evalset
 from wit.formats.images import ImageRefused
@@ -41,9 +42,15 @@ def build(filtered: Filtered, index: Index, cache: str) -> str:
     path = os.path.join(cache, f"filtered-{filtered.manifest_sha256[:32]}.sqlite")
     if os.path.exists(path):
         return path
-    temporary = path + ".partial"
-    if os.path.exists(temporary):
-        os.remove(temporary)
+    with atomic_path(path) as temporary:
+        removed, annotated = _build(filtered, index, temporary)
+    print(f"wit view: {filtered.root}: {removed:,} removed samples, {annotated:,} annotated, indexed",
+          file=sys.stderr, flush=True)
+    return path
+
+
+def _build(filtered: Filtered, index: Index, temporary: str) -> tuple[int, int]:
+    """Fill the SQLite file `temporary`; the removed and annotated samples it holds."""
     conn = sqlite3.connect(temporary)
     try:
         conn.executescript(_SCHEMA)
@@ -58,10 +65,7 @@ def build(filtered: Filtered, index: Index, cache: str) -> str:
                                                                 ("filtered", filtered.root)])
     finally:
         conn.close()
-    os.replace(temporary, path)
-    print(f"wit view: {filtered.root}: {removed:,} removed samples, {annotated:,} annotated, indexed",
-          file=sys.stderr, flush=True)
-    return path
+    return removed, annotated
 
 
 def _ids(index: Index, uids: list[str], path: str) -> list[int]:

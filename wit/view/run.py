@@ -23,7 +23,7 @@ from wit.formats.flags import option
 from wit.formats.locks import OutputLock
 from wit.formats.processes import worker_pool
 from wit.view import filtered as filter_index, index, vectors as vector_cache
-from wit.view.app import View, create_app
+from wit.view.app import View, create_app, is_loopback
 from wit.view.sources import (Embedded, Filtered, QueryNames, Shards, cache_dir, datacard, open_embedded,
                               open_filtered, open_shards, query_names)
 
@@ -135,7 +135,7 @@ def run(config: ViewConfig) -> dict:
             from None
     host = f"[{config.host}]" if ":" in config.host else config.host
     url = f"http://{host}:{server.server_port}/"
-    if not _loopback(config.host):
+    if not is_loopback(config.host):
         print(f"{PROG}: serving on {config.host}, not a loopback address: anyone who can reach it can read the data",
               file=sys.stderr)
     print(f"{PROG}: serving {url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
@@ -145,11 +145,3 @@ def run(config: ViewConfig) -> dict:
         server.server_close()
     return {**summary, "url": url}
 
-
-def _loopback(host: str) -> bool:
-    import ipaddress
-
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from wit.formats.atomic import file_sha256
+from wit.formats.atomic import atomic_open, atomic_path, file_sha256, write_json
 from wit.formats.embeddings import embedding_file
 from wit.formats.errors import WitError
 from wit.view.index import Index
@@ -41,7 +41,7 @@ def build(embedded: Embedded, index: Index, cache: str) -> str:
     dim = embedded.summary["dim"]
     ids: list[np.ndarray] = []
     count = 0
-    with open(base + ".f32.partial", "wb") as out:
+    with atomic_open(base + ".f32") as out:
         for shard, entry in enumerate(embedded.summary["shards"]):
             path = os.path.join(embedded.root, embedding_file(str(entry["name"])))
             try:
@@ -61,14 +61,12 @@ def build(embedded: Embedded, index: Index, cache: str) -> str:
             out.write(np.ascontiguousarray(vectors).tobytes())
             ids.append(np.array([keys[u] for u, v in zip(uids, valid) if v], dtype=np.int64))
             count += len(vectors)
-    order = np.concatenate(ids) if ids else np.zeros(0, np.int64)
-    if len(order) > 1 and not (np.diff(order) > 0).all():
-        raise WitError(f"{embedded.root}: embeddings out of the shards' sample order")
-    np.save(base + ".ids.npy", order)
-    os.replace(base + ".f32.partial", base + ".f32")
-    with open(base + ".json.partial", "w") as f:
-        json.dump({"dim": dim, "count": count, "embeddings": embedded.root}, f)
-    os.replace(base + ".json.partial", base + ".json")
+        order = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+        if len(order) > 1 and not (np.diff(order) > 0).all():
+            raise WitError(f"{embedded.root}: embeddings out of the shards' sample order")
+    with atomic_open(base + ".ids.npy") as f:
+        np.save(f, order)
+    write_json(base + ".json", {"dim": dim, "count": count, "embeddings": embedded.root})   # last: the marker
     print(f"wit view: {embedded.root}: {count:,} image vectors of dim {dim} cached", file=sys.stderr, flush=True)
     return base
 
@@ -124,8 +122,8 @@ def _ivf(base: str, vectors: np.ndarray):
         index.train(np.ascontiguousarray(vectors[np.sort(sample)]))
         for start in range(0, count, 1 << 18):
             index.add(np.ascontiguousarray(vectors[start:start + (1 << 18)]))
-        faiss.write_index(index, path + ".partial")
-        os.replace(path + ".partial", path)
+        with atomic_path(path) as temporary:
+            faiss.write_index(index, temporary)
     index.nprobe = NPROBE
     return index
 
