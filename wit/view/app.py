@@ -28,7 +28,7 @@ from wit.formats.languages import LANGUAGE_CODE
 from wit.formats.shards import open_regular
 from wit.view.filtered import DECONTAMINATE, UID_MATCHES, EvalImages, FilterIndex, eval_match
 from wit.view.images import LARGE, THUMBNAIL, read_at, resized_jpeg
-from wit.view.index import Index, Page, fts_query
+from wit.view.index import Index, Page, fts_query, query_ids
 from wit.view.sources import Embedded, Filtered, QueryNames, Shards
 from wit.view.templates import CSS, TEMPLATES
 
@@ -174,17 +174,16 @@ def create_app(view: View, host: str = "127.0.0.1") -> Flask:
         row = _sample(view, uid)
         path = os.path.join(view.shards.root, view.index.shard_name(row["shard"]) or "")
         meta, text = _member_json(path, row), _member_text(path, row)
-        query_ids = (meta or {}).get("query_ids")
-        queries = [(row["lang"], q) for q in (query_ids if isinstance(query_ids, list) else [])[:256]
-                   if isinstance(q, int) and not isinstance(q, bool) and q >= 0]
+        queries = [(row["lang"], q) for q in query_ids(meta)]
         removal = twins = annotations = None
         if view.filters is not None:
             removal = view.filters.removal(row["id"])
             if removal:
                 removal["resolved"] = _resolve(view, removal)
             annotations = _flatten(view.filters.annotations(row["id"]))
-            twins = [dict(r, sample=s) for r in view.filters.removed_for(row["uid"])
-                     for s in view.index.samples([r["sample"]])]
+            removed = view.filters.removed_for(row["uid"])
+            found = {s["id"]: s for s in view.index.samples([r["sample"] for r in removed])}
+            twins = [dict(r, sample=found[r["sample"]]) for r in removed if r["sample"] in found]
         similar = view.vectors is not None and view.vectors.vector(row["id"]) is not None
         fields = None if meta is None else [(str(k), v if isinstance(v, str) else json.dumps(v, ensure_ascii=False))
                                             for k, v in meta.items()]

@@ -20,7 +20,7 @@ from wit.formats.errors import WitError
 from wit.formats.evalsets import open_evalset
 from wit.formats.images import ImageRefused
 from wit.view.images import THUMBNAIL, resized_jpeg
-from wit.view.index import Index, Page, ids_page
+from wit.view.index import Index, Page, ReadOnly, ids_page
 from wit.view.sources import ANNOTATIONS, REMOVED, Filtered
 
 VERSION = 1
@@ -123,20 +123,12 @@ def _annotations(conn: sqlite3.Connection, path: str, index: Index) -> int:
     return count
 
 
-class FilterIndex:
-    """Read-only queries on a FILTER dir's SQLite file; one connection per thread."""
+class FilterIndex(ReadOnly):
+    """Read-only queries on a FILTER dir's SQLite file."""
 
     def __init__(self, path: str, filtered: Filtered) -> None:
-        self.path, self.filtered = path, filtered
-        self._local = threading.local()
-
-    def conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            self._local.conn = conn
-        return conn
+        super().__init__(path)
+        self.filtered = filtered
 
     def counts(self) -> list[dict]:
         return [dict(r) for r in self.conn().execute(

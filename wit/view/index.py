@@ -99,11 +99,16 @@ def index_shard(path: str, shard: int, name: str, first: int, expected: dict) ->
             rows.samples.append((
                 sample, uid, shard, key, extension, *_where(image), *_where(js), *_where(txt),
                 _caption(f, txt), lang, _positive(meta.get("width")), _positive(meta.get("height"))))
-            query_ids = meta.get("query_ids")
-            if isinstance(query_ids, list):
-                ids = [q for q in query_ids if isinstance(q, int) and not isinstance(q, bool) and q >= 0]
-                rows.queries += [(lang, q, sample) for q in dict.fromkeys(ids[:MAX_QUERY_IDS])]
+            rows.queries += [(lang, q, sample) for q in dict.fromkeys(query_ids(meta))]
     return rows
+
+
+def query_ids(meta: dict | None) -> list[int]:
+    """The query ids a sample json lists (non-negative integers), at most MAX_QUERY_IDS."""
+    found = (meta or {}).get("query_ids")
+    if not isinstance(found, list):
+        return []
+    return [q for q in found if isinstance(q, int) and not isinstance(q, bool) and q >= 0][:MAX_QUERY_IDS]
 
 
 def _where(member: Member | None) -> tuple[int | None, int | None]:
@@ -298,16 +303,12 @@ class Page:
     before: int | None     # the `before` of the previous page
 
 
-class Index:
-    """Read-only queries on a finished index; one SQLite connection per thread."""
+class ReadOnly:
+    """A SQLite file read by the pages: one read-only connection per request thread."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._local = threading.local()
-        found = _meta(path)
-        if not found or found.get("complete") != "1":
-            raise WitError(f"{path}: not a finished index of `wit view`")
-        self.meta = found
 
     def conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -318,6 +319,17 @@ class Index:
             conn.execute("PRAGMA mmap_size=268435456")
             self._local.conn = conn
         return conn
+
+
+class Index(ReadOnly):
+    """Read-only queries on a finished index."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        found = _meta(path)
+        if not found or found.get("complete") != "1":
+            raise WitError(f"{path}: not a finished index of `wit view`")
+        self.meta = found
 
     def one(self, sql: str, params: tuple = ()) -> sqlite3.Row | None:
         return self.conn().execute(sql, params).fetchone()
